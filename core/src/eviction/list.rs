@@ -1,0 +1,151 @@
+//! Intrusive doubly-linked lists over slot indices, shared by the queue-based
+//! policies. One [`Links`] arena holds the links of every slot; a slot is in
+//! at most one [`List`] of that arena at a time. Front = newest, back = oldest.
+
+pub(crate) const NIL: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct List {
+    pub head: u32,
+    pub tail: u32,
+    pub len: usize,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List {
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+pub(crate) struct Links {
+    prev: Vec<u32>,
+    next: Vec<u32>,
+}
+
+impl Links {
+    #[inline]
+    pub fn ensure(&mut self, slot: u32) {
+        let need = slot as usize + 1;
+        if self.prev.len() < need {
+            self.prev.resize(need, NIL);
+            self.next.resize(need, NIL);
+        }
+    }
+
+    /// Towards the front (newer).
+    #[inline]
+    pub fn prev(&self, slot: u32) -> u32 {
+        self.prev[slot as usize]
+    }
+
+    /// Towards the back (older).
+    #[inline]
+    pub fn next(&self, slot: u32) -> u32 {
+        self.next[slot as usize]
+    }
+
+    #[inline]
+    pub fn push_front(&mut self, list: &mut List, slot: u32) {
+        self.ensure(slot);
+        let s = slot as usize;
+        self.prev[s] = NIL;
+        self.next[s] = list.head;
+        if list.head != NIL {
+            self.prev[list.head as usize] = slot;
+        } else {
+            list.tail = slot;
+        }
+        list.head = slot;
+        list.len += 1;
+    }
+
+    #[inline]
+    pub fn push_back(&mut self, list: &mut List, slot: u32) {
+        self.ensure(slot);
+        let s = slot as usize;
+        self.next[s] = NIL;
+        self.prev[s] = list.tail;
+        if list.tail != NIL {
+            self.next[list.tail as usize] = slot;
+        } else {
+            list.head = slot;
+        }
+        list.tail = slot;
+        list.len += 1;
+    }
+
+    #[inline]
+    pub fn unlink(&mut self, list: &mut List, slot: u32) {
+        let s = slot as usize;
+        let (p, n) = (self.prev[s], self.next[s]);
+        if p != NIL {
+            self.next[p as usize] = n;
+        } else {
+            list.head = n;
+        }
+        if n != NIL {
+            self.prev[n as usize] = p;
+        } else {
+            list.tail = p;
+        }
+        self.prev[s] = NIL;
+        self.next[s] = NIL;
+        list.len -= 1;
+    }
+
+    #[inline]
+    pub fn move_to_front(&mut self, list: &mut List, slot: u32) {
+        if list.head != slot {
+            self.unlink(list, slot);
+            self.push_front(list, slot);
+        }
+    }
+
+    #[inline]
+    pub fn pop_back(&mut self, list: &mut List) -> Option<u32> {
+        let t = list.tail;
+        if t == NIL {
+            return None;
+        }
+        self.unlink(list, t);
+        Some(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(links: &Links, list: &List) -> Vec<u32> {
+        let mut v = vec![];
+        let mut c = list.head;
+        while c != NIL {
+            v.push(c);
+            c = links.next(c);
+        }
+        v
+    }
+
+    #[test]
+    fn push_unlink_pop() {
+        let mut l = Links::default();
+        let mut a = List::default();
+        l.push_front(&mut a, 1);
+        l.push_front(&mut a, 2);
+        l.push_back(&mut a, 3);
+        assert_eq!(collect(&l, &a), vec![2, 1, 3]);
+        l.unlink(&mut a, 1);
+        assert_eq!(collect(&l, &a), vec![2, 3]);
+        l.move_to_front(&mut a, 3);
+        assert_eq!(collect(&l, &a), vec![3, 2]);
+        assert_eq!(l.pop_back(&mut a), Some(2));
+        assert_eq!(l.pop_back(&mut a), Some(3));
+        assert_eq!(l.pop_back(&mut a), None);
+        assert_eq!(a.len, 0);
+    }
+}

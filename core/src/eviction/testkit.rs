@@ -1,0 +1,195 @@
+//! Test helpers shared by the policies' unit tests: a driver for hand-worked
+//! access sequences and a randomized check of the trait contract.
+
+use super::{Access, EvictionPolicy, PolicyKind, Slot};
+use crate::types::{BlockKey, Nanos};
+use std::collections::BTreeMap;
+
+/// A minimal cache of unit-size blocks around one policy, keyed by small
+/// integers, for hand-worked sequences: `access(k)` inserts or hits `k`, then
+/// evicts until at most `capacity` blocks remain; it returns whether `k` hit.
+pub struct Harness {
+    pub policy: Box<dyn EvictionPolicy>,
+    pub capacity: usize,
+    key_to_slot: BTreeMap<u64, u32>,
+    slot_to_key: BTreeMap<u32, u64>,
+    free: Vec<u32>,
+    next_slot: u32,
+    pub clock: u64,
+    pub evicted: Vec<u64>,
+}
+
+impl Harness {
+    pub fn new(kind: PolicyKind, capacity: usize) -> Harness {
+        Harness::with(kind.build(Some(capacity as u64)), capacity)
+    }
+
+    pub fn with(policy: Box<dyn EvictionPolicy>, capacity: usize) -> Harness {
+        Harness {
+            policy,
+            capacity,
+            key_to_slot: BTreeMap::new(),
+            slot_to_key: BTreeMap::new(),
+            free: vec![],
+            next_slot: 0,
+            clock: 0,
+            evicted: vec![],
+        }
+    }
+
+    pub fn contains(&self, key: u64) -> bool {
+        self.key_to_slot.contains_key(&key)
+    }
+
+    pub fn resident(&self) -> Vec<u64> {
+        self.key_to_slot.keys().copied().collect()
+    }
+
+    /// Access with full facts (tokens, depth, cost, next_use).
+    pub fn access_with(&mut self, key: u64, mut a: Access) -> bool {
+        self.clock += 1;
+        a.now = Nanos(self.clock);
+        let hit = if let Some(&s) = self.key_to_slot.get(&key) {
+            self.policy.on_hit(Slot(s), &a);
+            true
+        } else {
+            let s = self.free.pop().unwrap_or_else(|| {
+                self.next_slot += 1;
+                self.next_slot - 1
+            });
+            self.key_to_slot.insert(key, s);
+            self.slot_to_key.insert(s, key);
+            self.policy.on_insert(Slot(s), BlockKey(key), &a);
+            false
+        };
+        self.shrink();
+        hit
+    }
+
+    pub fn access(&mut self, key: u64) -> bool {
+        self.access_with(key, Access::at(Nanos::ZERO))
+    }
+
+    /// Accesses each key in turn; returns the hit flags.
+    pub fn run(&mut self, keys: &[u64]) -> Vec<bool> {
+        keys.iter().map(|&k| self.access(k)).collect()
+    }
+
+    pub fn shrink(&mut self) {
+        while self.key_to_slot.len() > self.capacity {
+            let s = self
+                .policy
+                .evict(Nanos(self.clock))
+                .expect("policy has evictable blocks");
+            let k = self.slot_to_key.remove(&s.0).expect("victim is resident");
+            self.key_to_slot.remove(&k);
+            self.free.push(s.0);
+            self.evicted.push(k);
+        }
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Drives `kind` through random inserts, hits, pins, unpins, removals and
+/// evictions, and checks after each step that `evict` returns exactly the
+/// evictable resident blocks: never a pinned one, never one twice, and
+/// `None` only when nothing is evictable.
+pub fn check_contract(kind: PolicyKind) {
+    for seed in 1..=40u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut p = kind.build(Some(8));
+        // slot -> evictable?
+        let mut resident: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut free: Vec<u32> = vec![];
+        let mut next_slot = 0u32;
+        let mut key = 0u64;
+        for step in 0..400u64 {
+            let now = Nanos(step);
+            let access = Access {
+                now,
+                tokens: 1 + rng.below(512) as u32,
+                depth: rng.below(6) as u32,
+                cost: 1.0 + rng.below(100) as f64,
+                next_use: step + 1 + rng.below(50),
+            };
+            match rng.below(10) {
+                0..=2 => {
+                    let s = free.pop().unwrap_or_else(|| {
+                        next_slot += 1;
+                        next_slot - 1
+                    });
+                    key += 1;
+                    p.on_insert(Slot(s), BlockKey(key), &access);
+                    resident.insert(s, true);
+                }
+                3..=4 if !resident.is_empty() => {
+                    let i = rng.below(resident.len() as u64) as usize;
+                    let s = *resident.keys().nth(i).unwrap();
+                    p.on_hit(Slot(s), &access);
+                }
+                5 if !resident.is_empty() => {
+                    let i = rng.below(resident.len() as u64) as usize;
+                    let (&s, ev) = resident.iter_mut().nth(i).unwrap();
+                    if *ev {
+                        p.on_unevictable(Slot(s));
+                        *ev = false;
+                    } else {
+                        p.on_evictable(Slot(s), now);
+                        *ev = true;
+                    }
+                }
+                6 if !resident.is_empty() => {
+                    let i = rng.below(resident.len() as u64) as usize;
+                    let s = *resident.keys().nth(i).unwrap();
+                    p.on_remove(Slot(s));
+                    resident.remove(&s);
+                    free.push(s);
+                }
+                _ => {
+                    let any = resident.values().any(|&e| e);
+                    match p.evict(now) {
+                        Some(Slot(s)) => {
+                            assert_eq!(
+                                resident.get(&s),
+                                Some(&true),
+                                "{kind}: seed {seed} step {step}: evicted slot {s} is not evictable"
+                            );
+                            resident.remove(&s);
+                            free.push(s);
+                        }
+                        None => assert!(
+                            !any,
+                            "{kind}: seed {seed} step {step}: None while blocks are evictable"
+                        ),
+                    }
+                }
+            }
+        }
+        // Drain: every evictable block comes out exactly once.
+        let mut want: Vec<u32> = resident
+            .iter()
+            .filter(|(_, &e)| e)
+            .map(|(&s, _)| s)
+            .collect();
+        let mut got = vec![];
+        while let Some(Slot(s)) = p.evict(Nanos(10_000)) {
+            got.push(s);
+            assert!(got.len() <= want.len(), "{kind}: seed {seed}: drain returned too many");
+        }
+        got.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(got, want, "{kind}: seed {seed}: drain differs");
+    }
+}
