@@ -1,0 +1,235 @@
+//! The prefix-cache replayer.
+//!
+//! Semantics (documented in README and ARCHITECTURE, tested below):
+//! - A request's hit is the longest run of its leading blocks present in the
+//!   cache at its arrival, in tokens `min(k × block_tokens, input_tokens)`.
+//!   Hit rate = Σ hit tokens / Σ input tokens; the block hit rate is
+//!   Σ k / Σ blocks.
+//! - After the lookup every block of the request is inserted or touched, tail
+//!   first (so a prefix's head is never older than its tail), then eviction
+//!   brings the cache back within capacity.
+//! - Local caches (`nodes > 1`): the capacity is split into `nodes`
+//!   independent caches (the remainder of the division goes one block each
+//!   to the first nodes); each request goes to the node with the longest
+//!   prefix match, ties to the least loaded node — load being the prefill
+//!   tokens it has computed so far (input − hit) — then to the lowest index.
+//!
+//! Costs handed to cost-aware policies: a block's recompute cost is the
+//! prefill FLOPs of its tokens given its prefix (Eq. 1, LLaMA3-70B of
+//! Table 1), in TFLOPs.
+
+use moonlab_core::cache::BlockCache;
+use moonlab_core::eviction::{Access, EvictionPolicy, PolicyKind};
+use moonlab_core::model::ModelShape;
+use moonlab_core::{BlockKey, Request};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use std::sync::OnceLock;
+
+/// A trace prepared for replay: requests plus, computed on first need, each
+/// block access's next use (for offline policies).
+pub struct PreparedTrace {
+    pub name: String,
+    pub block_tokens: u32,
+    pub requests: Vec<Request>,
+    next_use: OnceLock<Vec<u32>>,
+}
+
+impl PreparedTrace {
+    pub fn new(name: impl Into<String>, requests: Vec<Request>, block_tokens: u32) -> PreparedTrace {
+        PreparedTrace {
+            name: name.into(),
+            block_tokens,
+            requests,
+            next_use: OnceLock::new(),
+        }
+    }
+
+    /// Total block accesses of the trace.
+    pub fn block_accesses(&self) -> u64 {
+        self.requests.iter().map(|r| r.blocks.len() as u64).sum()
+    }
+
+    /// For every block access (requests in order, blocks in order), the
+    /// index of the next request that carries the same key; `u32::MAX` if
+    /// none.
+    fn next_use(&self) -> &[u32] {
+        self.next_use.get_or_init(|| {
+            let total = self.block_accesses() as usize;
+            let mut out = vec![u32::MAX; total];
+            let mut next: FxHashMap<BlockKey, u32> = FxHashMap::default();
+            let mut end = total;
+            for (i, r) in self.requests.iter().enumerate().rev() {
+                let start = end - r.blocks.len();
+                for (j, k) in r.blocks.iter().enumerate() {
+                    if let Some(&n) = next.get(k) {
+                        out[start + j] = n;
+                    }
+                }
+                for k in &r.blocks {
+                    next.insert(*k, i as u32);
+                }
+                end = start;
+            }
+            out
+        })
+    }
+}
+
+/// One replay: a policy, a total capacity and a node count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayConfig {
+    pub policy: PolicyKind,
+    /// Total capacity in blocks across all nodes; `None` = unbounded.
+    pub capacity_blocks: Option<u64>,
+    /// 1 = one pooled (global) cache; N > 1 = N local caches.
+    pub nodes: u32,
+}
+
+/// The outcome of one replay; field names are the JSONL/CSV columns.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReplayResult {
+    pub trace: String,
+    pub policy: String,
+    pub capacity_blocks: Option<u64>,
+    pub nodes: u32,
+    /// `pooled` (one cache) or `local` (split across nodes).
+    pub cache: &'static str,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub hit_tokens: u64,
+    pub hit_rate: f64,
+    pub blocks: u64,
+    pub hit_blocks: u64,
+    pub block_hit_rate: f64,
+    pub evictions: u64,
+}
+
+/// Recompute cost of every full block by depth is the same for all
+/// requests: memoised per depth.
+struct CostTable {
+    shape: ModelShape,
+    block_tokens: u32,
+    full: Vec<f64>,
+}
+
+impl CostTable {
+    fn new(block_tokens: u32) -> CostTable {
+        CostTable {
+            shape: ModelShape::LLAMA3_70B,
+            block_tokens,
+            full: Vec::new(),
+        }
+    }
+
+    fn cost(&mut self, depth: usize, tokens: u32) -> f64 {
+        let bt = self.block_tokens as u64;
+        let start = depth as u64 * bt;
+        if tokens as u64 != bt {
+            return self.shape.recompute_flops(start, start + tokens as u64) / 1e12;
+        }
+        while self.full.len() <= depth {
+            let d = self.full.len() as u64;
+            self.full.push(self.shape.recompute_flops(d * bt, (d + 1) * bt) / 1e12);
+        }
+        self.full[depth]
+    }
+}
+
+/// Replays `trace` under `cfg`.
+pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
+    let nodes = cfg.nodes.max(1) as u64;
+    let caps: Vec<Option<u64>> = (0..nodes)
+        .map(|i| cfg.capacity_blocks.map(|c| c / nodes + u64::from(i < c % nodes)))
+        .collect();
+    let mut caches: Vec<BlockCache<Box<dyn EvictionPolicy>>> =
+        caps.iter().map(|&c| BlockCache::new(cfg.policy.build(c), c)).collect();
+    let oracle = caches[0].policy().needs_future();
+    let next_use: &[u32] = if oracle { trace.next_use() } else { &[] };
+    let mut costs = CostTable::new(trace.block_tokens);
+    let mut load = vec![0u64; nodes as usize];
+    let mut evicted = Vec::new();
+    let (mut input_tokens, mut hit_tokens, mut blocks, mut hit_blocks) = (0u64, 0u64, 0u64, 0u64);
+    let mut offset = 0usize;
+    for r in &trace.requests {
+        let node = if nodes == 1 {
+            0
+        } else {
+            let mut best = (0usize, 0usize);
+            for (i, c) in caches.iter().enumerate() {
+                let m = c.prefix_len(&r.blocks);
+                if i == 0 || m > best.1 || (m == best.1 && load[i] < load[best.0]) {
+                    best = (i, m);
+                }
+            }
+            best.0
+        };
+        let cache = &mut caches[node];
+        let n = r.blocks.len();
+        let mut first_miss = n;
+        for j in (0..n).rev() {
+            let tokens = r.block_tokens_at(j, trace.block_tokens);
+            let access = Access {
+                now: r.arrival,
+                tokens,
+                depth: j as u32,
+                cost: costs.cost(j, tokens),
+                next_use: if oracle {
+                    match next_use[offset + j] {
+                        u32::MAX => u64::MAX,
+                        x => x as u64,
+                    }
+                } else {
+                    0
+                },
+            };
+            if !cache.touch(r.blocks[j], &access) {
+                first_miss = j;
+            }
+        }
+        evicted.clear();
+        cache.evict_to_capacity(r.arrival, &mut evicted);
+        let hit = r.hit_tokens(first_miss, trace.block_tokens);
+        load[node] += r.input_tokens as u64 - hit;
+        input_tokens += r.input_tokens as u64;
+        hit_tokens += hit;
+        blocks += n as u64;
+        hit_blocks += first_miss as u64;
+        offset += n;
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    ReplayResult {
+        trace: trace.name.clone(),
+        policy: cfg.policy.name().to_string(),
+        capacity_blocks: cfg.capacity_blocks,
+        nodes: nodes as u32,
+        cache: if nodes == 1 { "pooled" } else { "local" },
+        requests: trace.requests.len() as u64,
+        input_tokens,
+        hit_tokens,
+        hit_rate: ratio(hit_tokens, input_tokens),
+        blocks,
+        hit_blocks,
+        block_hit_rate: ratio(hit_blocks, blocks),
+        evictions: caches.iter().map(|c| c.counters().evictions).sum(),
+    }
+}
+
+/// Runs every (trace, config) pair in parallel; results come back in the
+/// order of `traces` × `configs`, whatever the scheduling.
+pub fn replay_grid(traces: &[PreparedTrace], configs: &[ReplayConfig]) -> Vec<ReplayResult> {
+    // Prepare oracles once per trace before fanning out.
+    if configs.iter().any(|c| c.policy == PolicyKind::Belady) {
+        traces.par_iter().for_each(|t| {
+            t.next_use();
+        });
+    }
+    let jobs: Vec<(usize, usize)> = (0..traces.len())
+        .flat_map(|t| (0..configs.len()).map(move |c| (t, c)))
+        .collect();
+    jobs.par_iter()
+        .with_max_len(1)
+        .map(|&(t, c)| replay(&traces[t], configs[c]))
+        .collect()
+}
