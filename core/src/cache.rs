@@ -160,7 +160,10 @@ impl<P: EvictionPolicy> BlockCache<P> {
         while self.map.len() as u64 > cap {
             match self.policy.evict(now) {
                 Some(Slot(s)) => {
-                    debug_assert!(self.slots[s as usize].evictable(), "policy evicted a held block");
+                    debug_assert!(
+                        self.slots[s as usize].evictable(),
+                        "policy evicted a held block"
+                    );
                     self.counters.evictions += 1;
                     evicted.push(self.release(s));
                 }

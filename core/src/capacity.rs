@@ -40,16 +40,20 @@ impl Capacity {
         if t.is_empty() {
             return Err(err("it is empty"));
         }
-        if matches!(t.to_ascii_lowercase().as_str(), "inf" | "unbounded" | "infinite") {
+        if matches!(
+            t.to_ascii_lowercase().as_str(),
+            "inf" | "unbounded" | "infinite"
+        ) {
             return Ok(Capacity::Unbounded);
         }
-        let (num, tokens) = if let Some(n) = t.strip_suffix("tok").or_else(|| t.strip_suffix("tokens")) {
-            (n, true)
-        } else if let Some(n) = t.strip_suffix("blocks").or_else(|| t.strip_suffix("blk")) {
-            (n, false)
-        } else {
-            (t, false)
-        };
+        let (num, tokens) =
+            if let Some(n) = t.strip_suffix("tok").or_else(|| t.strip_suffix("tokens")) {
+                (n, true)
+            } else if let Some(n) = t.strip_suffix("blocks").or_else(|| t.strip_suffix("blk")) {
+                (n, false)
+            } else {
+                (t, false)
+            };
         let (digits, scale) = match num.chars().last() {
             Some('k') | Some('K') => (&num[..num.len() - 1], 1e3),
             Some('M') | Some('m') => (&num[..num.len() - 1], 1e6),

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// Time since the start of a run in nanoseconds: virtual in the simulator,
 /// monotonic wall time on the real backend. Policies receive it, never read it.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Nanos(pub u64);
 
 impl Nanos {

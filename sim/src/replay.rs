@@ -37,7 +37,11 @@ pub struct PreparedTrace {
 }
 
 impl PreparedTrace {
-    pub fn new(name: impl Into<String>, requests: Vec<Request>, block_tokens: u32) -> PreparedTrace {
+    pub fn new(
+        name: impl Into<String>,
+        requests: Vec<Request>,
+        block_tokens: u32,
+    ) -> PreparedTrace {
         PreparedTrace {
             name: name.into(),
             block_tokens,
@@ -131,7 +135,8 @@ impl CostTable {
         }
         while self.full.len() <= depth {
             let d = self.full.len() as u64;
-            self.full.push(self.shape.recompute_flops(d * bt, (d + 1) * bt) / 1e12);
+            self.full
+                .push(self.shape.recompute_flops(d * bt, (d + 1) * bt) / 1e12);
         }
         self.full[depth]
     }
@@ -141,10 +146,15 @@ impl CostTable {
 pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
     let nodes = cfg.nodes.max(1) as u64;
     let caps: Vec<Option<u64>> = (0..nodes)
-        .map(|i| cfg.capacity_blocks.map(|c| c / nodes + u64::from(i < c % nodes)))
+        .map(|i| {
+            cfg.capacity_blocks
+                .map(|c| c / nodes + u64::from(i < c % nodes))
+        })
         .collect();
-    let mut caches: Vec<BlockCache<Box<dyn EvictionPolicy>>> =
-        caps.iter().map(|&c| BlockCache::new(cfg.policy.build(c), c)).collect();
+    let mut caches: Vec<BlockCache<Box<dyn EvictionPolicy>>> = caps
+        .iter()
+        .map(|&c| BlockCache::new(cfg.policy.build(c), c))
+        .collect();
     let oracle = caches[0].policy().needs_future();
     let next_use: &[u32] = if oracle { trace.next_use() } else { &[] };
     let mut costs = CostTable::new(trace.block_tokens);

@@ -52,7 +52,11 @@ fn tail_first_touch_makes_lru_evict_leaves_first() {
     // the prefix [1,2] survives: C = [1,2,3] hits 2 blocks.
     let t = PreparedTrace::new(
         "t",
-        vec![req(0, 1536, &[1, 2, 3]), req(1, 512, &[4]), req(2, 1536, &[1, 2, 3])],
+        vec![
+            req(0, 1536, &[1, 2, 3]),
+            req(1, 512, &[4]),
+            req(2, 1536, &[1, 2, 3]),
+        ],
         512,
     );
     let r = replay(&t, cfg(PolicyKind::Lru, Some(3), 1));
@@ -67,7 +71,11 @@ fn eviction_happens_after_the_whole_request() {
     // A request larger than the cache still finds its own prefix at arrival
     // only if it was there before; capacity 2 keeps the head [1,2] of the
     // 4-block request (tail-first touch, LRU drops 4 then 3).
-    let t = PreparedTrace::new("t", vec![req(0, 2048, &[1, 2, 3, 4]), req(1, 2048, &[1, 2, 3, 4])], 512);
+    let t = PreparedTrace::new(
+        "t",
+        vec![req(0, 2048, &[1, 2, 3, 4]), req(1, 2048, &[1, 2, 3, 4])],
+        512,
+    );
     let r = replay(&t, cfg(PolicyKind::Lru, Some(2), 1));
     assert_eq!(r.hit_blocks, 2);
     assert_eq!(r.evictions, 2 + 2);
@@ -80,7 +88,12 @@ fn local_caches_route_to_longest_match_then_least_loaded() {
     // C=[5,6] -> node 1 (match 2). D=[1,2] -> node 0 (match 2).
     let t = PreparedTrace::new(
         "t",
-        vec![req(0, 1024, &[1, 2]), req(1, 1024, &[5, 6]), req(2, 1024, &[5, 6]), req(3, 1024, &[1, 2])],
+        vec![
+            req(0, 1024, &[1, 2]),
+            req(1, 1024, &[5, 6]),
+            req(2, 1024, &[5, 6]),
+            req(3, 1024, &[1, 2]),
+        ],
         512,
     );
     let local = replay(&t, cfg(PolicyKind::Lru, Some(4), 2));
@@ -100,7 +113,11 @@ fn local_caches_route_to_longest_match_then_least_loaded() {
 /// then children drawn from a tiny alphabet), so prefixes are shared the way
 /// Mooncake's hash_ids are: block i shared only with the whole prefix.
 fn arb_trace() -> impl Strategy<Value = Vec<Request>> {
-    prop::collection::vec((0u64..4, prop::collection::vec(0u64..3, 1..7), 1u32..512), 1..60).prop_map(|reqs| {
+    prop::collection::vec(
+        (0u64..4, prop::collection::vec(0u64..3, 1..7), 1u32..512),
+        1..60,
+    )
+    .prop_map(|reqs| {
         reqs.into_iter()
             .enumerate()
             .map(|(i, (root, path, last))| {
@@ -185,8 +202,12 @@ proptest! {
 
 #[test]
 fn grid_is_deterministic_and_ordered_on_the_shipped_trace() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../traces/data/synthetic_trace.jsonl");
-    let (_, reqs) = moonlab_traces::read_all(std::path::Path::new(path), &Default::default()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../traces/data/synthetic_trace.jsonl"
+    );
+    let (_, reqs) =
+        moonlab_traces::read_all(std::path::Path::new(path), &Default::default()).unwrap();
     let traces = vec![PreparedTrace::new("synthetic", reqs, 512)];
     let configs: Vec<ReplayConfig> = PolicyKind::ALL
         .iter()

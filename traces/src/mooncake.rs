@@ -65,7 +65,12 @@ impl<R: BufRead> MooncakeReader<R> {
         let (path, line) = (&self.path, self.line_no);
         let text = self.buf.trim();
         if !text.starts_with('{') {
-            return Err(TraceError::invalid(path, line, "(line)", "expected a JSON object"));
+            return Err(TraceError::invalid(
+                path,
+                line,
+                "(line)",
+                "expected a JSON object",
+            ));
         }
         let raw: RawLine = match serde_json::from_str(text) {
             Ok(raw) => raw,
@@ -77,7 +82,7 @@ impl<R: BufRead> MooncakeReader<R> {
         let ts = raw
             .timestamp
             .ok_or_else(|| missing("timestamp", "arrival in milliseconds"))?;
-        if !ts.is_finite() || ts < 0.0 || ts > 1e15 {
+        if !ts.is_finite() || !(0.0..=1e15).contains(&ts) {
             return Err(TraceError::invalid(
                 path,
                 line,
@@ -166,9 +171,7 @@ fn explain_json_error(path: &Path, line: u64, text: &str, e: serde_json::Error) 
             if let Some(v) = obj.get(field) {
                 let ok = match field {
                     "timestamp" => v.is_number(),
-                    "hash_ids" => v
-                        .as_array()
-                        .is_some_and(|a| a.iter().all(|x| x.is_u64())),
+                    "hash_ids" => v.as_array().is_some_and(|a| a.iter().all(|x| x.is_u64())),
                     _ => v.is_i64(),
                 };
                 if !ok {
@@ -252,7 +255,12 @@ impl<W: Write> MooncakeWriter<W> {
         let _ = if ns % 1_000_000 == 0 {
             write!(self.line, "{{\"timestamp\": {}", ns / 1_000_000)
         } else {
-            write!(self.line, "{{\"timestamp\": {}.{:06}", ns / 1_000_000, ns % 1_000_000)
+            write!(
+                self.line,
+                "{{\"timestamp\": {}.{:06}",
+                ns / 1_000_000,
+                ns % 1_000_000
+            )
         };
         let _ = write!(
             self.line,
@@ -295,12 +303,16 @@ mod tests {
         .unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].arrival, Nanos::from_millis(27482));
-        assert_eq!(r[0].blocks, vec![BlockKey(46), BlockKey(47), BlockKey(2353)]);
+        assert_eq!(
+            r[0].blocks,
+            vec![BlockKey(46), BlockKey(47), BlockKey(2353)]
+        );
     }
 
     #[test]
     fn each_bad_input_names_line_and_field() {
-        let ok = "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1]}\n";
+        let ok =
+            "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1]}\n";
         let cases = [
             ("{\"timestamp\": 0, \"input_length\": 10", "t.jsonl:1: (line): not valid JSON"),
             ("{\"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1]}", "t.jsonl:1: timestamp: missing"),
@@ -320,11 +332,18 @@ mod tests {
         ];
         for (line, want) in cases {
             let got = err(line);
-            assert!(got.starts_with(want), "for {line}\n got: {got}\nwant: {want}");
+            assert!(
+                got.starts_with(want),
+                "for {line}\n got: {got}\nwant: {want}"
+            );
         }
-        let unsorted = format!("{ok}{}", ok.replace("\"timestamp\": 0", "\"timestamp\": 7").repeat(1) + &ok);
+        let later = ok.replace("\"timestamp\": 0", "\"timestamp\": 7");
+        let unsorted = format!("{ok}{later}{ok}");
         let got = err(&unsorted);
-        assert!(got.starts_with("t.jsonl:3: timestamp: 0 is earlier than line 2's 7"), "{got}");
+        assert!(
+            got.starts_with("t.jsonl:3: timestamp: 0 is earlier than line 2's 7"),
+            "{got}"
+        );
         assert!(err("").contains("holds no requests"));
         assert!(err("\n\n").contains("holds no requests"));
     }
@@ -332,7 +351,8 @@ mod tests {
     #[test]
     fn unsorted_is_accepted_when_the_caller_sorts() {
         let text = "{\"timestamp\": 5, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [1]}\n{\"timestamp\": 1, \"input_length\": 1, \"output_length\": 1, \"hash_ids\": [2]}\n";
-        let r: Result<Vec<_>, _> = MooncakeReader::new(text.as_bytes(), Path::new("t"), 512, false).collect();
+        let r: Result<Vec<_>, _> =
+            MooncakeReader::new(text.as_bytes(), Path::new("t"), 512, false).collect();
         assert_eq!(r.unwrap().len(), 2);
     }
 

@@ -152,7 +152,8 @@ mod tests {
                 match touches.iter().rposition(|(x, _)| x == k) {
                     None => row.push(None),
                     Some(p) => {
-                        let mut after: Vec<u64> = touches[p + 1..].iter().map(|(x, _)| *x).collect();
+                        let mut after: Vec<u64> =
+                            touches[p + 1..].iter().map(|(x, _)| *x).collect();
                         after.sort_unstable();
                         after.dedup();
                         after.retain(|x| x != k);
@@ -178,7 +179,9 @@ mod tests {
             x ^= x << 17;
             let root = x % 7;
             let len = 1 + (x >> 8) % 6;
-            let ks: Vec<u64> = (0..len).map(|i| root * 100 + i * (1 + (x >> 20) % 3)).collect();
+            let ks: Vec<u64> = (0..len)
+                .map(|i| root * 100 + i * (1 + (x >> 20) % 3))
+                .collect();
             history.push((t * 10, ks));
         }
         let want = naive(&history);
@@ -186,7 +189,10 @@ mod tests {
         let mut out = vec![];
         for ((t, ks), w) in history.iter().zip(&want) {
             tr.observe(Nanos(*t), &keys(ks), &mut out);
-            let got: Vec<Option<(u64, u64)>> = out.iter().map(|r| r.map(|r| (r.distance_blocks, r.age.0))).collect();
+            let got: Vec<Option<(u64, u64)>> = out
+                .iter()
+                .map(|r| r.map(|r| (r.distance_blocks, r.age.0)))
+                .collect();
             assert_eq!(&got, w, "at t={t}");
         }
     }
@@ -199,12 +205,30 @@ mod tests {
         assert_eq!(out, vec![None, None, None]);
         // touched 3, 2, 1: block 1 was touched last (distance 0), 3 first (2).
         tr.observe(Nanos(5), &keys(&[1, 2, 4]), &mut out);
-        assert_eq!(out[0], Some(Reuse { distance_blocks: 0, age: Nanos(5) }));
-        assert_eq!(out[1], Some(Reuse { distance_blocks: 1, age: Nanos(5) }));
+        assert_eq!(
+            out[0],
+            Some(Reuse {
+                distance_blocks: 0,
+                age: Nanos(5)
+            })
+        );
+        assert_eq!(
+            out[1],
+            Some(Reuse {
+                distance_blocks: 1,
+                age: Nanos(5)
+            })
+        );
         assert_eq!(out[2], None);
         tr.observe(Nanos(9), &keys(&[3]), &mut out);
         // since 3's touch: 2, 1, then 4, 2, 1 -> distinct {1, 2, 4}
-        assert_eq!(out[0], Some(Reuse { distance_blocks: 3, age: Nanos(9) }));
+        assert_eq!(
+            out[0],
+            Some(Reuse {
+                distance_blocks: 3,
+                age: Nanos(9)
+            })
+        );
         assert_eq!(tr.unique_blocks(), 4);
     }
 }

@@ -59,7 +59,10 @@ impl TraceFormat {
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         let first = first.trim_start_matches('\u{feff}').trim();
         if first.is_empty() {
-            return Err(TraceError::file(path, "is empty (expected a trace: Mooncake JSONL, Azure CSV or BurstGPT CSV)"));
+            return Err(TraceError::file(
+                path,
+                "is empty (expected a trace: Mooncake JSONL, Azure CSV or BurstGPT CSV)",
+            ));
         }
         if first.starts_with('{') {
             return Ok(TraceFormat::Mooncake);
@@ -109,7 +112,11 @@ pub struct TraceStream {
 
 /// Opens `path` for streaming. With `check_order` false, out-of-order
 /// timestamps are let through (the caller sorts).
-pub fn open_trace_ordered(path: &Path, opts: &ReadOptions, check_order: bool) -> Result<TraceStream, TraceError> {
+pub fn open_trace_ordered(
+    path: &Path,
+    opts: &ReadOptions,
+    check_order: bool,
+) -> Result<TraceStream, TraceError> {
     let format = match opts.format {
         Some(f) => f,
         None => TraceFormat::detect(path)?,
@@ -117,7 +124,12 @@ pub fn open_trace_ordered(path: &Path, opts: &ReadOptions, check_order: bool) ->
     let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
     let input: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, file));
     let requests: Box<dyn Iterator<Item = Result<Request, TraceError>> + Send> = match format {
-        TraceFormat::Mooncake => Box::new(MooncakeReader::new(input, path, opts.block_tokens, check_order)),
+        TraceFormat::Mooncake => Box::new(MooncakeReader::new(
+            input,
+            path,
+            opts.block_tokens,
+            check_order,
+        )),
         TraceFormat::Azure => Box::new(AzureReader::new(input, path, check_order)),
         TraceFormat::BurstGpt => Box::new(BurstGptReader::new(input, path, check_order)),
     };
@@ -130,7 +142,10 @@ pub fn open_trace(path: &Path, opts: &ReadOptions) -> Result<TraceStream, TraceE
 }
 
 /// Reads a whole trace, sorting it by arrival (stable) when `opts.sort`.
-pub fn read_all(path: &Path, opts: &ReadOptions) -> Result<(TraceFormat, Vec<Request>), TraceError> {
+pub fn read_all(
+    path: &Path,
+    opts: &ReadOptions,
+) -> Result<(TraceFormat, Vec<Request>), TraceError> {
     let stream = open_trace_ordered(path, opts, !opts.sort)?;
     let mut out: Vec<Request> = stream.requests.collect::<Result<_, _>>()?;
     if opts.sort {

@@ -145,7 +145,9 @@ pub struct StatsBuilder {
 
 impl StatsBuilder {
     pub fn new(block_tokens: u32) -> StatsBuilder {
-        let hist = || Histogram::<u64>::new(3).expect("3 significant figures is a valid precision");
+        // Up to 2^40 blocks or milliseconds (35 years), 3 significant figures.
+        let hist =
+            || Histogram::<u64>::new_with_bounds(1, 1 << 40, 3).expect("valid histogram bounds");
         StatsBuilder {
             block_tokens,
             requests: 0,
@@ -192,7 +194,8 @@ impl StatsBuilder {
         self.any_hashes = true;
         self.blocks += r.blocks.len() as u64;
         *self.first_blocks.entry(r.blocks[0]).or_default() += 1;
-        self.reuse.observe(r.arrival, &r.blocks, &mut self.reuse_buf);
+        self.reuse
+            .observe(r.arrival, &r.blocks, &mut self.reuse_buf);
         let k = self.reuse_buf.iter().take_while(|x| x.is_some()).count();
         self.hit_blocks += k as u64;
         self.hit_tokens += r.hit_tokens(k, self.block_tokens);
@@ -209,7 +212,8 @@ impl StatsBuilder {
         };
         let input_total = self.input.sum as u64;
         let prefix = self.any_hashes.then(|| {
-            let mut top: Vec<(BlockKey, u64)> = self.first_blocks.iter().map(|(&k, &c)| (k, c)).collect();
+            let mut top: Vec<(BlockKey, u64)> =
+                self.first_blocks.iter().map(|(&k, &c)| (k, c)).collect();
             top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             top.truncate(10);
             PrefixStats {
@@ -233,7 +237,11 @@ impl StatsBuilder {
             block_tokens: self.block_tokens,
             requests: self.requests,
             span_s,
-            arrival_per_min_mean: if span_s > 0.0 { self.requests as f64 / (span_s / 60.0) } else { 0.0 },
+            arrival_per_min_mean: if span_s > 0.0 {
+                self.requests as f64 / (span_s / 60.0)
+            } else {
+                0.0
+            },
             arrival_per_min_peak: self.minute_peak,
             input_tokens: self.input.summary(),
             output_tokens: self.output.summary(),
@@ -246,7 +254,10 @@ impl StatsBuilder {
 }
 
 /// Statistics of a whole request stream.
-pub fn compute<'a>(requests: impl IntoIterator<Item = &'a Request>, block_tokens: u32) -> TraceStats {
+pub fn compute<'a>(
+    requests: impl IntoIterator<Item = &'a Request>,
+    block_tokens: u32,
+) -> TraceStats {
     let mut b = StatsBuilder::new(block_tokens);
     for r in requests {
         b.add(r);
@@ -262,7 +273,17 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-const SECOND_BOUNDS: [f64; 9] = [1.0, 10.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 86400.0, f64::INFINITY];
+const SECOND_BOUNDS: [f64; 9] = [
+    1.0,
+    10.0,
+    60.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    86400.0,
+    f64::INFINITY,
+];
 
 fn pow2_bounds() -> Vec<f64> {
     let mut v: Vec<f64> = (0..=24).map(|i| (1u64 << i) as f64).collect();
@@ -278,7 +299,10 @@ fn reuse_summary(h: &Histogram<u64>, scale: f64, bounds: &[f64]) -> ReuseStats {
     for v in h.iter_recorded() {
         let x = v.value_iterated_to() as f64 * scale;
         let n = v.count_at_value();
-        let i = bounds.iter().position(|&b| x < b).unwrap_or(bounds.len() - 1);
+        let i = bounds
+            .iter()
+            .position(|&b| x < b)
+            .unwrap_or(bounds.len() - 1);
         buckets[i].1 += n;
     }
     while buckets.len() > 1 && buckets.last().is_some_and(|b| b.1 == 0) {
@@ -302,36 +326,67 @@ impl fmt::Display for TraceStats {
         row(
             f,
             "arrivals per minute",
-            format!("mean {:.1}, peak {}", self.arrival_per_min_mean, self.arrival_per_min_peak),
+            format!(
+                "mean {:.1}, peak {}",
+                self.arrival_per_min_mean, self.arrival_per_min_peak
+            ),
         )?;
         let len = |l: &LengthStats| {
-            format!("mean {:.0}, p50 {}, p90 {}, p99 {}, max {}", l.mean, l.p50, l.p90, l.p99, l.max)
+            format!(
+                "mean {:.0}, p50 {}, p90 {}, p99 {}, max {}",
+                l.mean, l.p50, l.p90, l.p99, l.max
+            )
         };
         row(f, "input tokens", len(&self.input_tokens))?;
         row(f, "output tokens", len(&self.output_tokens))?;
         if self.zero_output_requests > 0 {
-            row(f, "requests with 0 output", self.zero_output_requests.to_string())?;
+            row(
+                f,
+                "requests with 0 output",
+                self.zero_output_requests.to_string(),
+            )?;
         }
         match &self.prefix {
-            None => row(f, "prefix statistics", "none: the trace carries no block hashes".into())?,
+            None => row(
+                f,
+                "prefix statistics",
+                "none: the trace carries no block hashes".into(),
+            )?,
             Some(p) => {
-                row(f, "blocks", format!("{} ({} tokens each), {} unique", p.blocks, self.block_tokens, p.unique_blocks))?;
+                row(
+                    f,
+                    "blocks",
+                    format!(
+                        "{} ({} tokens each), {} unique",
+                        p.blocks, self.block_tokens, p.unique_blocks
+                    ),
+                )?;
                 row(
                     f,
                     "cache ratio (unbounded)",
-                    format!("{:.1} % of tokens, {:.1} % of blocks", 100.0 * p.cache_ratio, 100.0 * p.block_cache_ratio),
+                    format!(
+                        "{:.1} % of tokens, {:.1} % of blocks",
+                        100.0 * p.cache_ratio,
+                        100.0 * p.block_cache_ratio
+                    ),
                 )?;
                 let r = &p.reuse_distance_blocks;
                 row(
                     f,
                     "reuse distance (blocks)",
-                    format!("{} reuses; p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}", r.reuses, r.p50, r.p90, r.p99, r.max),
+                    format!(
+                        "{} reuses; p50 {:.0}, p90 {:.0}, p99 {:.0}, max {:.0}",
+                        r.reuses, r.p50, r.p90, r.p99, r.max
+                    ),
                 )?;
                 let r = &p.reuse_distance_s;
                 row(
                     f,
                     "reuse distance (seconds)",
-                    format!("p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}", r.p50, r.p90, r.p99, r.max),
+                    format!(
+                        "p50 {:.1}, p90 {:.1}, p99 {:.1}, max {:.1}",
+                        r.p50, r.p90, r.p99, r.max
+                    ),
                 )?;
                 writeln!(f, "  most popular first blocks:")?;
                 for (i, b) in p.top_first_blocks.iter().enumerate() {
@@ -386,7 +441,14 @@ mod tests {
         assert_eq!(p.cache_ratio, 1536.0 / 2824.0);
         assert_eq!(p.block_cache_ratio, 3.0 / 8.0);
         assert_eq!(p.reuse_distance_blocks.reuses, 3);
-        assert_eq!(p.top_first_blocks[0], FirstBlockShare { block: 1, requests: 3, share: 0.75 });
+        assert_eq!(
+            p.top_first_blocks[0],
+            FirstBlockShare {
+                block: 1,
+                requests: 3,
+                share: 0.75
+            }
+        );
         assert_eq!(p.top_first_blocks[1].block, 9);
     }
 

@@ -40,7 +40,11 @@ impl Slice {
             if self.to.is_some_and(|t| r.arrival >= t) {
                 break;
             }
-            let origin = if self.rebase { *base.get_or_insert(r.arrival) } else { Nanos::ZERO };
+            let origin = if self.rebase {
+                *base.get_or_insert(r.arrival)
+            } else {
+                Nanos::ZERO
+            };
             let t = r.arrival.saturating_sub(origin).0 as f64;
             let t = match self.rate_scale {
                 Some(k) => t / k,
@@ -84,11 +88,19 @@ mod tests {
     #[test]
     fn window_first_and_scale() {
         let ms = [0, 1000, 2000, 3000, 4000];
-        let w = Slice { from: Some(Nanos::from_millis(1000)), to: Some(Nanos::from_millis(4000)), ..Default::default() };
+        let w = Slice {
+            from: Some(Nanos::from_millis(1000)),
+            to: Some(Nanos::from_millis(4000)),
+            ..Default::default()
+        };
         assert_eq!(run(&w, &ms), vec![1000, 2000, 3000]);
         let w = Slice { rebase: true, ..w };
         assert_eq!(run(&w, &ms), vec![0, 1000, 2000]);
-        let f = Slice { first: Some(2), rate_scale: Some(4.0), ..Default::default() };
+        let f = Slice {
+            first: Some(2),
+            rate_scale: Some(4.0),
+            ..Default::default()
+        };
         assert_eq!(run(&f, &ms), vec![0, 250]);
     }
 }

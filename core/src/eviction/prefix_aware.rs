@@ -1,17 +1,265 @@
-//! PLACEHOLDER (being written by a helper): delegates to LRU so the crate builds.
-use super::{Access, EvictionPolicy, Lru, Slot};
+//! PrefixAware: evicts the deepest blocks of the longest chains first. The
+//! victim is the evictable block of greatest [`Access::depth`] (its position
+//! in its prefix chain, as given by its most recent access), ties going to
+//! the least recently used. This is moonlab's own prefix-cache heuristic,
+//! not taken from a paper; it follows the leaf-first eviction of radix-tree
+//! prefix caches such as SGLang's RadixAttention (Zheng et al., "SGLang:
+//! Efficient Execution of Structured Language Model Programs", NeurIPS 2024),
+//! which evicts LRU leaves so a cached prefix never loses an inner block
+//! before its descendants; ranking by depth alone keeps that property for
+//! chained keys without a tree. Each depth has an LRU list (front = most
+//! recent): an insert or hit puts the block at the front of its depth's list
+//! (moving it across lists if the depth changed), and the victim is the back
+//! of the deepest non-empty list. Lists for depths below 65 536 sit in a
+//! vector grown to the deepest depth seen; deeper ones live in an ordered
+//! map, so no per-depth array of `u32::MAX` entries is ever allocated; the
+//! non-empty depths are kept in an ordered set updated only when a list
+//! becomes empty or non-empty, with its maximum cached. A set-aside block
+//! leaves its list, a hit on it records its new depth, and `on_evictable`
+//! puts it at the front of that depth's list (it was just in use).
+
+use super::list::{Links, List};
+use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Depths below this have their list in a vector.
+const DENSE_DEPTHS: u32 = 1 << 16;
+
 #[derive(Default)]
-pub struct PrefixAware(Lru);
-impl PrefixAware {
-    pub fn new() -> PrefixAware { PrefixAware(Lru::new()) }
+pub struct PrefixAware {
+    links: Links,
+    dense: Vec<List>,
+    deep: BTreeMap<u32, List>,
+    /// Depths whose list is non-empty, and the greatest of them.
+    nonempty: BTreeSet<u32>,
+    max_depth: Option<u32>,
+    /// Per slot: the block's depth, whether it is linked (evictable) and
+    /// whether the slot holds a block.
+    depth: Vec<u32>,
+    queued: Vec<bool>,
+    live: Vec<bool>,
 }
+
+impl PrefixAware {
+    pub fn new() -> PrefixAware {
+        PrefixAware::default()
+    }
+
+    /// Runs `f` on the list of depth `d`, keeping the non-empty set current.
+    #[inline]
+    fn with_list<R>(&mut self, d: u32, f: impl FnOnce(&mut Links, &mut List) -> R) -> R {
+        let (was, now, r) = if d < DENSE_DEPTHS {
+            let i = d as usize;
+            if self.dense.len() <= i {
+                self.dense.resize(i + 1, List::default());
+            }
+            let list = &mut self.dense[i];
+            let was = list.len;
+            let r = f(&mut self.links, list);
+            (was, list.len, r)
+        } else {
+            let list = self.deep.entry(d).or_default();
+            let was = list.len;
+            let r = f(&mut self.links, list);
+            let now = list.len;
+            if now == 0 {
+                self.deep.remove(&d);
+            }
+            (was, now, r)
+        };
+        if was == 0 && now > 0 {
+            self.nonempty.insert(d);
+            match self.max_depth {
+                Some(m) if m >= d => {}
+                _ => self.max_depth = Some(d),
+            }
+        } else if was > 0 && now == 0 {
+            self.nonempty.remove(&d);
+            if self.max_depth == Some(d) {
+                self.max_depth = self.nonempty.last().copied();
+            }
+        }
+        r
+    }
+
+    #[inline]
+    fn link(&mut self, s: u32) {
+        let d = self.depth[s as usize];
+        self.with_list(d, |links, list| links.push_front(list, s));
+    }
+
+    #[inline]
+    fn unlink(&mut self, s: u32) {
+        let d = self.depth[s as usize];
+        self.with_list(d, |links, list| links.unlink(list, s));
+    }
+}
+
 impl EvictionPolicy for PrefixAware {
-    fn name(&self) -> &'static str { "prefix_aware" }
-    fn on_insert(&mut self, s: Slot, k: BlockKey, a: &Access) { self.0.on_insert(s, k, a) }
-    fn on_hit(&mut self, s: Slot, a: &Access) { self.0.on_hit(s, a) }
-    fn on_unevictable(&mut self, s: Slot) { self.0.on_unevictable(s) }
-    fn on_evictable(&mut self, s: Slot, n: Nanos) { self.0.on_evictable(s, n) }
-    fn on_remove(&mut self, s: Slot) { self.0.on_remove(s) }
-    fn evict(&mut self, n: Nanos) -> Option<Slot> { self.0.evict(n) }
+    fn name(&self) -> &'static str {
+        "prefix"
+    }
+
+    #[inline]
+    fn on_insert(&mut self, slot: Slot, _key: BlockKey, a: &Access) {
+        let s = slot.0 as usize;
+        if self.depth.len() <= s {
+            self.depth.resize(s + 1, 0);
+            self.queued.resize(s + 1, false);
+            self.live.resize(s + 1, false);
+        }
+        self.depth[s] = a.depth;
+        self.queued[s] = true;
+        self.live[s] = true;
+        self.link(slot.0);
+    }
+
+    #[inline]
+    fn on_hit(&mut self, slot: Slot, a: &Access) {
+        let s = slot.0 as usize;
+        if !self.live.get(s).copied().unwrap_or(false) {
+            return;
+        }
+        if !self.queued[s] {
+            self.depth[s] = a.depth;
+        } else if self.depth[s] == a.depth {
+            let d = a.depth;
+            self.with_list(d, |links, list| links.move_to_front(list, slot.0));
+        } else {
+            self.unlink(slot.0);
+            self.depth[s] = a.depth;
+            self.link(slot.0);
+        }
+    }
+
+    fn on_unevictable(&mut self, slot: Slot) {
+        let s = slot.0 as usize;
+        if self.queued.get(s).copied().unwrap_or(false) {
+            self.unlink(slot.0);
+            self.queued[s] = false;
+        }
+    }
+
+    fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
+        let s = slot.0 as usize;
+        if self.live.get(s).copied().unwrap_or(false) && !self.queued[s] {
+            self.queued[s] = true;
+            self.link(slot.0);
+        }
+    }
+
+    fn on_remove(&mut self, slot: Slot) {
+        self.on_unevictable(slot);
+        if let Some(l) = self.live.get_mut(slot.0 as usize) {
+            *l = false;
+        }
+    }
+
+    #[inline]
+    fn evict(&mut self, _now: Nanos) -> Option<Slot> {
+        let d = self.max_depth?;
+        let s = self.with_list(d, |links, list| links.pop_back(list))?;
+        self.queued[s as usize] = false;
+        self.live[s as usize] = false;
+        Some(Slot(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PrefixAware;
+    use crate::eviction::testkit::{check_contract_with, facts, Harness};
+    use crate::eviction::{EvictionPolicy, PolicyKind, Slot};
+    use crate::types::{BlockKey, Nanos};
+
+    fn at_depth(h: &mut Harness, key: u64, depth: u32) -> bool {
+        h.access_with(key, facts(1, depth, 1.0, 0))
+    }
+
+    #[test]
+    fn deepest_first_then_least_recent() {
+        // Capacity 3; (key, depth).
+        // (1,0) (2,1) (3,2)          depths 0:[1] 1:[2] 2:[3]
+        // (4,0) miss                 deepest is 2: 3 goes
+        // (5,1) miss                 1:[5 2]: the LRU 2 goes
+        // (1,3) hit, now depth 3     3:[1] 0:[4] 1:[5]
+        // (6,2) miss                 deepest is 3: 1 goes
+        // (5,1) hit                  1:[5]
+        // (7,1) miss                 2:[6] is deepest: 6 goes
+        // (8,1) miss                 1:[8 7 5]: the LRU 5 goes
+        let mut h = Harness::new(PolicyKind::PrefixAware, 3);
+        let steps = [
+            (1, 0),
+            (2, 1),
+            (3, 2),
+            (4, 0),
+            (5, 1),
+            (1, 3),
+            (6, 2),
+            (5, 1),
+            (7, 1),
+            (8, 1),
+        ];
+        let hits: Vec<bool> = steps.iter().map(|&(k, d)| at_depth(&mut h, k, d)).collect();
+        let hit_at: Vec<usize> = (0..hits.len()).filter(|&i| hits[i]).collect();
+        assert_eq!(hit_at, vec![5, 7]);
+        assert_eq!(h.evicted, vec![3, 2, 1, 6, 5]);
+        assert_eq!(h.resident(), vec![4, 7, 8]);
+    }
+
+    #[test]
+    fn a_chain_is_evicted_from_its_tail() {
+        // Two requests' chains: a (depth 0..4) and b (depth 0..2), then
+        // capacity shrinks to 3: the deepest blocks go, leaving every chain
+        // a prefix.
+        let mut h = Harness::new(PolicyKind::PrefixAware, 8);
+        for d in 0..5 {
+            at_depth(&mut h, 10 + d as u64, d);
+        }
+        for d in 0..3 {
+            at_depth(&mut h, 20 + d as u64, d);
+        }
+        h.capacity = 3;
+        h.shrink();
+        // Depth 4: 14; depth 3: 13; depth 2: 12 then 22 (12 is older);
+        // depth 1: 11 (older than 21).
+        assert_eq!(h.evicted, vec![14, 13, 12, 22, 11]);
+        assert_eq!(h.resident(), vec![10, 20, 21]);
+        assert!(h.contains(21) && !h.contains(22));
+    }
+
+    #[test]
+    fn set_aside_and_huge_depths() {
+        let now = Nanos::ZERO;
+        let mut p = PrefixAware::new();
+        p.on_insert(Slot(0), BlockKey(0), &facts(1, 5, 1.0, 0));
+        p.on_insert(Slot(1), BlockKey(1), &facts(1, u32::MAX, 1.0, 0));
+        p.on_insert(Slot(2), BlockKey(2), &facts(1, 1_000_000, 1.0, 0));
+        assert!(p.dense.len() <= 6);
+        // 1 (deepest) is set aside; hit while aside at depth 2.
+        p.on_unevictable(Slot(1));
+        p.on_hit(Slot(1), &facts(1, 2, 1.0, 0));
+        assert_eq!(p.evict(now), Some(Slot(2)));
+        assert!(p.deep.is_empty());
+        p.on_evictable(Slot(1), now);
+        assert_eq!(p.evict(now), Some(Slot(0)));
+        assert_eq!(p.evict(now), Some(Slot(1)));
+        assert_eq!(p.evict(now), None);
+        assert!(p.nonempty.is_empty());
+        assert_eq!(p.max_depth, None);
+        // Removal of the deepest block lowers the maximum.
+        p.on_insert(Slot(0), BlockKey(0), &facts(1, 7, 1.0, 0));
+        p.on_insert(Slot(1), BlockKey(1), &facts(1, 3, 1.0, 0));
+        p.on_remove(Slot(0));
+        assert_eq!(p.max_depth, Some(3));
+        assert_eq!(p.evict(now), Some(Slot(1)));
+    }
+
+    #[test]
+    fn contract_with_other_capacities() {
+        for cap in [None, Some(1), Some(3)] {
+            check_contract_with(PolicyKind::PrefixAware, cap, Some(24), 1..=10);
+        }
+    }
 }

@@ -70,6 +70,35 @@ impl Harness {
         self.access_with(key, Access::at(Nanos::ZERO))
     }
 
+    /// The slot `key` occupies; panics if it is not resident.
+    pub fn slot(&self, key: u64) -> Slot {
+        Slot(*self.key_to_slot.get(&key).expect("key is resident"))
+    }
+
+    /// Takes resident `key` out of the candidate set (`on_unevictable`).
+    pub fn set_aside(&mut self, key: u64) {
+        let s = self.slot(key);
+        self.policy.on_unevictable(s);
+    }
+
+    /// Returns `key` to the candidate set (`on_evictable`), then evicts
+    /// back to capacity.
+    pub fn give_back(&mut self, key: u64) {
+        let s = self.slot(key);
+        self.clock += 1;
+        self.policy.on_evictable(s, Nanos(self.clock));
+        self.shrink();
+    }
+
+    /// Removes `key` other than by eviction (`on_remove`); its slot is freed.
+    pub fn remove(&mut self, key: u64) {
+        let s = self.slot(key);
+        self.policy.on_remove(s);
+        self.key_to_slot.remove(&key);
+        self.slot_to_key.remove(&s.0);
+        self.free.push(s.0);
+    }
+
     /// Accesses each key in turn; returns the hit flags.
     pub fn run(&mut self, keys: &[u64]) -> Vec<bool> {
         keys.iter().map(|&k| self.access(k)).collect()
@@ -87,6 +116,31 @@ impl Harness {
             self.evicted.push(k);
         }
     }
+}
+
+/// Access facts for [`Harness::access_with`] (time is set by the harness).
+pub fn facts(tokens: u32, depth: u32, cost: f64, next_use: u64) -> Access {
+    Access {
+        now: Nanos::ZERO,
+        tokens,
+        depth,
+        cost,
+        next_use,
+    }
+}
+
+/// For each position of `keys`, the position of the next access to the same
+/// key (`u64::MAX` = never): the oracle's [`Access::next_use`].
+pub fn next_uses(keys: &[u64]) -> Vec<u64> {
+    let mut out = vec![u64::MAX; keys.len()];
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for (i, &k) in keys.iter().enumerate().rev() {
+        if let Some(&j) = last.get(&k) {
+            out[i] = j;
+        }
+        last.insert(k, i as u64);
+    }
+    out
 }
 
 struct Rng(u64);
@@ -107,11 +161,25 @@ impl Rng {
 /// evictable resident blocks: never a pinned one, never one twice, and
 /// `None` only when nothing is evictable.
 pub fn check_contract(kind: PolicyKind) {
-    for seed in 1..=40u64 {
+    check_contract_with(kind, Some(8), None, 1..=40);
+}
+
+/// [`check_contract`] with a chosen capacity, seeds and key pool. With
+/// `key_pool = Some(n)`, inserts draw keys from `1..=n` (skipping resident
+/// ones unless all are resident), so evicted keys come back and ghost lists
+/// are hit; with `None` every insert uses a fresh key.
+pub fn check_contract_with(
+    kind: PolicyKind,
+    capacity: Option<u64>,
+    key_pool: Option<u64>,
+    seeds: std::ops::RangeInclusive<u64>,
+) {
+    for seed in seeds {
         let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let mut p = kind.build(Some(8));
+        let mut p = kind.build(capacity);
         // slot -> evictable?
         let mut resident: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut keys_of: BTreeMap<u32, u64> = BTreeMap::new();
         let mut free: Vec<u32> = vec![];
         let mut next_slot = 0u32;
         let mut key = 0u64;
@@ -130,9 +198,22 @@ pub fn check_contract(kind: PolicyKind) {
                         next_slot += 1;
                         next_slot - 1
                     });
-                    key += 1;
+                    key = match key_pool {
+                        None => key + 1,
+                        Some(n) => {
+                            let mut k = 1 + rng.below(n);
+                            for _ in 0..n {
+                                if !keys_of.values().any(|&r| r == k) {
+                                    break;
+                                }
+                                k = k % n + 1;
+                            }
+                            k
+                        }
+                    };
                     p.on_insert(Slot(s), BlockKey(key), &access);
                     resident.insert(s, true);
+                    keys_of.insert(s, key);
                 }
                 3..=4 if !resident.is_empty() => {
                     let i = rng.below(resident.len() as u64) as usize;
@@ -155,6 +236,7 @@ pub fn check_contract(kind: PolicyKind) {
                     let s = *resident.keys().nth(i).unwrap();
                     p.on_remove(Slot(s));
                     resident.remove(&s);
+                    keys_of.remove(&s);
                     free.push(s);
                 }
                 _ => {
@@ -167,6 +249,7 @@ pub fn check_contract(kind: PolicyKind) {
                                 "{kind}: seed {seed} step {step}: evicted slot {s} is not evictable"
                             );
                             resident.remove(&s);
+                            keys_of.remove(&s);
                             free.push(s);
                         }
                         None => assert!(
@@ -186,7 +269,10 @@ pub fn check_contract(kind: PolicyKind) {
         let mut got = vec![];
         while let Some(Slot(s)) = p.evict(Nanos(10_000)) {
             got.push(s);
-            assert!(got.len() <= want.len(), "{kind}: seed {seed}: drain returned too many");
+            assert!(
+                got.len() <= want.len(),
+                "{kind}: seed {seed}: drain returned too many"
+            );
         }
         got.sort_unstable();
         want.sort_unstable();

@@ -1,0 +1,412 @@
+//! End-to-end tests of the `moonlab` binary: the README's commands on the
+//! shipped traces, every bad input's error, and atomic outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn moonlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_moonlab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the moonlab binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = moonlab(args);
+    assert!(
+        out.status.success(),
+        "moonlab {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = moonlab(args);
+    assert!(
+        !out.status.success(),
+        "moonlab {args:?} unexpectedly succeeded"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !err.contains("panicked"),
+        "moonlab {args:?} panicked:\n{err}"
+    );
+    err
+}
+
+const CONV: &str = "traces/data/conversation_trace.jsonl";
+const SYNTH: &str = "traces/data/synthetic_trace.jsonl";
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write fixture");
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn stats_of_the_shipped_traces() {
+    let table = ok(&["trace", "stats", CONV]);
+    assert!(table.contains("requests"), "{table}");
+    assert!(table.contains("12031"), "{table}");
+    assert!(table.contains("cache ratio"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", CONV, SYNTH])).unwrap();
+    assert_eq!(json[0]["stats"]["requests"], 12031);
+    assert_eq!(json[1]["stats"]["requests"], 3993);
+    let ratio = json[0]["stats"]["prefix"]["cache_ratio"].as_f64().unwrap();
+    assert!(ratio > 0.0 && ratio < 1.0);
+    // Every conversation request opens with the same system-prompt block.
+    let top = json[0]["stats"]["prefix"]["top_first_blocks"]
+        .as_array()
+        .unwrap();
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0]["share"], 1.0);
+    let top = json[1]["stats"]["prefix"]["top_first_blocks"]
+        .as_array()
+        .unwrap();
+    assert_eq!(top.len(), 10);
+    assert!(top[0]["requests"].as_u64() >= top[9]["requests"].as_u64());
+}
+
+#[test]
+fn cache_table_jsonl_csv_and_determinism() {
+    let table = ok(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru,s3fifo",
+        "--capacity",
+        "1000,3Mtok,inf",
+    ]);
+    assert!(
+        table.contains("s3fifo") && table.contains("5859") && table.contains("inf"),
+        "{table}"
+    );
+    let args = [
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "all",
+        "--capacity",
+        "1000,inf",
+        "--format",
+        "jsonl",
+    ];
+    let a = ok(&args);
+    assert_eq!(a, ok(&args), "same inputs, same bytes");
+    let rows: Vec<serde_json::Value> = a
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 9 * 2);
+    for key in [
+        "trace",
+        "policy",
+        "capacity_blocks",
+        "requests",
+        "input_tokens",
+        "hit_tokens",
+        "hit_rate",
+        "block_hit_rate",
+    ] {
+        assert!(rows[0].get(key).is_some(), "missing {key}");
+    }
+    assert!(rows[1]["capacity_blocks"].is_null());
+    let csv = ok(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru",
+        "--capacity",
+        "100",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(csv.lines().count(), 2);
+    assert!(csv.starts_with("trace,policy,capacity_blocks"));
+}
+
+#[test]
+fn nodes_report_local_next_to_pooled() {
+    let out = ok(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru",
+        "--capacity",
+        "5000",
+        "--nodes",
+        "4",
+        "--format",
+        "jsonl",
+    ]);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["cache"], "pooled");
+    assert_eq!(rows[1]["cache"], "local");
+    assert_eq!(rows[1]["nodes"], 4);
+    assert!(rows[0]["hit_rate"].as_f64() >= rows[1]["hit_rate"].as_f64());
+}
+
+#[test]
+fn out_and_plot_files() {
+    let dir = tmp();
+    let out = dir.path().join("r.jsonl");
+    let png = dir.path().join("fig.png");
+    let svg = dir.path().join("fig.svg");
+    ok(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru,fifo",
+        "--capacity",
+        "500,2000,inf",
+        "--format",
+        "jsonl",
+        "--out",
+        s(&out),
+        "--plot",
+        s(&png),
+    ]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 6);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    ok(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru",
+        "--capacity",
+        "500,2000",
+        "--plot",
+        s(&svg),
+    ]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("Cache capacity"));
+    // Nothing but the outputs is left in the folder (no temp files).
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+const GOOD: &str =
+    "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 5, \"hash_ids\": [1, 2]}\n";
+
+#[test]
+fn every_bad_input_gets_one_clear_error_and_no_output() {
+    let dir = tmp();
+    let out = dir.path().join("out.jsonl");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "malformed.jsonl",
+            format!("{GOOD}{{\"timestamp\": 1,\n"),
+            "malformed.jsonl:2: (line): not valid JSON",
+        ),
+        (
+            "missing.jsonl",
+            format!("{GOOD}{{\"timestamp\": 1, \"input_length\": 5, \"hash_ids\": [1]}}\n"),
+            "missing.jsonl:2: output_length: missing",
+        ),
+        (
+            "negative.jsonl",
+            GOOD.replace("600", "-600"),
+            "negative.jsonl:1: input_length: -600 is out of range",
+        ),
+        (
+            "absurd.jsonl",
+            GOOD.replace("\"output_length\": 5", "\"output_length\": 5000000000"),
+            "absurd.jsonl:1: output_length: 5000000000 is out of range",
+        ),
+        (
+            "count.jsonl",
+            GOOD.replace("[1, 2]", "[1]"),
+            "count.jsonl:1: hash_ids: has 1 ids but input_length 600 needs",
+        ),
+        (
+            "unsorted.jsonl",
+            format!(
+                "{}{GOOD}",
+                GOOD.replace("\"timestamp\": 0", "\"timestamp\": 9")
+            ),
+            "unsorted.jsonl:2: timestamp: 0 is earlier than line 1's 9",
+        ),
+        ("empty.jsonl", String::new(), "empty.jsonl: is empty"),
+    ];
+    for (name, text, want) in &cases {
+        let p = write(dir.path(), name, text);
+        for args in [
+            vec!["trace", "stats", s(&p)],
+            vec!["cache", "--trace", s(&p), "--out", s(&out)],
+            vec!["trace", "slice", s(&p), "--first", "1", "-o", s(&out)],
+            vec!["trace", "synth", "--like", s(&p), "-o", s(&out)],
+        ] {
+            let err = fails(&args);
+            assert!(err.contains(want), "{args:?}\n got: {err}\nwant: {want}");
+            assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+            assert!(!out.exists(), "{args:?} left a partial output");
+        }
+    }
+    // --sort accepts the unsorted file.
+    let p = dir.path().join("unsorted.jsonl");
+    ok(&["trace", "stats", "--sort", s(&p)]);
+
+    let err = fails(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru,bogus",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("unknown eviction policy `bogus`") && err.contains("s3fifo"),
+        "{err}"
+    );
+    let err = fails(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--capacity",
+        "1000,lots",
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("invalid capacity `lots`"), "{err}");
+    let err = fails(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--plot",
+        s(&dir.path().join("fig.jpg")),
+    ]);
+    assert!(
+        err.contains("expected a file name ending in .png or .svg"),
+        "{err}"
+    );
+    let err = fails(&["cache", "--trace", s(&dir.path().join("absent.jsonl"))]);
+    assert!(
+        err.contains("absent.jsonl") && err.contains("No such file"),
+        "{err}"
+    );
+    let err = fails(&["trace", "slice", SYNTH, "--rate-scale", "0", "-o", s(&out)]);
+    assert!(err.contains("--rate-scale 0"), "{err}");
+    let err = fails(&[
+        "trace",
+        "synth",
+        "--like",
+        SYNTH,
+        "--rate-scale=-2",
+        "-o",
+        s(&out),
+    ]);
+    assert!(err.contains("rate"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn csv_traces_feed_stats_but_not_replay() {
+    let dir = tmp();
+    let azure = write(
+        dir.path(),
+        "azure.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,4808,10\n2023-11-16 18:15:50.9951690,3180,8\n",
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", s(&azure)])).unwrap();
+    assert_eq!(json[0]["format"], "azure");
+    assert_eq!(json[0]["stats"]["requests"], 2);
+    assert!(json[0]["stats"]["prefix"].is_null());
+    let err = fails(&["cache", "--trace", s(&azure)]);
+    assert!(err.contains("carries no block hashes"), "{err}");
+}
+
+#[test]
+fn synth_is_deterministic_and_valid() {
+    let dir = tmp();
+    let a = dir.path().join("a.jsonl");
+    let b = dir.path().join("b.jsonl");
+    let c = dir.path().join("c.jsonl");
+    let args = |o: &Path, seed: &'static str| {
+        vec![
+            "trace",
+            "synth",
+            "--like",
+            SYNTH,
+            "--rate-scale",
+            "2",
+            "--duration",
+            "300",
+            "--seed",
+            seed,
+            "-o",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([o.to_string_lossy().into_owned()])
+        .collect::<Vec<_>>()
+    };
+    let run = |v: Vec<String>| ok(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    run(args(&a, "7"));
+    run(args(&b, "7"));
+    run(args(&c, "8"));
+    let (ta, tb, tc) = (
+        std::fs::read(&a).unwrap(),
+        std::fs::read(&b).unwrap(),
+        std::fs::read(&c).unwrap(),
+    );
+    assert_eq!(ta, tb);
+    assert_ne!(ta, tc);
+    // The output is a valid trace: stats reads it back.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", s(&a)])).unwrap();
+    assert!(json[0]["stats"]["requests"].as_u64().unwrap() > 100);
+}
+
+#[test]
+fn slice_window_first_and_rate() {
+    let dir = tmp();
+    let out = dir.path().join("s.jsonl");
+    ok(&[
+        "trace",
+        "slice",
+        CONV,
+        "--from",
+        "60",
+        "--to",
+        "120",
+        "--rebase",
+        "--rate-scale",
+        "2",
+        "-o",
+        s(&out),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", s(&out)])).unwrap();
+    let span = json[0]["stats"]["span_s"].as_f64().unwrap();
+    assert!(span <= 30.0 && span > 20.0, "span {span}");
+    ok(&["trace", "slice", CONV, "--first", "10", "-o", s(&out)]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 10);
+}
