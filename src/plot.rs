@@ -44,7 +44,23 @@ pub fn check_extension(path: &Path) -> Result<()> {
     kind(path).map(|_| ())
 }
 
-const W: u32 = 900;
+const W: u32 = 960;
+/// Width of the legend column right of each panel.
+const LEGEND_W: u32 = 140;
+
+/// Tableau 10: distinct, colour-blind-friendlier line colours.
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
 const H_PANEL: u32 = 520;
 
 /// Hit rate against capacity (log scale), one line per policy and one panel
@@ -109,7 +125,8 @@ where
 {
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
     let areas = root.split_evenly((panels.len().max(1), 1));
-    for ((title, runs), area) in panels.iter().zip(areas.iter()) {
+    for ((title, runs), panel) in panels.iter().zip(areas.iter()) {
+        let (area, legend) = panel.split_horizontally(W - LEGEND_W);
         let bounded: Vec<u64> = runs.iter().filter_map(|r| r.capacity_blocks).collect();
         let lo = bounded.iter().copied().min().unwrap_or(1).max(1) as f64 * block_tokens as f64;
         let hi = bounded.iter().copied().max().unwrap_or(10).max(2) as f64 * block_tokens as f64;
@@ -118,7 +135,7 @@ where
         } else {
             (lo / 1.5, hi * 1.5)
         };
-        let mut chart = ChartBuilder::on(area)
+        let mut chart = ChartBuilder::on(&area)
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(45)
@@ -130,6 +147,7 @@ where
             .x_desc("Cache capacity (tokens)")
             .y_desc("Prefix cache hit rate")
             .x_label_formatter(&|v| format_tokens(*v))
+            .light_line_style(RGBColor(238, 238, 238))
             .axis_desc_style(("sans-serif", 16))
             .label_style(("sans-serif", 13))
             .draw()
@@ -141,7 +159,7 @@ where
             }
         }
         for (i, name) in names.iter().enumerate() {
-            let color = Palette99::pick(i).to_rgba();
+            let color = COLORS[i % COLORS.len()];
             let mut pts: Vec<(f64, f64)> = runs
                 .iter()
                 .filter(|r| r.policy == *name)
@@ -181,14 +199,24 @@ where
                 )))
                 .map_err(|e| anyhow!("{e}"))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| anyhow!("{e}"))?;
+        // The legend gets its own column, so it never hides a line.
+        for (i, name) in names.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let y = 60 + 24 * i as i32;
+            legend
+                .draw(&PathElement::new(
+                    vec![(8, y), (36, y)],
+                    color.stroke_width(3),
+                ))
+                .map_err(|e| anyhow!("{e}"))?;
+            legend
+                .draw(&Text::new(
+                    name.to_string(),
+                    (44, y - 8),
+                    ("sans-serif", 15),
+                ))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
     }
     Ok(())
 }

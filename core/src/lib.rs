@@ -7,8 +7,8 @@
 
 pub mod cache;
 pub mod capacity;
+pub mod cost;
 pub mod eviction;
-pub mod model;
 pub mod types;
 
 pub use capacity::{Capacity, CapacityError};

@@ -19,8 +19,8 @@
 //! Table 1), in TFLOPs.
 
 use moonlab_core::cache::BlockCache;
+use moonlab_core::cost::ModelSpec;
 use moonlab_core::eviction::{Access, EvictionPolicy, PolicyKind};
-use moonlab_core::model::ModelShape;
 use moonlab_core::{BlockKey, Request};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -113,7 +113,7 @@ pub struct ReplayResult {
 /// Recompute cost of every full block by depth is the same for all
 /// requests: memoised per depth.
 struct CostTable {
-    shape: ModelShape,
+    shape: ModelSpec,
     block_tokens: u32,
     full: Vec<f64>,
 }
@@ -121,7 +121,7 @@ struct CostTable {
 impl CostTable {
     fn new(block_tokens: u32) -> CostTable {
         CostTable {
-            shape: ModelShape::LLAMA3_70B,
+            shape: ModelSpec::llama3_70b(),
             block_tokens,
             full: Vec::new(),
         }

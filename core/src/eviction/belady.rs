@@ -166,9 +166,13 @@ impl EvictionPolicy for Belady {
 #[cfg(test)]
 mod tests {
     use super::Belady;
-    use crate::eviction::testkit::{check_contract_with, facts, next_uses, Harness};
+    use crate::eviction::testkit::{
+        check_contract_with, check_victims, facts, next_uses, Harness, VictimModel,
+    };
+    use crate::eviction::Access;
     use crate::eviction::{EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
+    use std::collections::BTreeMap;
 
     #[test]
     fn textbook_min() {
@@ -260,5 +264,46 @@ mod tests {
         for cap in [None, Some(1), Some(3)] {
             check_contract_with(PolicyKind::Belady, cap, Some(24), 1..=10);
         }
+    }
+
+    /// MIN by brute force: farthest next use, then deepest, then highest
+    /// slot.
+    #[derive(Default)]
+    struct Model {
+        blocks: BTreeMap<u32, (u64, u32, bool)>,
+    }
+
+    impl VictimModel for Model {
+        fn insert(&mut self, s: u32, a: &Access) {
+            self.blocks.insert(s, (a.next_use, a.depth, true));
+        }
+        fn hit(&mut self, s: u32, a: &Access) {
+            let b = self.blocks.get_mut(&s).unwrap();
+            b.0 = a.next_use;
+            b.1 = a.depth;
+        }
+        fn set_aside(&mut self, s: u32) {
+            self.blocks.get_mut(&s).unwrap().2 = false;
+        }
+        fn give_back(&mut self, s: u32) {
+            self.blocks.get_mut(&s).unwrap().2 = true;
+        }
+        fn remove(&mut self, s: u32) {
+            self.blocks.remove(&s);
+        }
+        fn evict(&mut self) -> Option<u32> {
+            let (&s, _) = self
+                .blocks
+                .iter()
+                .filter(|(_, b)| b.2)
+                .max_by_key(|(&s, b)| (b.0, b.1, s))?;
+            self.blocks.remove(&s);
+            Some(s)
+        }
+    }
+
+    #[test]
+    fn victims_match_the_definition() {
+        check_victims(PolicyKind::Belady, || Box::new(Model::default()));
     }
 }

@@ -12,9 +12,13 @@
 //! sequence, hits on it update them as usual, and `on_evictable` makes it a
 //! candidate again with that `H` (which may be below the current `L`). The
 //! candidates are a binary min-heap of (`H`, sequence, slot) with lazy
-//! deletion: an entry counts only while its sequence is the slot's current
-//! one and the block is evictable; stale entries are skipped when they reach
-//! the top and the heap is compacted once they outnumber the live ones.
+//! updates: each block has one current entry, a lower bound of its key; a
+//! hit that raises the key pushes nothing, and the entry is requeued with
+//! the block's key when it reaches the top, while a change that lowers the
+//! key (smaller cost per token, or an `L` that went down) pushes a new
+//! entry at once; superseded entries and those of set-aside or departed
+//! blocks are skipped at the top, and the heap is compacted once they
+//! outnumber the live ones.
 
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
@@ -36,14 +40,19 @@ pub struct Gdsf {
     /// Min-heap of (ordered H, sequence, slot).
     heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
     /// Per slot: H, accesses since insertion, sequence of the last insert
-    /// or hit (0 = no block), evictable, and whether an entry with the
-    /// current sequence is in the heap.
+    /// or hit (0 = no block), and whether the block is evictable.
     h: Vec<f64>,
     freq: Vec<u64>,
     seq: Vec<u64>,
     queued: Vec<bool>,
+    /// Per slot: whether it has an entry in the heap, and that entry's
+    /// (ordered H, sequence). The entry may lag behind the block: a hit that
+    /// raises (H, sequence) pushes nothing, and the entry is brought up to
+    /// date when it reaches the top (it is a lower bound, so nothing is
+    /// evicted out of order); a change that lowers them pushes a new entry.
     in_heap: Vec<bool>,
-    /// Slots with an entry of their current sequence in the heap.
+    stored: Vec<(u64, u64)>,
+    /// Slots with an entry in the heap.
     current: usize,
     next_seq: u64,
     /// The inflation value: H of the last victim.
@@ -59,6 +68,7 @@ impl Default for Gdsf {
             seq: Vec::new(),
             queued: Vec::new(),
             in_heap: Vec::new(),
+            stored: Vec::new(),
             current: 0,
             next_seq: 0,
             l: 0.0,
@@ -82,28 +92,35 @@ impl Gdsf {
         matches!(self.seq.get(s), Some(&q) if q != 0)
     }
 
-    /// Gives slot `s` a fresh sequence; its old heap entry becomes stale.
+    /// The block's current heap key.
     #[inline]
-    fn restamp(&mut self, s: usize) {
-        self.next_seq += 1;
-        self.seq[s] = self.next_seq;
-        if self.in_heap[s] {
-            self.in_heap[s] = false;
-            self.current -= 1;
+    fn key(&self, s: usize) -> (u64, u64) {
+        (ordered(self.h[s]), self.seq[s])
+    }
+
+    /// Pushes the current key of slot `s`; an older entry goes stale.
+    #[inline]
+    fn push(&mut self, s: usize) {
+        let k = self.key(s);
+        self.heap.push(Reverse((k.0, k.1, s as u32)));
+        self.stored[s] = k;
+        if !self.in_heap[s] {
+            self.in_heap[s] = true;
+            self.current += 1;
+        }
+        if self.heap.len() > 2 * self.current + 64 {
+            let (in_heap, stored) = (&self.in_heap, &self.stored);
+            self.heap
+                .retain(|&Reverse((k, q, s))| in_heap[s as usize] && stored[s as usize] == (k, q));
         }
     }
 
-    /// Pushes the current entry of evictable slot `s`.
+    /// After the key of evictable slot `s` changed: push it if it fell
+    /// below the heap entry (otherwise the entry is fixed lazily).
     #[inline]
-    fn push(&mut self, s: usize) {
-        self.heap
-            .push(Reverse((ordered(self.h[s]), self.seq[s], s as u32)));
-        self.in_heap[s] = true;
-        self.current += 1;
-        if self.heap.len() > 2 * self.current + 64 {
-            let seq = &self.seq;
-            self.heap
-                .retain(|Reverse((_, q, s))| seq[*s as usize] == *q);
+    fn rekey(&mut self, s: usize) {
+        if !self.in_heap[s] || self.key(s) < self.stored[s] {
+            self.push(s);
         }
     }
 
@@ -131,24 +148,29 @@ impl EvictionPolicy for Gdsf {
             self.seq.resize(s + 1, 0);
             self.queued.resize(s + 1, false);
             self.in_heap.resize(s + 1, false);
+            self.stored.resize(s + 1, (0, 0));
         }
-        self.restamp(s);
+        self.clear(s);
+        self.next_seq += 1;
+        self.seq[s] = self.next_seq;
         self.freq[s] = 1;
         self.h[s] = self.priority(1, a);
         self.queued[s] = true;
         self.push(s);
     }
 
+    #[inline]
     fn on_hit(&mut self, slot: Slot, a: &Access) {
         let s = slot.0 as usize;
         if !self.holds(s) {
             return;
         }
-        self.restamp(s);
+        self.next_seq += 1;
+        self.seq[s] = self.next_seq;
         self.freq[s] = self.freq[s].saturating_add(1);
         self.h[s] = self.priority(self.freq[s], a);
         if self.queued[s] {
-            self.push(s);
+            self.rekey(s);
         }
     }
 
@@ -165,9 +187,7 @@ impl EvictionPolicy for Gdsf {
             return;
         }
         self.queued[s] = true;
-        if !self.in_heap[s] {
-            self.push(s);
-        }
+        self.rekey(s);
     }
 
     fn on_remove(&mut self, slot: Slot) {
@@ -178,16 +198,21 @@ impl EvictionPolicy for Gdsf {
     }
 
     fn evict(&mut self, _now: Nanos) -> Option<Slot> {
-        while let Some(Reverse((_, q, s))) = self.heap.pop() {
+        while let Some(Reverse((k, q, s))) = self.heap.pop() {
             let i = s as usize;
-            if self.seq[i] != q {
+            if !self.in_heap[i] || self.stored[i] != (k, q) {
                 continue;
             }
-            // The current entry of a set-aside block: it is pushed again
-            // when the block returns.
+            // The slot's entry left the heap.
             self.in_heap[i] = false;
             self.current -= 1;
             if !self.queued[i] {
+                // Set aside: pushed again when it returns.
+                continue;
+            }
+            if self.key(i) != (k, q) {
+                // Hit since the entry was pushed: requeue with its key.
+                self.push(i);
                 continue;
             }
             self.l = self.h[i];
@@ -201,9 +226,13 @@ impl EvictionPolicy for Gdsf {
 #[cfg(test)]
 mod tests {
     use super::{ordered, Gdsf};
-    use crate::eviction::testkit::{check_contract_with, facts, Harness};
+    use crate::eviction::testkit::{
+        check_contract_with, check_victims, facts, Harness, VictimModel,
+    };
+    use crate::eviction::Access;
     use crate::eviction::{EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
+    use std::collections::BTreeMap;
 
     #[test]
     fn greedy_dual_size_frequency_by_hand() {
@@ -321,5 +350,53 @@ mod tests {
         for cap in [None, Some(1), Some(3)] {
             check_contract_with(PolicyKind::Gdsf, cap, Some(24), 1..=10);
         }
+    }
+
+    /// GDSF by brute force: the evictable block of least (H, sequence).
+    #[derive(Default)]
+    struct Model {
+        blocks: BTreeMap<u32, (f64, u64, u64, bool)>,
+        seq: u64,
+        l: f64,
+    }
+
+    impl VictimModel for Model {
+        fn insert(&mut self, s: u32, a: &Access) {
+            self.seq += 1;
+            let h = self.l + 1.0 * a.cost / f64::from(a.tokens.max(1));
+            self.blocks.insert(s, (h, 1, self.seq, true));
+        }
+        fn hit(&mut self, s: u32, a: &Access) {
+            self.seq += 1;
+            let l = self.l;
+            let b = self.blocks.get_mut(&s).unwrap();
+            b.1 += 1;
+            b.0 = l + b.1 as f64 * a.cost / f64::from(a.tokens.max(1));
+            b.2 = self.seq;
+        }
+        fn set_aside(&mut self, s: u32) {
+            self.blocks.get_mut(&s).unwrap().3 = false;
+        }
+        fn give_back(&mut self, s: u32) {
+            self.blocks.get_mut(&s).unwrap().3 = true;
+        }
+        fn remove(&mut self, s: u32) {
+            self.blocks.remove(&s);
+        }
+        fn evict(&mut self) -> Option<u32> {
+            let (&s, &(h, ..)) = self
+                .blocks
+                .iter()
+                .filter(|(_, b)| b.3)
+                .min_by_key(|(_, b)| (ordered(b.0), b.2))?;
+            self.l = h;
+            self.blocks.remove(&s);
+            Some(s)
+        }
+    }
+
+    #[test]
+    fn victims_match_the_definition() {
+        check_victims(PolicyKind::Gdsf, || Box::new(Model::default()));
     }
 }

@@ -248,9 +248,10 @@ impl EvictionPolicy for Lfu {
 #[cfg(test)]
 mod tests {
     use super::Lfu;
-    use crate::eviction::testkit::{check_contract_with, Harness};
+    use crate::eviction::testkit::{check_contract_with, check_victims, Harness, VictimModel};
     use crate::eviction::{Access, EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
+    use std::collections::BTreeMap;
 
     #[test]
     fn least_frequent_then_least_recent() {
@@ -339,5 +340,52 @@ mod tests {
         for cap in [None, Some(1), Some(3)] {
             check_contract_with(PolicyKind::Lfu, cap, Some(24), 1..=10);
         }
+    }
+
+    /// LFU by brute force: least frequency, then least recent (insert, hit
+    /// or return).
+    #[derive(Default)]
+    struct Model {
+        blocks: BTreeMap<u32, (u64, u64, bool)>,
+        clock: u64,
+    }
+
+    impl VictimModel for Model {
+        fn insert(&mut self, s: u32, _a: &Access) {
+            self.clock += 1;
+            self.blocks.insert(s, (1, self.clock, true));
+        }
+        fn hit(&mut self, s: u32, _a: &Access) {
+            self.clock += 1;
+            let b = self.blocks.get_mut(&s).unwrap();
+            b.0 += 1;
+            b.1 = self.clock;
+        }
+        fn set_aside(&mut self, s: u32) {
+            self.blocks.get_mut(&s).unwrap().2 = false;
+        }
+        fn give_back(&mut self, s: u32) {
+            self.clock += 1;
+            let b = self.blocks.get_mut(&s).unwrap();
+            b.1 = self.clock;
+            b.2 = true;
+        }
+        fn remove(&mut self, s: u32) {
+            self.blocks.remove(&s);
+        }
+        fn evict(&mut self) -> Option<u32> {
+            let (&s, _) = self
+                .blocks
+                .iter()
+                .filter(|(_, b)| b.2)
+                .min_by_key(|(_, b)| (b.0, b.1))?;
+            self.blocks.remove(&s);
+            Some(s)
+        }
+    }
+
+    #[test]
+    fn victims_match_the_definition() {
+        check_victims(PolicyKind::Lfu, || Box::new(Model::default()));
     }
 }

@@ -59,7 +59,7 @@ pub struct Access {
     /// Position of the block in its prefix chain (0 = first block).
     pub depth: u32,
     /// Cost of recomputing the block if it is lost (e.g. the prefill FLOPs of
-    /// its tokens given its prefix, [`crate::model::ModelShape::recompute_flops`]).
+    /// its tokens given its prefix, [`crate::cost::ModelSpec::recompute_flops`]).
     pub cost: f64,
     /// Oracle only: the logical time of the next access to this block
     /// (`u64::MAX` = never). Filled in for policies whose

@@ -13,27 +13,74 @@
 //! of the deepest non-empty list. Lists for depths below 65 536 sit in a
 //! vector grown to the deepest depth seen; deeper ones live in an ordered
 //! map, so no per-depth array of `u32::MAX` entries is ever allocated; the
-//! non-empty depths are kept in an ordered set updated only when a list
-//! becomes empty or non-empty, with its maximum cached. A set-aside block
+//! non-empty dense depths are kept in a three-level bitmap updated only when
+//! a list becomes empty or non-empty, so finding the deepest list is O(1). A set-aside block
 //! leaves its list, a hit on it records its new depth, and `on_evictable`
 //! puts it at the front of that depth's list (it was just in use).
 
 use super::list::{Links, List};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// Depths below this have their list in a vector.
 const DENSE_DEPTHS: u32 = 1 << 16;
+
+/// The set of non-empty dense depths as a three-level bitmap (depth bits,
+/// then one bit per non-zero word, then one per non-zero summary word), so
+/// adding, removing and finding the greatest take O(1).
+#[derive(Default)]
+struct DepthBits {
+    words: Vec<u64>,
+    summary: Vec<u64>,
+    top: u64,
+}
+
+impl DepthBits {
+    #[inline]
+    fn insert(&mut self, d: u32) {
+        let (w, s) = (d as usize / 64, d as usize / 4096);
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+            self.summary.resize(s + 1, 0);
+        }
+        self.words[w] |= 1 << (d % 64);
+        self.summary[s] |= 1 << (w % 64);
+        self.top |= 1 << s;
+    }
+
+    #[inline]
+    fn remove(&mut self, d: u32) {
+        let (w, s) = (d as usize / 64, d as usize / 4096);
+        self.words[w] &= !(1 << (d % 64));
+        if self.words[w] == 0 {
+            self.summary[s] &= !(1 << (w % 64));
+            if self.summary[s] == 0 {
+                self.top &= !(1 << s);
+            }
+        }
+    }
+
+    #[inline]
+    fn max(&self) -> Option<u32> {
+        if self.top == 0 {
+            return None;
+        }
+        let s = 63 - self.top.leading_zeros() as usize;
+        let w = s * 64 + 63 - self.summary[s].leading_zeros() as usize;
+        let b = 63 - self.words[w].leading_zeros() as usize;
+        Some((w * 64 + b) as u32)
+    }
+}
 
 #[derive(Default)]
 pub struct PrefixAware {
     links: Links,
     dense: Vec<List>,
+    /// Lists of depths from `DENSE_DEPTHS` on, only while non-empty.
     deep: BTreeMap<u32, List>,
-    /// Depths whose list is non-empty, and the greatest of them.
-    nonempty: BTreeSet<u32>,
-    max_depth: Option<u32>,
+    /// Dense depths whose list is non-empty.
+    nonempty: DepthBits,
     /// Per slot: the block's depth, whether it is linked (evictable) and
     /// whether the slot holds a block.
     depth: Vec<u32>,
@@ -68,19 +115,23 @@ impl PrefixAware {
             }
             (was, now, r)
         };
-        if was == 0 && now > 0 {
-            self.nonempty.insert(d);
-            match self.max_depth {
-                Some(m) if m >= d => {}
-                _ => self.max_depth = Some(d),
-            }
-        } else if was > 0 && now == 0 {
-            self.nonempty.remove(&d);
-            if self.max_depth == Some(d) {
-                self.max_depth = self.nonempty.last().copied();
+        if d < DENSE_DEPTHS {
+            if was == 0 && now > 0 {
+                self.nonempty.insert(d);
+            } else if was > 0 && now == 0 {
+                self.nonempty.remove(d);
             }
         }
         r
+    }
+
+    /// The greatest depth with an evictable block.
+    #[inline]
+    fn max_depth(&self) -> Option<u32> {
+        match self.deep.last_key_value() {
+            Some((&d, _)) => Some(d),
+            None => self.nonempty.max(),
+        }
     }
 
     #[inline]
@@ -158,7 +209,7 @@ impl EvictionPolicy for PrefixAware {
 
     #[inline]
     fn evict(&mut self, _now: Nanos) -> Option<Slot> {
-        let d = self.max_depth?;
+        let d = self.max_depth()?;
         let s = self.with_list(d, |links, list| links.pop_back(list))?;
         self.queued[s as usize] = false;
         self.live[s as usize] = false;
@@ -168,10 +219,14 @@ impl EvictionPolicy for PrefixAware {
 
 #[cfg(test)]
 mod tests {
-    use super::PrefixAware;
-    use crate::eviction::testkit::{check_contract_with, facts, Harness};
+    use super::{DepthBits, PrefixAware, DENSE_DEPTHS};
+    use crate::eviction::testkit::{
+        check_contract_with, check_victims, facts, Harness, VictimModel,
+    };
+    use crate::eviction::Access;
     use crate::eviction::{EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
+    use std::collections::BTreeMap;
 
     fn at_depth(h: &mut Harness, key: u64, depth: u32) -> bool {
         h.access_with(key, facts(1, depth, 1.0, 0))
@@ -246,14 +301,40 @@ mod tests {
         assert_eq!(p.evict(now), Some(Slot(0)));
         assert_eq!(p.evict(now), Some(Slot(1)));
         assert_eq!(p.evict(now), None);
-        assert!(p.nonempty.is_empty());
-        assert_eq!(p.max_depth, None);
+        assert_eq!(p.nonempty.top, 0);
+        assert_eq!(p.max_depth(), None);
         // Removal of the deepest block lowers the maximum.
         p.on_insert(Slot(0), BlockKey(0), &facts(1, 7, 1.0, 0));
         p.on_insert(Slot(1), BlockKey(1), &facts(1, 3, 1.0, 0));
         p.on_remove(Slot(0));
-        assert_eq!(p.max_depth, Some(3));
+        assert_eq!(p.max_depth(), Some(3));
         assert_eq!(p.evict(now), Some(Slot(1)));
+    }
+
+    #[test]
+    fn depth_bitmap_tracks_the_maximum() {
+        let mut bits = DepthBits::default();
+        let mut model = std::collections::BTreeSet::new();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly small depths, sometimes anywhere in the dense range.
+            let d = if x & 3 == 0 {
+                (x >> 8) as u32 % DENSE_DEPTHS
+            } else {
+                (x >> 8) as u32 % 200
+            };
+            if model.contains(&d) {
+                bits.remove(d);
+                model.remove(&d);
+            } else {
+                bits.insert(d);
+                model.insert(d);
+            }
+            assert_eq!(bits.max(), model.last().copied());
+        }
     }
 
     #[test]
@@ -261,5 +342,52 @@ mod tests {
         for cap in [None, Some(1), Some(3)] {
             check_contract_with(PolicyKind::PrefixAware, cap, Some(24), 1..=10);
         }
+    }
+
+    /// PrefixAware by brute force: greatest depth, then least recent
+    /// (insert, hit or return).
+    #[derive(Default)]
+    struct Model {
+        blocks: BTreeMap<u32, (u32, u64, bool)>,
+        clock: u64,
+    }
+
+    impl VictimModel for Model {
+        fn insert(&mut self, s: u32, a: &Access) {
+            self.clock += 1;
+            self.blocks.insert(s, (a.depth, self.clock, true));
+        }
+        fn hit(&mut self, s: u32, a: &Access) {
+            self.clock += 1;
+            let b = self.blocks.get_mut(&s).unwrap();
+            b.0 = a.depth;
+            b.1 = self.clock;
+        }
+        fn set_aside(&mut self, s: u32) {
+            self.blocks.get_mut(&s).unwrap().2 = false;
+        }
+        fn give_back(&mut self, s: u32) {
+            self.clock += 1;
+            let b = self.blocks.get_mut(&s).unwrap();
+            b.1 = self.clock;
+            b.2 = true;
+        }
+        fn remove(&mut self, s: u32) {
+            self.blocks.remove(&s);
+        }
+        fn evict(&mut self) -> Option<u32> {
+            let (&s, _) = self
+                .blocks
+                .iter()
+                .filter(|(_, b)| b.2)
+                .min_by_key(|(_, b)| (std::cmp::Reverse(b.0), b.1))?;
+            self.blocks.remove(&s);
+            Some(s)
+        }
+    }
+
+    #[test]
+    fn victims_match_the_definition() {
+        check_victims(PolicyKind::PrefixAware, || Box::new(Model::default()));
     }
 }

@@ -11,10 +11,10 @@
 //! `on_evictable` re-enters the block at the head with its visited bit kept,
 //! like a fresh insert that remembers being used. Because the cache inserts
 //! before it evicts, a just-inserted block is already in the queue when the
-//! hand moves: when every older block is visited the hand clears them all
-//! and reaches the newcomer (unvisited) before wrapping, so the newcomer
-//! goes, where the paper (evicting before inserting) would wrap and take the
-//! old tail. There are no ties: the queue order decides.
+//! hand moves: when every block from the hand to the head is visited, the
+//! hand clears them and reaches the newcomer (unvisited) before wrapping, so
+//! the newcomer goes, where the paper (evicting before inserting) would wrap
+//! to the tail. There are no ties: the queue order decides.
 
 use super::list::{Links, List, NIL};
 use super::{Access, EvictionPolicy, Slot};

@@ -279,3 +279,88 @@ pub fn check_contract_with(
         assert_eq!(got, want, "{kind}: seed {seed}: drain differs");
     }
 }
+
+/// A brute-force statement of a policy's choice, for [`check_victims`]: it
+/// mirrors the events and names the victim by scanning every block.
+pub trait VictimModel {
+    fn insert(&mut self, slot: u32, a: &Access);
+    fn hit(&mut self, slot: u32, a: &Access);
+    fn set_aside(&mut self, slot: u32);
+    fn give_back(&mut self, slot: u32);
+    fn remove(&mut self, slot: u32);
+    /// The block the policy must evict now, forgotten by the model; `None`
+    /// when nothing is evictable.
+    fn evict(&mut self) -> Option<u32>;
+}
+
+/// Drives `kind` and a fresh `model()` through the same random events
+/// (inserts, hits, set-asides and returns, removals, evictions; facts drawn
+/// from small ranges so ties happen) and checks that every eviction picks
+/// the model's victim.
+pub fn check_victims(kind: PolicyKind, model: impl Fn() -> Box<dyn VictimModel>) {
+    for seed in 1..=30u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+        let mut p = kind.build(Some(6));
+        let mut m = model();
+        let mut resident: BTreeMap<u32, bool> = BTreeMap::new();
+        let mut free: Vec<u32> = vec![];
+        let mut next_slot = 0u32;
+        for step in 0..600u64 {
+            let a = Access {
+                now: Nanos(step),
+                tokens: [0, 1, 2, 4][rng.below(4) as usize],
+                depth: rng.below(5) as u32,
+                cost: [0.0, 1.0, 2.0, 3.0][rng.below(4) as usize],
+                next_use: step + rng.below(6),
+            };
+            let pick = |rng: &mut Rng, r: &BTreeMap<u32, bool>| {
+                let i = rng.below(r.len() as u64) as usize;
+                r.keys().nth(i).copied()
+            };
+            match rng.below(12) {
+                0..=3 => {
+                    let s = free.pop().unwrap_or_else(|| {
+                        next_slot += 1;
+                        next_slot - 1
+                    });
+                    p.on_insert(Slot(s), BlockKey(step), &a);
+                    m.insert(s, &a);
+                    resident.insert(s, true);
+                }
+                4..=6 if !resident.is_empty() => {
+                    let s = pick(&mut rng, &resident).unwrap();
+                    p.on_hit(Slot(s), &a);
+                    m.hit(s, &a);
+                }
+                7 if !resident.is_empty() => {
+                    let s = pick(&mut rng, &resident).unwrap();
+                    let ev = resident.get_mut(&s).unwrap();
+                    if *ev {
+                        p.on_unevictable(Slot(s));
+                        m.set_aside(s);
+                    } else {
+                        p.on_evictable(Slot(s), a.now);
+                        m.give_back(s);
+                    }
+                    *ev = !*ev;
+                }
+                8 if !resident.is_empty() => {
+                    let s = pick(&mut rng, &resident).unwrap();
+                    p.on_remove(Slot(s));
+                    m.remove(s);
+                    resident.remove(&s);
+                    free.push(s);
+                }
+                _ => {
+                    let got = p.evict(a.now).map(|s| s.0);
+                    let want = m.evict();
+                    assert_eq!(got, want, "{kind}: seed {seed} step {step}");
+                    if let Some(s) = got {
+                        resident.remove(&s);
+                        free.push(s);
+                    }
+                }
+            }
+        }
+    }
+}
