@@ -6,17 +6,19 @@
 //! prefix caches such as SGLang's RadixAttention (Zheng et al., "SGLang:
 //! Efficient Execution of Structured Language Model Programs", NeurIPS 2024),
 //! which evicts LRU leaves so a cached prefix never loses an inner block
-//! before its descendants; ranking by depth alone keeps that property for
-//! chained keys without a tree. Each depth has an LRU list (front = most
+//! before its descendants; ranking by depth gives chained keys the same
+//! property without a tree (a block never goes while a deeper evictable
+//! block of its chain stays). Each depth has an LRU list (front = most
 //! recent): an insert or hit puts the block at the front of its depth's list
 //! (moving it across lists if the depth changed), and the victim is the back
 //! of the deepest non-empty list. Lists for depths below 65 536 sit in a
 //! vector grown to the deepest depth seen; deeper ones live in an ordered
 //! map, so no per-depth array of `u32::MAX` entries is ever allocated; the
 //! non-empty dense depths are kept in a three-level bitmap updated only when
-//! a list becomes empty or non-empty, so finding the deepest list is O(1). A set-aside block
-//! leaves its list, a hit on it records its new depth, and `on_evictable`
-//! puts it at the front of that depth's list (it was just in use).
+//! a list becomes empty or non-empty, so finding the deepest list is O(1).
+//! A set-aside block leaves its list, a hit on it records its new depth, and
+//! `on_evictable` puts it at the front of that depth's list (it was just in
+//! use).
 
 use super::list::{Links, List};
 use super::{Access, EvictionPolicy, Slot};
