@@ -23,8 +23,6 @@
 use super::list::{Links, List, NIL};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
-use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
 
 /// Per-slot flags: bits 0-1 frequency, then queue membership (M or S),
 /// whether the block is linked (evictable) and whether the slot holds a
@@ -34,62 +32,107 @@ const IN_MAIN: u8 = 0b100;
 const QUEUED: u8 = 0b1000;
 const LIVE: u8 = 0b1_0000;
 
-/// The ghost FIFO G: keys in eviction order with a sequence number each
-/// (`fifo`), and a map key → sequence of the keys still in G. A key that
-/// comes back (a ghost hit) leaves G, as in the authors' libCacheSim code:
-/// it leaves the map and its deque entry goes stale; stale entries are
-/// skipped when they reach the front and purged once they make up half the
-/// deque. G holds at most `cap` keys: the oldest goes to make room. A miss
-/// costs up to three map operations (look up the new key, add the victim's,
-/// drop the oldest), which is most of what S3-FIFO costs over SIEVE.
-#[derive(Default)]
+/// The ghost FIFO G, built the way the S3-FIFO paper implements it (§4.2):
+/// ghost entries live in a bucket-based hash table as (key, insertion
+/// sequence), and an entry is a ghost while its sequence is among the last
+/// `cap` handed out — no queue to maintain. Each bucket holds 4 entries; a
+/// push goes to an empty, consumed or expired entry of its bucket, else
+/// over the bucket's oldest one. With at least as many buckets as `cap`, a
+/// live ghost is dropped early only when five live ghosts hash to one bucket
+/// (Poisson(1) tail: under 0.4 % of buckets at full load). A ghost hit
+/// consumes the entry, as in the authors' libCacheSim code. A miss costs
+/// one bucket (one cache line) for the lookup and one for the push.
 struct Ghost {
-    fifo: VecDeque<(BlockKey, u64)>,
-    map: FxHashMap<BlockKey, u64>,
+    buckets: Vec<Bucket>,
+    shift: u32,
     seq: u64,
     cap: u64,
 }
 
+/// Four entries in one 64-byte cache line.
+#[derive(Copy, Clone, Default)]
+#[repr(align(64))]
+struct Bucket([GhostEntry; 4]);
+
+/// `seq == 0`: empty or consumed.
+#[derive(Copy, Clone, Default)]
+struct GhostEntry {
+    key: u64,
+    seq: u64,
+}
+
 impl Ghost {
+    /// At most 2^22 buckets (256 MiB); beyond that ghosts expire earlier.
+    const MAX_BUCKET_BITS: u32 = 22;
+
     fn new(cap: u64) -> Ghost {
         Ghost {
+            buckets: Vec::new(),
+            shift: 64,
+            seq: 0,
             cap,
-            ..Ghost::default()
         }
     }
 
-    /// Removes `key` if present; true if it was.
     #[inline]
-    fn take(&mut self, key: BlockKey) -> bool {
-        !self.map.is_empty() && self.map.remove(&key).is_some()
+    fn bucket(&self, key: BlockKey) -> usize {
+        (key.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
     }
 
+    #[inline]
+    fn live(&self, seq: u64) -> bool {
+        seq != 0 && seq.saturating_add(self.cap) > self.seq
+    }
+
+    /// Consumes `key` if it is a ghost; true if it was.
+    #[inline]
+    fn take(&mut self, key: BlockKey) -> bool {
+        if self.buckets.is_empty() {
+            return false;
+        }
+        let b = self.bucket(key);
+        for i in 0..4 {
+            let e = self.buckets[b].0[i];
+            if e.key == key.0 && self.live(e.seq) {
+                self.buckets[b].0[i].seq = 0;
+                return true;
+            }
+        }
+        false
+    }
+
+    #[inline]
     fn push(&mut self, key: BlockKey) {
         if self.cap == 0 {
             return;
         }
-        // Make room first, so the map never holds more than `cap` keys.
-        while self.map.len() as u64 >= self.cap {
-            let Some((k, s)) = self.fifo.pop_front() else {
-                break;
-            };
-            // One lookup: the key is usually gone (a ghost hit) or current;
-            // rarely it was queued again later and is put back.
-            if let Some(newer) = self.map.remove(&k) {
-                if newer != s {
-                    self.map.insert(k, newer);
-                }
-            }
+        if self.buckets.is_empty() {
+            let bits = (64 - (self.cap.max(2) - 1).leading_zeros()).min(Self::MAX_BUCKET_BITS);
+            self.buckets = vec![Bucket::default(); 1 << bits];
+            self.shift = 64 - bits;
         }
         self.seq += 1;
-        self.map.insert(key, self.seq);
-        self.fifo.push_back((key, self.seq));
-        // Ghost hits leave stale entries behind; drop them once they make up
-        // more than half the deque (amortized O(1) per push).
-        if self.fifo.len() > 2 * self.map.len() + 64 {
-            let map = &self.map;
-            self.fifo.retain(|(k, s)| map.get(k) == Some(s));
-        }
+        let b = self.bucket(key);
+        let bucket = &self.buckets[b].0;
+        // The key's own entry, else a free one, else the bucket's oldest.
+        let victim = (0..4)
+            .find(|&i| bucket[i].key == key.0 && bucket[i].seq != 0)
+            .or_else(|| (0..4).find(|&i| !self.live(bucket[i].seq)))
+            .unwrap_or_else(|| (0..4).min_by_key(|&i| bucket[i].seq).unwrap_or(0));
+        self.buckets[b].0[victim] = GhostEntry {
+            key: key.0,
+            seq: self.seq,
+        };
+    }
+
+    /// Live ghosts (tests only).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.buckets
+            .iter()
+            .flat_map(|b| b.0.iter())
+            .filter(|e| self.live(e.seq))
+            .count()
     }
 }
 
@@ -275,7 +318,6 @@ mod tests {
     use crate::eviction::testkit::{check_contract_with, Harness};
     use crate::eviction::{Access, EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
-    use std::collections::VecDeque;
 
     #[test]
     fn algorithm_one_by_hand() {
@@ -382,64 +424,66 @@ mod tests {
         for k in 0..1000u64 {
             p.on_insert(Slot(0), BlockKey(k), &a);
             assert_eq!(p.evict(Nanos::ZERO), Some(Slot(0)));
-            assert!(p.ghost.map.len() <= 18 && p.ghost.fifo.len() <= 18);
         }
-        assert_eq!(p.ghost.map.len(), 18);
+        assert_eq!(p.ghost.len(), 18);
         // The last 18 keys are ghosts, the one before is not.
         assert!(!p.ghost.take(BlockKey(981)));
         for k in 982..1000 {
             assert!(p.ghost.take(BlockKey(k)));
-            p.ghost.push(BlockKey(k));
         }
-        // Each ghost hit leaves a stale deque entry; they are dropped in time.
-        for _ in 0..1000 {
-            p.on_insert(Slot(0), BlockKey(999), &a);
-            assert!(p.flags[0] & super::IN_MAIN != 0);
-            p.on_remove(Slot(0));
-            p.ghost.push(BlockKey(999)); // as if evicted from S again
-            assert_eq!(p.ghost.map.len(), 18);
-            assert!(p.ghost.fifo.len() <= 2 * 18 + 64);
-        }
+        assert_eq!(p.ghost.len(), 0);
+        // A ghost hit sends the block to M.
+        p.ghost.push(BlockKey(5));
+        p.on_insert(Slot(0), BlockKey(5), &a);
+        assert!(p.flags[0] & super::IN_MAIN != 0);
     }
 
     #[test]
-    fn ghost_matches_a_plain_fifo() {
-        // Random pushes (of keys not already in G) and takes against a
-        // plain FIFO of at most `cap` keys that drops its oldest.
-        for cap in [1u64, 2, 5, 40] {
+    fn ghost_is_the_window_of_the_last_evictions() {
+        // Random pushes and takes against the definition: a key is a ghost
+        // if its latest push is among the last `cap` pushes and it was not
+        // taken since. The bucketed table never reports a ghost that is not
+        // one; it may forget one early when a bucket overflows, rarely.
+        for cap in [1u64, 2, 5, 40, 1000] {
             let mut g = Ghost::new(cap);
-            let mut model: VecDeque<u64> = VecDeque::new();
+            let mut last_push: std::collections::HashMap<u64, u64> = Default::default();
+            let (mut seq, mut takes, mut forgotten) = (0u64, 0u32, 0u32);
             let mut x = 0x1234_5678_9ABC_DEF1u64 ^ cap;
             for _ in 0..20_000 {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 let key = x % (3 * cap + 7);
-                if x >> 62 == 0 || model.contains(&key) {
-                    let want = match model.iter().position(|&k| k == key) {
-                        Some(i) => {
-                            model.remove(i);
-                            true
-                        }
+                if x >> 62 == 0 {
+                    let want = match last_push.remove(&key) {
+                        Some(s) => s + cap > seq,
                         None => false,
                     };
-                    assert_eq!(g.take(BlockKey(key)), want, "cap {cap} key {key}");
+                    let got = g.take(BlockKey(key));
+                    assert!(!got || want, "cap {cap} key {key}: false ghost");
+                    takes += u32::from(want);
+                    forgotten += u32::from(want && !got);
                 } else {
-                    if model.len() as u64 >= cap {
-                        model.pop_front();
-                    }
-                    model.push_back(key);
+                    seq += 1;
+                    last_push.insert(key, seq);
                     g.push(BlockKey(key));
                 }
-                assert_eq!(g.map.len(), model.len());
+                if seq % 97 == 0 {
+                    let live = last_push.values().filter(|&&s| s + cap > seq).count();
+                    assert!(g.len() <= live);
+                }
             }
+            assert!(
+                forgotten * 100 <= takes,
+                "cap {cap}: forgot {forgotten} of {takes}"
+            );
         }
     }
 
     #[test]
     fn unbounded_and_tiny_capacities() {
         let p = S3Fifo::new(u64::MAX);
-        assert_eq!((p.ghost.fifo.capacity(), p.ghost.map.capacity()), (0, 0));
+        assert!(p.ghost.buckets.is_empty());
         let p = S3Fifo::new(0);
         assert_eq!((p.small_target, p.ghost.cap), (0, 0));
         let p = S3Fifo::new(1);
