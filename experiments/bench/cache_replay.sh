@@ -32,8 +32,10 @@ done
 awk '/^timing /{for(i=2;i<=NF;i++){split($i,kv,"=");v[kv[1]]=kv[2]}
   acc[v["policy"]]+=v["accesses"]; sec[v["policy"]]+=v["seconds"]}
   END {base=acc["fifo"]/sec["fifo"];
-    printf "%-8s %14s %10s\n","policy","accesses/s","vs fifo";
-    for (p in acc) printf "%-8s %14.0f %10.2f\n", p, acc[p]/sec[p], (acc[p]/sec[p])/base}' "$tmp" | sort -k2 -g -r
+    for (p in acc) printf "%-8s %14.0f %10.2f\n", p, acc[p]/sec[p], (acc[p]/sec[p])/base}' "$tmp" > "$tmp.rows"
+printf "%-8s %14s %10s\n" policy accesses/s "vs fifo"
+sort -k2 -g -r "$tmp.rows"
+rm -f "$tmp.rows"
 rm -f "$tmp"
 
 echo
