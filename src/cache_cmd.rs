@@ -37,6 +37,11 @@ pub struct CacheArgs {
     /// pooled cache of the same total size.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     nodes: u32,
+    /// With --nodes: only nodes whose load (prefill tokens computed so far)
+    /// is within (1 + SLACK) × the least load compete on match length.
+    /// Without it, the longest match alone decides.
+    #[arg(long, value_name = "SLACK")]
+    balance_slack: Option<f64>,
     #[arg(long, value_enum, default_value_t = CacheFormat::Table)]
     format: CacheFormat,
     /// Write the results here (atomically) instead of standard output.
@@ -68,6 +73,14 @@ pub fn run(a: CacheArgs) -> Result<()> {
             .build_global()
             .context("--threads")?;
     }
+    if let Some(slack) = a.balance_slack {
+        if !(slack.is_finite() && slack >= 0.0) {
+            bail!("--balance-slack {slack}: expected a non-negative number");
+        }
+        if a.nodes == 1 {
+            bail!("--balance-slack needs --nodes N with N > 1");
+        }
+    }
     let opts = a.input.read_options();
     let mut traces = Vec::new();
     for path in &a.traces {
@@ -98,6 +111,7 @@ pub fn run(a: CacheArgs) -> Result<()> {
                     policy,
                     capacity_blocks: cap.blocks(opts.block_tokens),
                     nodes,
+                    balance_slack: a.balance_slack,
                 });
             }
         }
@@ -181,7 +195,16 @@ fn render_table(
             let title = if m.nodes == 1 {
                 "one pooled cache".to_string()
             } else {
-                format!("{} local caches, capacity split evenly", m.nodes)
+                match m.balance_slack {
+                    Some(slack) => format!(
+                        "{} local caches, capacity split evenly, balance slack {slack}",
+                        m.nodes
+                    ),
+                    None => format!(
+                        "{} local caches, capacity split evenly, longest match routing",
+                        m.nodes
+                    ),
+                }
             };
             let _ = writeln!(
                 s,
@@ -216,15 +239,16 @@ fn render_jsonl(results: &[ReplayResult]) -> Result<String> {
 
 fn render_csv(results: &[ReplayResult]) -> String {
     let mut s = String::from(
-        "trace,policy,capacity_blocks,nodes,cache,requests,input_tokens,hit_tokens,hit_rate,blocks,hit_blocks,block_hit_rate,evictions\n",
+        "trace,policy,capacity_blocks,nodes,balance_slack,cache,requests,input_tokens,hit_tokens,hit_rate,blocks,hit_blocks,block_hit_rate,evictions\n",
     );
     for r in results {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             csv_field(&r.trace),
             r.policy,
             r.capacity_blocks.map_or(String::new(), |c| c.to_string()),
             r.nodes,
+            r.balance_slack.map_or(String::new(), |c| c.to_string()),
             r.cache,
             r.requests,
             r.input_tokens,

@@ -164,6 +164,25 @@ fn nodes_report_local_next_to_pooled() {
     assert_eq!(rows[1]["cache"], "local");
     assert_eq!(rows[1]["nodes"], 4);
     assert!(rows[0]["hit_rate"].as_f64() >= rows[1]["hit_rate"].as_f64());
+    // Strict balancing (slack 0) breaks session affinity and loses hits.
+    let strict = ok(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru",
+        "--capacity",
+        "5000",
+        "--nodes",
+        "4",
+        "--balance-slack",
+        "0",
+        "--format",
+        "jsonl",
+    ]);
+    let strict: serde_json::Value = serde_json::from_str(strict.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(strict["balance_slack"], 0.0);
+    assert!(strict["hit_rate"].as_f64() < rows[1]["hit_rate"].as_f64());
 }
 
 #[test]
@@ -309,6 +328,20 @@ fn every_bad_input_gets_one_clear_error_and_no_output() {
     let err = fails(&["cache", "--trace", s(&dir.path().join("absent.jsonl"))]);
     assert!(
         err.contains("absent.jsonl") && err.contains("No such file"),
+        "{err}"
+    );
+    let err = fails(&["cache", "--trace", SYNTH, "--balance-slack", "0.1"]);
+    assert!(err.contains("--balance-slack needs --nodes"), "{err}");
+    let err = fails(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--nodes",
+        "2",
+        "--balance-slack=-1",
+    ]);
+    assert!(
+        err.contains("--balance-slack -1: expected a non-negative number"),
         "{err}"
     );
     let err = fails(&["trace", "slice", SYNTH, "--rate-scale", "0", "-o", s(&out)]);

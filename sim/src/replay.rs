@@ -13,6 +13,11 @@
 //!   to the first nodes); each request goes to the node with the longest
 //!   prefix match, ties to the least loaded node — load being the prefill
 //!   tokens it has computed so far (input − hit) — then to the lowest index.
+//!   With a balance slack θ, only nodes whose load is at most
+//!   `(1 + θ) × the least load + one block` compete on match length; without
+//!   it, longest match alone decides (a prefix every request shares, like the
+//!   conversation trace's system-prompt block, then pins all traffic to one
+//!   node).
 //!
 //! Costs handed to cost-aware policies: a block's recompute cost is the
 //! prefill FLOPs of its tokens given its prefix (Eq. 1, LLaMA3-70B of
@@ -82,13 +87,16 @@ impl PreparedTrace {
 }
 
 /// One replay: a policy, a total capacity and a node count.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReplayConfig {
     pub policy: PolicyKind,
     /// Total capacity in blocks across all nodes; `None` = unbounded.
     pub capacity_blocks: Option<u64>,
     /// 1 = one pooled (global) cache; N > 1 = N local caches.
     pub nodes: u32,
+    /// Local caches only: the load slack θ within which nodes compete on
+    /// match length (`None` = longest match decides alone).
+    pub balance_slack: Option<f64>,
 }
 
 /// The outcome of one replay; field names are the JSONL/CSV columns.
@@ -98,6 +106,7 @@ pub struct ReplayResult {
     pub policy: String,
     pub capacity_blocks: Option<u64>,
     pub nodes: u32,
+    pub balance_slack: Option<f64>,
     /// `pooled` (one cache) or `local` (split across nodes).
     pub cache: &'static str,
     pub requests: u64,
@@ -166,14 +175,26 @@ pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
         let node = if nodes == 1 {
             0
         } else {
-            let mut best = (0usize, 0usize);
+            let ceiling = cfg.balance_slack.map(|slack| {
+                let least = load.iter().copied().min().unwrap_or(0) as f64;
+                (least * (1.0 + slack)) as u64 + trace.block_tokens as u64
+            });
+            let mut best: Option<(usize, usize)> = None;
             for (i, c) in caches.iter().enumerate() {
+                if ceiling.is_some_and(|ceil| load[i] > ceil) {
+                    continue;
+                }
                 let m = c.prefix_len(&r.blocks);
-                if i == 0 || m > best.1 || (m == best.1 && load[i] < load[best.0]) {
-                    best = (i, m);
+                let better = match best {
+                    None => true,
+                    Some((b, bm)) => m > bm || (m == bm && load[i] < load[b]),
+                };
+                if better {
+                    best = Some((i, m));
                 }
             }
-            best.0
+            // The least-loaded node is always under the ceiling.
+            best.map_or(0, |b| b.0)
         };
         let cache = &mut caches[node];
         let n = r.blocks.len();
@@ -214,6 +235,7 @@ pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
         policy: cfg.policy.name().to_string(),
         capacity_blocks: cfg.capacity_blocks,
         nodes: nodes as u32,
+        balance_slack: if nodes == 1 { None } else { cfg.balance_slack },
         cache: if nodes == 1 { "pooled" } else { "local" },
         requests: trace.requests.len() as u64,
         input_tokens,

@@ -22,6 +22,7 @@ fn cfg(policy: PolicyKind, cap: Option<u64>, nodes: u32) -> ReplayConfig {
         policy,
         capacity_blocks: cap,
         nodes,
+        balance_slack: None,
     }
 }
 
@@ -107,6 +108,30 @@ fn local_caches_route_to_longest_match_then_least_loaded() {
     let pooled = replay(&t, cfg(PolicyKind::Lru, Some(4), 1));
     assert_eq!(pooled.cache, "pooled");
     assert_eq!(pooled.hit_blocks, 4);
+}
+
+#[test]
+fn balance_slack_spreads_a_universal_prefix() {
+    // Every request shares block 1. Longest match alone sends all of them
+    // to node 0; with slack 0, a node may only win while its load is within
+    // one block of the least loaded, so the four requests spread out.
+    let reqs: Vec<Request> = (0..4).map(|i| req(i, 1024, &[1, 10 + i])).collect();
+    let t = PreparedTrace::new("t", reqs, 512);
+    let pinned = replay(&t, cfg(PolicyKind::Lru, Some(100), 2));
+    let spread = replay(
+        &t,
+        ReplayConfig {
+            balance_slack: Some(0.0),
+            ..cfg(PolicyKind::Lru, Some(100), 2)
+        },
+    );
+    // Pinned: requests 2-4 hit block 1 on node 0.
+    assert_eq!(pinned.hit_blocks, 3);
+    // Spread: A -> node 0 (load 1024); B: node 0 over the ceiling 0 + 512,
+    // so node 1 (miss, load 1024); C: both at 1024, match 1 on both, tie to
+    // node 0 (hit); D: node 0 at 1536 > 1024 + 512? no (1536 <= 1536): both
+    // compete, match 1 on both, node 1 less loaded (hit).
+    assert_eq!(spread.hit_blocks, 2);
 }
 
 /// Random prefix-chained traces: each request walks a small trie (root,
