@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod output;
 mod plot;
+mod sim_cmd;
 mod trace_cmd;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,11 @@ enum Command {
     Trace(trace_cmd::TraceCommand),
     /// Prefix-cache replay: hit rate per eviction policy and capacity.
     Cache(cache_cmd::CacheArgs),
+    /// Replay a trace through the simulated disaggregated cluster.
+    Sim(sim_cmd::SimArgs),
+    /// Cluster configuration helpers.
+    #[command(subcommand)]
+    Config(sim_cmd::ConfigCommand),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +40,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace(cmd) => trace_cmd::run(cmd),
         Command::Cache(args) => cache_cmd::run(args),
+        Command::Sim(args) => sim_cmd::run(args),
+        Command::Config(cmd) => sim_cmd::config(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,4 +6,5 @@
 //!
 //! Everything here is a pure function of its inputs: no clock, no I/O.
 
+pub mod cluster;
 pub mod replay;

@@ -1,0 +1,449 @@
+//! Scheduling seams: what a global scheduler (the paper's Conductor) may see
+//! of the cluster ([`ClusterView`]), what it decides ([`Placement`]), and the
+//! prefill schedulers compared in the paper's Figure 5 plus admission by SLO
+//! (Algorithm 1, line 18).
+//!
+//! The simulator implements [`ClusterView`] from its model state; the real
+//! backend will implement it from the master's metadata. Schedulers never
+//! read a clock: `view.now()` is the time.
+
+use crate::cost::CostModel;
+use crate::types::{BlockKey, Nanos, Request};
+use serde::{Deserialize, Serialize};
+
+/// An instance (one serving node) of the cluster.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InstanceId(pub u32);
+
+/// A decode instance's load as the scheduler sees it.
+#[derive(Copy, Clone, Debug, Default, PartialEq)]
+pub struct DecodeLoad {
+    /// Requests in the running batch plus those waiting to join.
+    pub requests: u32,
+    /// KV tokens those requests hold or will hold.
+    pub context_tokens: u64,
+    /// KV tokens the instance can still admit.
+    pub free_kv_tokens: u64,
+}
+
+/// What a scheduler may look at.
+pub trait ClusterView {
+    fn now(&self) -> Nanos;
+    fn block_tokens(&self) -> u32;
+    fn prefill_instances(&self) -> &[InstanceId];
+    fn decode_instances(&self) -> &[InstanceId];
+    /// Leading blocks of `keys` held in `instance`'s own cache.
+    fn local_prefix_blocks(&self, instance: InstanceId, keys: &[BlockKey]) -> usize;
+    /// The longest prefix held by any prefill instance, and the holder
+    /// (lowest id among equals); `None` if no instance holds block 0.
+    fn best_prefix(&self, keys: &[BlockKey]) -> Option<(InstanceId, usize)>;
+    /// Estimated time until `instance` could start a new request.
+    fn prefill_queue_time(&self, instance: InstanceId) -> Nanos;
+    /// Estimated time to move `bytes` of KV from one instance to another.
+    fn transfer_time(&self, from: InstanceId, to: InstanceId, bytes: u64) -> Nanos;
+    fn decode_load(&self, instance: InstanceId) -> DecodeLoad;
+    /// The cost model of `instance` (instances may differ in hardware).
+    fn cost(&self, instance: InstanceId) -> &dyn CostModel;
+}
+
+/// Why a request was turned away (the HTTP 429 of the paper).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RejectReason {
+    TtftSlo,
+    TbtSlo,
+    NoInstance,
+}
+
+impl RejectReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            RejectReason::TtftSlo => "ttft-slo",
+            RejectReason::TbtSlo => "tbt-slo",
+            RejectReason::NoInstance => "no-instance",
+        }
+    }
+}
+
+/// Copy a prefix from its holder to the chosen prefill instance first.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PrefixFetch {
+    pub from: InstanceId,
+    /// Total prefix blocks the request will find on the prefill instance
+    /// once the fetch is done (the holder's match length).
+    pub blocks: usize,
+}
+
+/// One candidate's estimate, for `--explain`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CandidateEstimate {
+    pub instance: InstanceId,
+    pub prefix_blocks: usize,
+    pub transfer_s: f64,
+    pub queue_s: f64,
+    pub prefill_s: f64,
+    pub ttft_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Placement {
+    Run {
+        prefill: InstanceId,
+        decode: InstanceId,
+        fetch: Option<PrefixFetch>,
+        /// The scheduler's TTFT and TBT estimates for the winner.
+        ttft_estimate: Nanos,
+        tbt_estimate: Nanos,
+    },
+    Reject(RejectReason),
+}
+
+/// A prefill scheduler. `explain`, when given, receives every candidate's
+/// estimate (schedulers that estimate nothing push nothing).
+pub trait Scheduler: Send {
+    fn name(&self) -> &'static str;
+    fn place(
+        &mut self,
+        req: &Request,
+        view: &dyn ClusterView,
+        explain: Option<&mut Vec<CandidateEstimate>>,
+    ) -> Placement;
+}
+
+/// Service-level objectives; admission rejects requests predicted to miss them.
+#[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// TTFT threshold, seconds (the paper: 30 s).
+    pub ttft_s: f64,
+    /// TBT threshold, seconds (the paper: 0.1 / 0.2 / 0.3 s).
+    pub tbt_s: f64,
+}
+
+/// Admission control (Algorithm 1, line 18).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Admission {
+    /// Admit everything.
+    None,
+    /// Reject when the estimated TTFT or TBT breaks its SLO.
+    Slo,
+}
+
+/// The decode instance with the smallest predicted step time once `req`
+/// joins, among those with room for its KV (all of them if none has room);
+/// returns it and that predicted step time (the TBT estimate).
+pub fn select_decode(req: &Request, view: &dyn ClusterView) -> Option<(InstanceId, Nanos)> {
+    let need = req.input_tokens as u64 + req.output_tokens as u64;
+    let mut best: Option<(bool, Nanos, InstanceId)> = None;
+    for &d in view.decode_instances() {
+        let load = view.decode_load(d);
+        let fits = load.free_kv_tokens >= need;
+        let step = view.cost(d).decode_step_time(
+            load.requests + 1,
+            load.context_tokens + req.input_tokens as u64,
+        );
+        let key = (!fits, step, d);
+        if best.is_none_or(|b| key < b) {
+            best = Some(key);
+        }
+    }
+    best.map(|(_, step, d)| (d, step))
+}
+
+fn estimate_prefill(
+    view: &dyn ClusterView,
+    p: InstanceId,
+    req: &Request,
+    prefix_blocks: usize,
+) -> Nanos {
+    let cached =
+        (prefix_blocks as u64 * view.block_tokens() as u64).min(req.input_tokens as u64 - 1);
+    view.cost(p).prefill_time(req.input_tokens as u64, cached)
+}
+
+/// Finishes a placement: picks the decode instance and applies admission.
+fn finish(
+    req: &Request,
+    view: &dyn ClusterView,
+    prefill: InstanceId,
+    fetch: Option<PrefixFetch>,
+    ttft: Nanos,
+    admission: Admission,
+    slo: Slo,
+) -> Placement {
+    let Some((decode, tbt)) = select_decode(req, view) else {
+        return Placement::Reject(RejectReason::NoInstance);
+    };
+    if admission == Admission::Slo {
+        if ttft.as_secs_f64() > slo.ttft_s {
+            return Placement::Reject(RejectReason::TtftSlo);
+        }
+        if tbt.as_secs_f64() > slo.tbt_s {
+            return Placement::Reject(RejectReason::TbtSlo);
+        }
+    }
+    Placement::Run {
+        prefill,
+        decode,
+        fetch,
+        ttft_estimate: ttft,
+        tbt_estimate: tbt,
+    }
+}
+
+/// Which prefill scheduler, by its configuration name.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerKind {
+    Random,
+    RoundRobin,
+    LeastLoaded,
+    LocalCacheAware,
+    KvcacheCentric,
+}
+
+impl SchedulerKind {
+    pub const ALL: [SchedulerKind; 5] = [
+        SchedulerKind::Random,
+        SchedulerKind::RoundRobin,
+        SchedulerKind::LeastLoaded,
+        SchedulerKind::LocalCacheAware,
+        SchedulerKind::KvcacheCentric,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Random => "random",
+            SchedulerKind::RoundRobin => "round-robin",
+            SchedulerKind::LeastLoaded => "least-loaded",
+            SchedulerKind::LocalCacheAware => "local-cache-aware",
+            SchedulerKind::KvcacheCentric => "kvcache-centric",
+        }
+    }
+}
+
+/// Parameters every scheduler shares.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct SchedulerParams {
+    pub admission: Admission,
+    pub slo: Slo,
+    /// Algorithm 1's `kvcache_balancing_threshold`: fetch the best remote
+    /// prefix when `best_len / local_len` exceeds it.
+    pub balancing_threshold: f64,
+    /// Seed of the random scheduler's generator.
+    pub seed: u64,
+}
+
+pub fn build_scheduler(kind: SchedulerKind, params: SchedulerParams) -> Box<dyn Scheduler> {
+    match kind {
+        SchedulerKind::Random => Box::new(RandomScheduler {
+            params,
+            state: params.seed ^ 0x9E37_79B9_7F4A_7C15,
+        }),
+        SchedulerKind::RoundRobin => Box::new(RoundRobin { params, next: 0 }),
+        SchedulerKind::LeastLoaded => Box::new(CacheAware {
+            params,
+            mode: Mode::LeastLoaded,
+        }),
+        SchedulerKind::LocalCacheAware => Box::new(CacheAware {
+            params,
+            mode: Mode::Local,
+        }),
+        SchedulerKind::KvcacheCentric => Box::new(CacheAware {
+            params,
+            mode: Mode::Global,
+        }),
+    }
+}
+
+/// Picks a prefill instance uniformly at random (SplitMix64 stream seeded
+/// per run).
+struct RandomScheduler {
+    params: SchedulerParams,
+    state: u64,
+}
+
+impl RandomScheduler {
+    fn next(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn plain_estimate(req: &Request, view: &dyn ClusterView, p: InstanceId) -> Nanos {
+    let local = view.local_prefix_blocks(p, &req.blocks);
+    view.prefill_queue_time(p)
+        .saturating_add(estimate_prefill(view, p, req, local))
+}
+
+impl Scheduler for RandomScheduler {
+    fn name(&self) -> &'static str {
+        "random"
+    }
+    fn place(
+        &mut self,
+        req: &Request,
+        view: &dyn ClusterView,
+        _explain: Option<&mut Vec<CandidateEstimate>>,
+    ) -> Placement {
+        let ps = view.prefill_instances();
+        if ps.is_empty() {
+            return Placement::Reject(RejectReason::NoInstance);
+        }
+        let p = ps[(self.next() % ps.len() as u64) as usize];
+        let ttft = plain_estimate(req, view, p);
+        finish(
+            req,
+            view,
+            p,
+            None,
+            ttft,
+            self.params.admission,
+            self.params.slo,
+        )
+    }
+}
+
+struct RoundRobin {
+    params: SchedulerParams,
+    next: usize,
+}
+
+impl Scheduler for RoundRobin {
+    fn name(&self) -> &'static str {
+        "round-robin"
+    }
+    fn place(
+        &mut self,
+        req: &Request,
+        view: &dyn ClusterView,
+        _explain: Option<&mut Vec<CandidateEstimate>>,
+    ) -> Placement {
+        let ps = view.prefill_instances();
+        if ps.is_empty() {
+            return Placement::Reject(RejectReason::NoInstance);
+        }
+        let p = ps[self.next % ps.len()];
+        self.next = (self.next + 1) % ps.len();
+        let ttft = plain_estimate(req, view, p);
+        finish(
+            req,
+            view,
+            p,
+            None,
+            ttft,
+            self.params.admission,
+            self.params.slo,
+        )
+    }
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Mode {
+    /// The instance with the least queued work.
+    LeastLoaded,
+    /// Smallest queue + prefill with the instance's own prefix (§4.1).
+    Local,
+    /// Algorithm 1: also consider fetching the best remote prefix (§4.2).
+    Global,
+}
+
+struct CacheAware {
+    params: SchedulerParams,
+    mode: Mode,
+}
+
+impl Scheduler for CacheAware {
+    fn name(&self) -> &'static str {
+        match self.mode {
+            Mode::LeastLoaded => "least-loaded",
+            Mode::Local => "local-cache-aware",
+            Mode::Global => "kvcache-centric",
+        }
+    }
+
+    fn place(
+        &mut self,
+        req: &Request,
+        view: &dyn ClusterView,
+        mut explain: Option<&mut Vec<CandidateEstimate>>,
+    ) -> Placement {
+        let best = if self.mode == Mode::Global {
+            view.best_prefix(&req.blocks)
+        } else {
+            None
+        };
+        let kv_bytes_per_block =
+            |p: InstanceId| view.cost(p).kv_bytes_per_token() * view.block_tokens() as u64;
+        // (key, instance, fetch, ttft)
+        let mut winner: Option<(Nanos, InstanceId, Option<PrefixFetch>)> = None;
+        for &p in view.prefill_instances() {
+            let local = view.local_prefix_blocks(p, &req.blocks);
+            let queue = view.prefill_queue_time(p);
+            let (prefix, transfer, fetch) = match best {
+                Some((holder, best_len))
+                    if holder != p
+                        && best_len > local
+                        && best_len as f64 > local as f64 * self.params.balancing_threshold =>
+                {
+                    let bytes = (best_len - local) as u64 * kv_bytes_per_block(p);
+                    let t = view.transfer_time(holder, p, bytes);
+                    (
+                        best_len,
+                        t,
+                        Some(PrefixFetch {
+                            from: holder,
+                            blocks: best_len,
+                        }),
+                    )
+                }
+                _ => (local, Nanos::ZERO, None),
+            };
+            let prefill = estimate_prefill(view, p, req, prefix);
+            let ttft = transfer.saturating_add(queue).saturating_add(prefill);
+            let key = match self.mode {
+                Mode::LeastLoaded => queue,
+                Mode::Local | Mode::Global => ttft,
+            };
+            if let Some(out) = explain.as_deref_mut() {
+                out.push(CandidateEstimate {
+                    instance: p,
+                    prefix_blocks: prefix,
+                    transfer_s: transfer.as_secs_f64(),
+                    queue_s: queue.as_secs_f64(),
+                    prefill_s: prefill.as_secs_f64(),
+                    ttft_s: ttft.as_secs_f64(),
+                });
+            }
+            if winner.is_none_or(|w| key < w.0) {
+                winner = Some((key, p, fetch));
+            }
+        }
+        let Some((_, p, fetch)) = winner else {
+            return Placement::Reject(RejectReason::NoInstance);
+        };
+        let ttft = match fetch {
+            Some(f) => {
+                let local = view.local_prefix_blocks(p, &req.blocks);
+                let bytes = (f.blocks - local) as u64 * kv_bytes_per_block(p);
+                view.transfer_time(f.from, p, bytes)
+                    .saturating_add(view.prefill_queue_time(p))
+                    .saturating_add(estimate_prefill(view, p, req, f.blocks))
+            }
+            None => plain_estimate(req, view, p),
+        };
+        finish(
+            req,
+            view,
+            p,
+            fetch,
+            ttft,
+            self.params.admission,
+            self.params.slo,
+        )
+    }
+}

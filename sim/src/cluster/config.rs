@@ -1,0 +1,415 @@
+//! The cluster simulator's configuration: every field documented, defaults
+//! from the paper (Table 1, §5.1), unknown keys rejected with their path.
+//! YAML in and out (`moonlab config show` prints [`ClusterConfig::default`]).
+
+use moonlab_core::cost::{AnalyticCost, ModelSpec, NodeSpec};
+use moonlab_core::eviction::PolicyKind;
+use moonlab_core::sched::{Admission, SchedulerKind, Slo};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefillConfig {
+    /// Number of instances (one instance = one node).
+    pub instances: u32,
+    /// Hardware preset: 8xA800 (Table 1), 8xH800, 8xH100, 8xH200.
+    pub node: String,
+    /// Model FLOPs utilisation for the analytic cost model (not given by
+    /// the paper; set it from your own measurements).
+    pub mfu: f64,
+    /// Chunked prefill: tokens per chunk (0 = the whole prompt at once).
+    pub chunk_tokens: u32,
+    /// DRAM KVCache per prefill node, in blocks (5859 blocks of 512 tokens =
+    /// the paper's 3M tokens per node, §5.3.2).
+    pub dram_cache_blocks: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// Number of instances (one instance = one node).
+    pub instances: u32,
+    /// Hardware preset: 8xA800 (Table 1), 8xH800, 8xH100, 8xH200.
+    pub node: String,
+    /// Model FLOPs utilisation for the analytic cost model (not given by
+    /// the paper; set it from your own measurements).
+    pub mfu: f64,
+    /// Most requests in one continuous batch.
+    pub max_batch: u32,
+    /// Share of the HBM left after the weights that holds KV.
+    pub kv_memory_fraction: f64,
+}
+
+/// The Mooncake Store parameters that matter to the simulator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Eviction policy of each node's DRAM segment.
+    pub eviction: String,
+    /// A read grants a lease of this many seconds (upstream default 10 s):
+    /// the blocks cannot be evicted meanwhile.
+    pub lease_s: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// random, round-robin, least-loaded, local-cache-aware, kvcache-centric.
+    pub name: SchedulerKind,
+    /// Algorithm 1's kvcache_balancing_threshold (a ratio; the paper tunes
+    /// it by hand and does not publish it).
+    pub balancing_threshold: f64,
+    /// none, or slo (reject when the estimated TTFT or TBT breaks its SLO).
+    pub admission: Admission,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Model preset: llama3-70b (Table 1), llama3-8b, deepseek-v3.
+    pub model: String,
+    /// Tokens per KV block (the traces' hash granularity: 512).
+    pub block_tokens: u32,
+    pub prefill: PrefillConfig,
+    pub decode: DecodeConfig,
+    pub store: StoreConfig,
+    pub scheduler: SchedulerConfig,
+    /// Thresholds for SLO attainment and effective request capacity
+    /// (the paper: TTFT 30 s; TBT 100/200/300 ms).
+    pub slo: Slo,
+    /// Seed of every random stream of the run.
+    pub seed: u64,
+}
+
+impl Default for PrefillConfig {
+    fn default() -> Self {
+        PrefillConfig {
+            instances: 8,
+            node: "8xA800".into(),
+            mfu: 0.5,
+            chunk_tokens: 8192,
+            dram_cache_blocks: 5859,
+        }
+    }
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig {
+            instances: 8,
+            node: "8xA800".into(),
+            mfu: 0.5,
+            max_batch: 128,
+            kv_memory_fraction: 0.9,
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            eviction: "lru".into(),
+            lease_s: 10.0,
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            name: SchedulerKind::KvcacheCentric,
+            balancing_threshold: 2.0,
+            admission: Admission::None,
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            model: "llama3-70b".into(),
+            block_tokens: 512,
+            prefill: PrefillConfig::default(),
+            decode: DecodeConfig::default(),
+            store: StoreConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            slo: Slo {
+                ttft_s: 30.0,
+                tbt_s: 0.1,
+            },
+            seed: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    #[error("--set {assignment}: {message}")]
+    Set { assignment: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The config with presets resolved, ready to simulate.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub config: ClusterConfig,
+    pub prefill_cost: AnalyticCost,
+    pub decode_cost: AnalyticCost,
+    pub eviction: PolicyKind,
+    pub decode_kv_tokens: u64,
+}
+
+impl ClusterConfig {
+    /// Parses YAML text, applies `key=value` overrides (dotted paths; the
+    /// scheduler name also as `scheduler=NAME`), and validates.
+    pub fn load(
+        text: &str,
+        source_name: &str,
+        sets: &[String],
+    ) -> Result<ClusterConfig, ConfigError> {
+        let mut value: serde_yaml_ng::Value = if text.trim().is_empty() {
+            serde_yaml_ng::Value::Mapping(Default::default())
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+                source_name: source_name.into(),
+                message: e.to_string(),
+            })?
+        };
+        for s in sets {
+            apply_set(&mut value, s)?;
+        }
+        let config: ClusterConfig =
+            serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Parse {
+                source_name: source_name.into(),
+                message: e.to_string(),
+            })?;
+        config.resolve()?;
+        Ok(config)
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Resolves presets and checks every value's range.
+    pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        let model = ModelSpec::preset(&self.model).ok_or_else(|| {
+            bad(
+                "model",
+                format!(
+                    "unknown preset `{}` (expected one of {})",
+                    self.model,
+                    ModelSpec::PRESETS.join(", ")
+                ),
+            )
+        })?;
+        let node = |key: &str, name: &str| {
+            NodeSpec::preset(name).ok_or_else(|| {
+                bad(
+                    key,
+                    format!(
+                        "unknown preset `{name}` (expected one of {})",
+                        NodeSpec::PRESETS.join(", ")
+                    ),
+                )
+            })
+        };
+        let pnode = node("prefill.node", &self.prefill.node)?;
+        let dnode = node("decode.node", &self.decode.node)?;
+        for (key, v) in [
+            ("prefill.mfu", self.prefill.mfu),
+            ("decode.mfu", self.decode.mfu),
+            ("decode.kv_memory_fraction", self.decode.kv_memory_fraction),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(bad(
+                    key,
+                    format!("{v} is out of range (expected 0 < x <= 1)"),
+                ));
+            }
+        }
+        if self.prefill.instances == 0 {
+            return Err(bad("prefill.instances", "0 (expected at least 1)".into()));
+        }
+        if self.decode.instances == 0 {
+            return Err(bad("decode.instances", "0 (expected at least 1)".into()));
+        }
+        if self.decode.max_batch == 0 {
+            return Err(bad("decode.max_batch", "0 (expected at least 1)".into()));
+        }
+        if self.block_tokens == 0 {
+            return Err(bad("block_tokens", "0 (expected at least 1)".into()));
+        }
+        if !(self.store.lease_s.is_finite() && self.store.lease_s >= 0.0) {
+            return Err(bad(
+                "store.lease_s",
+                format!(
+                    "{} (expected a non-negative number of seconds)",
+                    self.store.lease_s
+                ),
+            ));
+        }
+        if !(self.scheduler.balancing_threshold.is_finite()
+            && self.scheduler.balancing_threshold >= 1.0)
+        {
+            return Err(bad(
+                "scheduler.balancing_threshold",
+                format!(
+                    "{} (expected a ratio >= 1)",
+                    self.scheduler.balancing_threshold
+                ),
+            ));
+        }
+        if !(self.slo.ttft_s > 0.0 && self.slo.tbt_s > 0.0) {
+            return Err(bad("slo", "thresholds must be positive seconds".into()));
+        }
+        let eviction = PolicyKind::parse(&self.store.eviction)
+            .map_err(|e| bad("store.eviction", e.to_string()))?;
+        let mut prefill_cost = AnalyticCost::new(model.clone(), pnode);
+        prefill_cost.prefill_mfu = self.prefill.mfu;
+        prefill_cost.decode_mfu = self.prefill.mfu;
+        let mut decode_cost = AnalyticCost::new(model.clone(), dnode.clone());
+        decode_cost.prefill_mfu = self.decode.mfu;
+        decode_cost.decode_mfu = self.decode.mfu;
+        let free = dnode.hbm_bytes() - model.weight_bytes_total();
+        if free <= 0.0 {
+            return Err(bad(
+                "decode.node",
+                format!("{} cannot hold {}'s weights", dnode.name, model.name),
+            ));
+        }
+        let decode_kv_tokens =
+            (free * self.decode.kv_memory_fraction / model.kv_bytes_per_token as f64) as u64;
+        Ok(Resolved {
+            config: self.clone(),
+            prefill_cost,
+            decode_cost,
+            eviction,
+            decode_kv_tokens,
+        })
+    }
+}
+
+/// Applies `a.b.c=value` to a YAML tree; `scheduler=NAME` is short for
+/// `scheduler.name=NAME`. The value is parsed as YAML (numbers, booleans,
+/// strings).
+fn apply_set(root: &mut serde_yaml_ng::Value, assignment: &str) -> Result<(), ConfigError> {
+    use serde_yaml_ng::Value;
+    let err = |message: &str| ConfigError::Set {
+        assignment: assignment.into(),
+        message: message.into(),
+    };
+    let (path, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| err("expected key=value"))?;
+    let path = path.trim();
+    let path = if path == "scheduler" {
+        "scheduler.name"
+    } else {
+        path
+    };
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(err("expected a dotted key such as prefill.instances"));
+    }
+    let value: Value =
+        serde_yaml_ng::from_str(raw).map_err(|_| err("the value is not valid YAML"))?;
+    let mut node = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_mapping() {
+            if node.is_null() {
+                *node = Value::Mapping(Default::default());
+            } else {
+                return Err(err(&format!("`{}` is not a section", parts[..i].join("."))));
+            }
+        }
+        let map = node.as_mapping_mut().ok_or_else(|| err("not a section"))?;
+        let key = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(key, value);
+            return Ok(());
+        }
+        node = map.entry(key).or_insert(Value::Null);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_yaml() {
+        let c = ClusterConfig::default();
+        let back = ClusterConfig::load(&c.to_yaml(), "defaults", &[]).unwrap();
+        assert_eq!(back, c);
+        let r = c.resolve().unwrap();
+        // 8 × 80 GB − 141.2 GB of weights, 90 % of it, at 320 KiB a token.
+        let want = ((640e9 - 141.2e9) * 0.9 / 327_680.0) as u64;
+        assert_eq!(r.decode_kv_tokens, want);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_their_path() {
+        let e = ClusterConfig::load("prefill:\n  instancez: 3\n", "c.yaml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml: ") && e.contains("instancez") && e.contains("prefill"),
+            "{e}"
+        );
+        let e = ClusterConfig::load("", "c.yaml", &["decode.mfu=2".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "decode.mfu: 2 is out of range (expected 0 < x <= 1)");
+        let e = ClusterConfig::load("", "c", &["scheduler=fastest".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("fastest") && e.contains("kvcache-centric"),
+            "{e}"
+        );
+        let e = ClusterConfig::load("", "c", &["noequals".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "--set noequals: expected key=value");
+        let e = ClusterConfig::load("model: gpt5\n", "c", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("model: unknown preset `gpt5`"), "{e}");
+        let e = ClusterConfig::load("store:\n  eviction: nope\n", "c", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("store.eviction: unknown eviction policy"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sets_override_nested_and_short_keys() {
+        let c = ClusterConfig::load(
+            "prefill:\n  instances: 4\n",
+            "c",
+            &[
+                "prefill.instances=12".into(),
+                "scheduler=random".into(),
+                "decode.node=8xH200".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.prefill.instances, 12);
+        assert_eq!(c.scheduler.name, SchedulerKind::Random);
+        assert_eq!(c.decode.node, "8xH200");
+    }
+}

@@ -1,0 +1,17 @@
+//! The discrete-event cluster simulator: a trace replayed through X prefill
+//! and Y decode instances with a KVCache pool in the prefill nodes' DRAM,
+//! scheduled by a `Scheduler` from moonlab-core.
+//!
+//! - [`config`]: the YAML configuration, defaults and validation;
+//! - [`flows`]: the max-min fair flow network;
+//! - [`world`]: instances, requests and the event loop;
+//! - [`metrics`]: the run's aggregates.
+
+pub mod config;
+pub mod flows;
+pub mod metrics;
+pub mod world;
+
+pub use config::{ClusterConfig, ConfigError, Resolved};
+pub use metrics::{summarize, Summary};
+pub use world::{simulate, RequestRecord, SimOutput};

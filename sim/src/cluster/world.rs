@@ -1,0 +1,788 @@
+//! The simulated cluster: prefill instances with FIFO queues, chunked
+//! prefill and a DRAM segment of the KVCache pool each; decode instances
+//! with continuous batching bounded by the HBM left for KV; the flow network
+//! that moves KV. Events are plain data in a queue ordered by (time,
+//! sequence); components live in vectors addressed by index.
+//!
+//! Request workflow (the paper's §3.1, Figure 3):
+//! 1. arrival: the scheduler picks (prefill, decode) or rejects;
+//! 2. if it chose to fetch a remote prefix, the holder's blocks (leased and
+//!    pinned there) flow NIC to NIC and become replicas on the prefill node;
+//! 3. the request waits its turn in the prefill FIFO; at its start the
+//!    cached prefix is loaded DRAM → HBM (a flow over the node's H2D link)
+//!    while the unmatched tokens are computed chunk by chunk (the cost
+//!    model), and the KV streams to the decode node layer by layer (a flow
+//!    over the two NICs, overlapped with compute); the first token exists
+//!    when compute and load are both done (TTFT);
+//! 4. the prompt's blocks enter the prefill node's DRAM segment, eviction
+//!    brings it back within capacity (blocks in use or leased never go);
+//! 5. once its KV has arrived, the request joins the decode instance's
+//!    continuous batch when its KV fits; each iteration emits one token per
+//!    request; TBT is the mean of the longest 10 % of its token intervals.
+
+use super::config::Resolved;
+use super::flows::{LinkId, LinkKind, Network};
+use moonlab_core::cache::BlockCache;
+use moonlab_core::cost::CostModel;
+use moonlab_core::eviction::{Access, EvictionPolicy};
+use moonlab_core::sched::{
+    build_scheduler, CandidateEstimate, ClusterView, DecodeLoad, InstanceId, Placement,
+    RejectReason, Scheduler, SchedulerParams,
+};
+use moonlab_core::{BlockKey, Nanos, Request};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    Arrival(u32),
+    /// The network's next flow completion, valid while `generation` matches.
+    FlowsDue(u64),
+    PrefillComputeDone(u32),
+    DecodeStepDone(u32),
+}
+
+/// Flow tags: kind in the top bits, request in the low 32.
+const TAG_FETCH: u64 = 1 << 32;
+const TAG_H2D: u64 = 2 << 32;
+const TAG_KV: u64 = 3 << 32;
+
+/// Everything recorded about one request.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct RequestRecord {
+    pub id: u32,
+    pub arrival_s: f64,
+    pub served: bool,
+    pub reject_reason: Option<&'static str>,
+    pub prefill: Option<u32>,
+    pub decode: Option<u32>,
+    pub input_tokens: u32,
+    pub output_tokens: u32,
+    /// Prefix tokens found in the prefill node's own DRAM at prefill start
+    /// (including replicas fetched for this request).
+    pub prefix_tokens: u64,
+    /// Of those, tokens fetched from another node for this request.
+    pub fetched_tokens: u64,
+    pub fetch_bytes: u64,
+    pub fetch_s: f64,
+    pub queue_s: f64,
+    pub prefill_s: f64,
+    pub ttft_s: f64,
+    pub tbt_s: f64,
+    pub finish_s: f64,
+}
+
+#[derive(Default)]
+struct ReqState {
+    placed: bool,
+    prefill: u32,
+    decode: u32,
+    fetch_pending: bool,
+    fetch_pinned: Vec<BlockKey>,
+    fetch_started: Nanos,
+    prefix_pinned: usize,
+    compute_done: bool,
+    h2d_done: bool,
+    kv_done: bool,
+    prefill_done: bool,
+    queued_at: Nanos,
+    prefill_started: Nanos,
+    estimate: Nanos,
+    /// Tokens emitted so far (the first comes from prefill).
+    tokens: u32,
+    last_token: Nanos,
+    /// Min-heap of the longest intervals seen (bounded).
+    longest: BinaryHeap<Reverse<u64>>,
+    longest_cap: usize,
+}
+
+struct PrefillInst {
+    cache: BlockCache<Box<dyn EvictionPolicy>>,
+    queue: VecDeque<u32>,
+    running: Option<u32>,
+    /// Estimated end of the running request and estimated work queued.
+    running_end: Nanos,
+    queued_work: Nanos,
+    nic_tx: LinkId,
+    nic_rx: LinkId,
+    h2d: LinkId,
+    busy: Nanos,
+}
+
+struct DecodeInst {
+    batch: Vec<u32>,
+    waiting: VecDeque<u32>,
+    kv_reserved: u64,
+    kv_capacity: u64,
+    context_tokens: u64,
+    stepping: bool,
+    nic_rx: LinkId,
+    busy: Nanos,
+}
+
+/// What one run produced.
+pub struct SimOutput {
+    pub records: Vec<RequestRecord>,
+    pub events: u64,
+    pub nic_bytes: f64,
+    pub h2d_bytes: f64,
+    pub end: Nanos,
+    pub prefill_busy_s: Vec<f64>,
+    pub decode_busy_s: Vec<f64>,
+    /// `--explain`: per placed request, every candidate's estimate.
+    pub explain: Vec<(u32, Vec<CandidateEstimate>, String)>,
+}
+
+pub struct World<'t> {
+    trace: &'t [Request],
+    cfg: Resolved,
+    now: Nanos,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    net: Network,
+    net_generation: u64,
+    prefill: Vec<PrefillInst>,
+    decode: Vec<DecodeInst>,
+    prefill_ids: Vec<InstanceId>,
+    decode_ids: Vec<InstanceId>,
+    reqs: Vec<ReqState>,
+    records: Vec<RequestRecord>,
+    events: u64,
+    explain: Option<Vec<(u32, Vec<CandidateEstimate>, String)>>,
+    scheduler: Option<Box<dyn Scheduler>>,
+    kv_bytes_per_token: u64,
+    block_bytes: u64,
+}
+
+/// The scheduler's window onto the world.
+struct View<'w, 't> {
+    w: &'w World<'t>,
+}
+
+impl ClusterView for View<'_, '_> {
+    fn now(&self) -> Nanos {
+        self.w.now
+    }
+    fn block_tokens(&self) -> u32 {
+        self.w.cfg.config.block_tokens
+    }
+    fn prefill_instances(&self) -> &[InstanceId] {
+        &self.w.prefill_ids
+    }
+    fn decode_instances(&self) -> &[InstanceId] {
+        &self.w.decode_ids
+    }
+    fn local_prefix_blocks(&self, instance: InstanceId, keys: &[BlockKey]) -> usize {
+        self.w.prefill[instance.0 as usize].cache.prefix_len(keys)
+    }
+    fn best_prefix(&self, keys: &[BlockKey]) -> Option<(InstanceId, usize)> {
+        let mut best: Option<(InstanceId, usize)> = None;
+        for (i, p) in self.w.prefill.iter().enumerate() {
+            let m = p.cache.prefix_len(keys);
+            if m > 0 && best.is_none_or(|b| m > b.1) {
+                best = Some((InstanceId(i as u32), m));
+            }
+        }
+        best
+    }
+    fn prefill_queue_time(&self, instance: InstanceId) -> Nanos {
+        let p = &self.w.prefill[instance.0 as usize];
+        let running = if p.running.is_some() {
+            p.running_end.saturating_sub(self.w.now)
+        } else {
+            Nanos::ZERO
+        };
+        running.saturating_add(p.queued_work)
+    }
+    fn transfer_time(&self, from: InstanceId, to: InstanceId, bytes: u64) -> Nanos {
+        let a = self
+            .w
+            .net
+            .link_capacity(self.w.prefill[from.0 as usize].nic_tx);
+        let b = self
+            .w
+            .net
+            .link_capacity(self.w.prefill[to.0 as usize].nic_rx);
+        Nanos((bytes as f64 / a.min(b) * 1e9).ceil() as u64)
+    }
+    fn decode_load(&self, instance: InstanceId) -> DecodeLoad {
+        let d = &self.w.decode[instance.0 as usize - self.w.prefill.len()];
+        DecodeLoad {
+            requests: (d.batch.len() + d.waiting.len()) as u32,
+            context_tokens: d.context_tokens,
+            free_kv_tokens: d.kv_capacity.saturating_sub(d.kv_reserved),
+        }
+    }
+    fn cost(&self, instance: InstanceId) -> &dyn CostModel {
+        // Prefill instances are numbered first, decode instances after them;
+        // each pool answers with its own hardware's model.
+        if (instance.0 as usize) < self.w.prefill.len() {
+            &self.w.cfg.prefill_cost
+        } else {
+            &self.w.cfg.decode_cost
+        }
+    }
+}
+
+impl<'t> World<'t> {
+    pub fn new(trace: &'t [Request], cfg: Resolved, explain: bool) -> World<'t> {
+        let c = &cfg.config;
+        let mut net = Network::new();
+        let pnode = &cfg.prefill_cost.node;
+        let dnode = &cfg.decode_cost.node;
+        let prefill: Vec<PrefillInst> = (0..c.prefill.instances)
+            .map(|_| PrefillInst {
+                cache: BlockCache::new(
+                    cfg.eviction.build(Some(c.prefill.dram_cache_blocks)),
+                    Some(c.prefill.dram_cache_blocks),
+                ),
+                queue: VecDeque::new(),
+                running: None,
+                running_end: Nanos::ZERO,
+                queued_work: Nanos::ZERO,
+                nic_tx: net.add_link(pnode.nic_bytes_per_s(), LinkKind::NicTx),
+                nic_rx: net.add_link(pnode.nic_bytes_per_s(), LinkKind::NicRx),
+                h2d: net.add_link(pnode.h2d_bytes_per_s(), LinkKind::H2d),
+                busy: Nanos::ZERO,
+            })
+            .collect();
+        let decode: Vec<DecodeInst> = (0..c.decode.instances)
+            .map(|_| DecodeInst {
+                batch: Vec::new(),
+                waiting: VecDeque::new(),
+                kv_reserved: 0,
+                kv_capacity: cfg.decode_kv_tokens,
+                context_tokens: 0,
+                stepping: false,
+                nic_rx: net.add_link(dnode.nic_bytes_per_s(), LinkKind::NicRx),
+                busy: Nanos::ZERO,
+            })
+            .collect();
+        let kv_bytes_per_token = cfg.prefill_cost.kv_bytes_per_token();
+        let block_bytes = kv_bytes_per_token * c.block_tokens as u64;
+        let params = SchedulerParams {
+            admission: c.scheduler.admission,
+            slo: c.slo,
+            balancing_threshold: c.scheduler.balancing_threshold,
+            seed: c.seed,
+        };
+        let scheduler = Some(build_scheduler(c.scheduler.name, params));
+        let mut w = World {
+            scheduler,
+            trace,
+            prefill_ids: (0..c.prefill.instances).map(InstanceId).collect(),
+            decode_ids: (c.prefill.instances..c.prefill.instances + c.decode.instances)
+                .map(InstanceId)
+                .collect(),
+            cfg,
+            now: Nanos::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            net,
+            net_generation: 0,
+            prefill,
+            decode,
+            reqs: (0..trace.len()).map(|_| ReqState::default()).collect(),
+            records: trace
+                .iter()
+                .enumerate()
+                .map(|(i, r)| RequestRecord {
+                    id: i as u32,
+                    arrival_s: r.arrival.as_secs_f64(),
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    ..RequestRecord::default()
+                })
+                .collect(),
+            events: 0,
+            explain: explain.then(Vec::new),
+            kv_bytes_per_token,
+            block_bytes,
+        };
+        // Arrivals are pushed lazily, one ahead, so the queue stays small.
+        if !trace.is_empty() {
+            w.push(trace[0].arrival, Event::Arrival(0));
+        }
+        w
+    }
+
+    fn push(&mut self, at: Nanos, e: Event) {
+        debug_assert!(at >= self.now, "event scheduled in the past");
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, e)));
+    }
+
+    /// Runs to completion, calling `progress(done_requests)` now and then.
+    pub fn run(mut self, mut progress: impl FnMut(u64)) -> SimOutput {
+        let mut finished_reported = 0u64;
+        while let Some(Reverse((at, _, e))) = self.queue.pop() {
+            debug_assert!(at >= self.now, "time went backwards");
+            self.now = at;
+            self.events += 1;
+            match e {
+                Event::Arrival(i) => {
+                    if let Some(next) = self.trace.get(i as usize + 1) {
+                        self.push(next.arrival, Event::Arrival(i + 1));
+                    }
+                    self.arrive(i);
+                    if (i as u64).saturating_sub(finished_reported) >= 1000 {
+                        finished_reported = i as u64;
+                        progress(finished_reported);
+                    }
+                }
+                Event::FlowsDue(g) if g == self.net_generation => self.flows_due(),
+                Event::FlowsDue(_) => {}
+                Event::PrefillComputeDone(r) => {
+                    self.reqs[r as usize].compute_done = true;
+                    self.maybe_prefill_done(r);
+                }
+                Event::DecodeStepDone(d) => self.decode_step_done(d as usize),
+            }
+        }
+        progress(self.trace.len() as u64);
+        let prefill_busy_s = self.prefill.iter().map(|p| p.busy.as_secs_f64()).collect();
+        let decode_busy_s = self.decode.iter().map(|d| d.busy.as_secs_f64()).collect();
+        SimOutput {
+            records: self.records,
+            events: self.events,
+            nic_bytes: self.net.bytes_by_kind[0],
+            h2d_bytes: self.net.bytes_by_kind[2],
+            end: self.now,
+            prefill_busy_s,
+            decode_busy_s,
+            explain: self.explain.unwrap_or_default(),
+        }
+    }
+
+    fn reschedule_flows(&mut self) {
+        self.net_generation += 1;
+        if let Some(t) = self.net.next_completion() {
+            if t != Nanos::MAX {
+                let g = self.net_generation;
+                self.push(t.max(self.now), Event::FlowsDue(g));
+            }
+        }
+    }
+
+    fn start_flow(&mut self, links: Vec<LinkId>, bytes: u64, tag: u64) {
+        self.net.start(self.now, links, bytes as f64, tag);
+        self.reschedule_flows();
+    }
+
+    fn flows_due(&mut self) {
+        let mut done = Vec::new();
+        self.net.complete_due(self.now, &mut done);
+        self.reschedule_flows();
+        for tag in done {
+            let r = (tag & 0xFFFF_FFFF) as u32;
+            match tag & !0xFFFF_FFFF {
+                TAG_FETCH => self.fetch_done(r),
+                TAG_H2D => {
+                    self.reqs[r as usize].h2d_done = true;
+                    self.maybe_prefill_done(r);
+                }
+                TAG_KV => {
+                    self.reqs[r as usize].kv_done = true;
+                    self.maybe_join_decode(r);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn cached_tokens(&self, r: &Request, blocks: usize) -> u64 {
+        (blocks as u64 * self.cfg.config.block_tokens as u64).min(r.input_tokens as u64 - 1)
+    }
+
+    fn arrive(&mut self, i: u32) {
+        let mut cands = Vec::new();
+        let want = self.explain.is_some();
+        let Some(mut sched) = self.scheduler.take() else {
+            return;
+        };
+        let placement = sched.place(
+            &self.trace[i as usize],
+            &View { w: self },
+            want.then_some(&mut cands),
+        );
+        self.scheduler = Some(sched);
+
+        let req = &self.trace[i as usize];
+        match placement {
+            Placement::Reject(reason) => {
+                self.record_reject(i, reason);
+                if let Some(log) = self.explain.as_mut() {
+                    log.push((i, cands, format!("rejected: {}", reason.name())));
+                }
+            }
+            Placement::Run {
+                prefill,
+                decode,
+                fetch,
+                ttft_estimate,
+                ..
+            } => {
+                if let Some(log) = self.explain.as_mut() {
+                    let why = match fetch {
+                        Some(f) => format!(
+                            "prefill {} (smallest estimated TTFT {:.3} s, fetching {} prefix blocks from {}), decode {}",
+                            prefill.0,
+                            ttft_estimate.as_secs_f64(),
+                            f.blocks,
+                            f.from.0,
+                            decode.0
+                        ),
+                        None => format!(
+                            "prefill {} (estimated TTFT {:.3} s), decode {}",
+                            prefill.0,
+                            ttft_estimate.as_secs_f64(),
+                            decode.0
+                        ),
+                    };
+                    log.push((i, cands, why));
+                }
+                let p = prefill.0 as usize;
+                let st = &mut self.reqs[i as usize];
+                st.placed = true;
+                st.prefill = prefill.0;
+                st.decode = decode.0 - self.prefill.len() as u32;
+                st.queued_at = self.now;
+                st.longest_cap = (req.output_tokens.saturating_sub(1) as usize).div_ceil(10);
+                // Reserve the decode instance's KV and load from now on.
+                let d = &mut self.decode[(decode.0 as usize) - self.prefill.len()];
+                d.kv_reserved += req.input_tokens as u64 + req.output_tokens as u64;
+                d.context_tokens += req.input_tokens as u64;
+                if let Some(f) = fetch {
+                    let local = self.prefill[p].cache.prefix_len(&req.blocks);
+                    let holder = f.from.0 as usize;
+                    let n = f
+                        .blocks
+                        .min(self.prefill[holder].cache.prefix_len(&req.blocks));
+                    if n > local {
+                        let lease_until = self
+                            .now
+                            .saturating_add(Nanos((self.cfg.config.store.lease_s * 1e9) as u64));
+                        let keys: Vec<BlockKey> = req.blocks[..n].to_vec();
+                        let hc = &mut self.prefill[holder].cache;
+                        hc.expire_leases(self.now);
+                        for k in &keys {
+                            hc.lease(*k, lease_until);
+                            hc.pin(*k);
+                        }
+                        let st = &mut self.reqs[i as usize];
+                        st.fetch_pending = true;
+                        st.fetch_pinned = keys;
+                        st.fetch_started = self.now;
+                        let bytes = (n - local) as u64 * self.block_bytes;
+                        self.records[i as usize].fetch_bytes = bytes;
+                        self.records[i as usize].fetched_tokens = ((n - local) as u64
+                            * self.cfg.config.block_tokens as u64)
+                            .min(req.input_tokens as u64);
+                        let links = vec![self.prefill[holder].nic_tx, self.prefill[p].nic_rx];
+                        self.start_flow(links, bytes, TAG_FETCH | i as u64);
+                    }
+                }
+                let estimate = {
+                    let local = self.prefill[p].cache.prefix_len(&req.blocks);
+                    let blocks = fetch.map_or(local, |f| f.blocks.max(local));
+                    let cached = self.cached_tokens(req, blocks);
+                    self.cfg
+                        .prefill_cost
+                        .prefill_time(req.input_tokens as u64, cached)
+                };
+                self.reqs[i as usize].estimate = estimate;
+                let inst = &mut self.prefill[p];
+                inst.queue.push_back(i);
+                inst.queued_work = inst.queued_work.saturating_add(estimate);
+                self.try_start_prefill(p);
+            }
+        }
+    }
+
+    fn record_reject(&mut self, i: u32, reason: RejectReason) {
+        let rec = &mut self.records[i as usize];
+        rec.served = false;
+        rec.reject_reason = Some(reason.name());
+        rec.finish_s = self.now.as_secs_f64();
+    }
+
+    fn fetch_done(&mut self, r: u32) {
+        let req = &self.trace[r as usize];
+        let st = &mut self.reqs[r as usize];
+        st.fetch_pending = false;
+        let keys = std::mem::take(&mut st.fetch_pinned);
+        let (holder_done, p) = (st.fetch_started, st.prefill as usize);
+        self.records[r as usize].fetch_s = self.now.saturating_sub(holder_done).as_secs_f64();
+        // Release the holder's pins (its leases run out by themselves).
+        let holder = self.holder_of(r, &keys);
+        if let Some(h) = holder {
+            for k in &keys {
+                self.prefill[h].cache.unpin(*k, self.now);
+            }
+        }
+        // The fetched prefix becomes a replica on the prefill node, pinned
+        // until this request's prefill is done.
+        let cache = &mut self.prefill[p].cache;
+        for (j, k) in keys.iter().enumerate().rev() {
+            let a = access(self.now, req, j, self.cfg.config.block_tokens);
+            cache.touch(*k, &a);
+            cache.pin(*k);
+        }
+        self.reqs[r as usize].fetch_pinned = keys;
+        self.try_start_prefill(p);
+    }
+
+    /// The node whose pins `keys` hold for request `r`'s fetch: the first
+    /// prefill node other than `r`'s own where they are pinned.
+    fn holder_of(&self, r: u32, keys: &[BlockKey]) -> Option<usize> {
+        let own = self.reqs[r as usize].prefill as usize;
+        let first = keys.first()?;
+        (0..self.prefill.len()).find(|&h| {
+            h != own
+                && self.prefill[h].cache.contains(*first)
+                && !self.prefill[h].cache.is_evictable(*first)
+        })
+    }
+
+    fn try_start_prefill(&mut self, p: usize) {
+        if self.prefill[p].running.is_some() {
+            return;
+        }
+        let Some(&r) = self.prefill[p].queue.front() else {
+            return;
+        };
+        if self.reqs[r as usize].fetch_pending {
+            return; // FIFO: the head waits for its prefix
+        }
+        self.prefill[p].queue.pop_front();
+        let req = &self.trace[r as usize];
+        let bt = self.cfg.config.block_tokens;
+        let estimate = self.reqs[r as usize].estimate;
+        let inst = &mut self.prefill[p];
+        inst.queued_work = inst.queued_work.saturating_sub(estimate);
+        inst.cache.expire_leases(self.now);
+        let k = inst.cache.prefix_len(&req.blocks);
+        for key in &req.blocks[..k] {
+            inst.cache.pin(*key);
+        }
+        let cached = (k as u64 * bt as u64).min(req.input_tokens as u64 - 1);
+        // Chunked prefill: each chunk computed given everything before it.
+        let chunk = self.cfg.config.prefill.chunk_tokens as u64;
+        let input = req.input_tokens as u64;
+        let mut compute = Nanos::ZERO;
+        let mut s = cached;
+        while s < input {
+            let e = if chunk == 0 {
+                input
+            } else {
+                (s + chunk).min(input)
+            };
+            compute = compute.saturating_add(self.cfg.prefill_cost.prefill_time(e, s));
+            s = e;
+        }
+        inst.running = Some(r);
+        inst.running_end = self.now.saturating_add(compute);
+        inst.busy = inst.busy.saturating_add(compute);
+        let (h2d, tx) = (inst.h2d, inst.nic_tx);
+        let st = &mut self.reqs[r as usize];
+        st.prefix_pinned = k;
+        st.prefill_started = self.now;
+        let rec = &mut self.records[r as usize];
+        rec.prefix_tokens = (k as u64 * bt as u64).min(input);
+        rec.queue_s = self.now.saturating_sub(st.queued_at).as_secs_f64();
+        rec.prefill_s = compute.as_secs_f64();
+        rec.prefill = Some(p as u32);
+        rec.decode = Some(st.decode + self.prefill.len() as u32);
+        self.push(
+            self.now.saturating_add(compute),
+            Event::PrefillComputeDone(r),
+        );
+        if cached > 0 {
+            self.start_flow(
+                vec![h2d],
+                cached * self.kv_bytes_per_token,
+                TAG_H2D | r as u64,
+            );
+        } else {
+            self.reqs[r as usize].h2d_done = true;
+        }
+        if req.output_tokens > 1 {
+            let d_rx = self.decode[self.reqs[r as usize].decode as usize].nic_rx;
+            self.start_flow(
+                vec![tx, d_rx],
+                input * self.kv_bytes_per_token,
+                TAG_KV | r as u64,
+            );
+        } else {
+            self.reqs[r as usize].kv_done = true;
+        }
+    }
+
+    fn maybe_prefill_done(&mut self, r: u32) {
+        let st = &self.reqs[r as usize];
+        if !(st.compute_done && st.h2d_done) || st.prefill_done {
+            return;
+        }
+        let p = st.prefill as usize;
+        let req = &self.trace[r as usize];
+        let bt = self.cfg.config.block_tokens;
+        let now = self.now;
+        // The prompt's blocks enter the DRAM segment (tail first), then the
+        // pins of this request end and eviction restores capacity.
+        let k = st.prefix_pinned;
+        let fetched = std::mem::take(&mut self.reqs[r as usize].fetch_pinned);
+        let cache = &mut self.prefill[p].cache;
+        for j in (0..req.blocks.len()).rev() {
+            cache.touch(req.blocks[j], &access(now, req, j, bt));
+        }
+        for key in &req.blocks[..k] {
+            cache.unpin(*key, now);
+        }
+        for key in &fetched {
+            cache.unpin(*key, now);
+        }
+        cache.expire_leases(now);
+        let mut evicted = Vec::new();
+        cache.evict_to_capacity(now, &mut evicted);
+        let inst = &mut self.prefill[p];
+        inst.running = None;
+        let st = &mut self.reqs[r as usize];
+        st.prefill_done = true;
+        st.tokens = 1;
+        st.last_token = now;
+        let rec = &mut self.records[r as usize];
+        rec.ttft_s = now.saturating_sub(req.arrival).as_secs_f64();
+        if req.output_tokens <= 1 {
+            self.finish(r);
+        } else {
+            self.maybe_join_decode(r);
+        }
+        self.try_start_prefill(p);
+    }
+
+    fn maybe_join_decode(&mut self, r: u32) {
+        let st = &self.reqs[r as usize];
+        if !(st.prefill_done && st.kv_done) || st.tokens >= self.trace[r as usize].output_tokens {
+            return;
+        }
+        let d = st.decode as usize;
+        self.decode[d].waiting.push_back(r);
+        if !self.decode[d].stepping {
+            self.start_decode_step(d);
+        }
+    }
+
+    /// Admits waiting requests whose KV fits, then starts an iteration.
+    fn start_decode_step(&mut self, d: usize) {
+        let max_batch = self.cfg.config.decode.max_batch as usize;
+        let inst = &mut self.decode[d];
+        let mut in_batch_kv: u64 = inst
+            .batch
+            .iter()
+            .map(|&r| {
+                self.trace[r as usize].input_tokens as u64
+                    + self.trace[r as usize].output_tokens as u64
+            })
+            .sum();
+        while let Some(&r) = inst.waiting.front() {
+            let need = self.trace[r as usize].input_tokens as u64
+                + self.trace[r as usize].output_tokens as u64;
+            // A request larger than the whole budget runs alone rather than never.
+            let fits = in_batch_kv + need <= inst.kv_capacity || inst.batch.is_empty();
+            if inst.batch.len() >= max_batch || !fits {
+                break;
+            }
+            inst.waiting.pop_front();
+            inst.batch.push(r);
+            in_batch_kv += need;
+        }
+        if inst.batch.is_empty() {
+            inst.stepping = false;
+            return;
+        }
+        let ctx: u64 = inst
+            .batch
+            .iter()
+            .map(|&r| {
+                self.trace[r as usize].input_tokens as u64 + self.reqs[r as usize].tokens as u64
+            })
+            .sum();
+        let step = self
+            .cfg
+            .decode_cost
+            .decode_step_time(inst.batch.len() as u32, ctx)
+            .max(Nanos(1));
+        inst.stepping = true;
+        inst.busy = inst.busy.saturating_add(step);
+        self.push(
+            self.now.saturating_add(step),
+            Event::DecodeStepDone(d as u32),
+        );
+    }
+
+    fn decode_step_done(&mut self, d: usize) {
+        let now = self.now;
+        let batch = std::mem::take(&mut self.decode[d].batch);
+        let mut keep = Vec::with_capacity(batch.len());
+        for r in batch {
+            let st = &mut self.reqs[r as usize];
+            let interval = now.saturating_sub(st.last_token).0;
+            st.last_token = now;
+            st.tokens += 1;
+            if st.longest_cap > 0 {
+                if st.longest.len() < st.longest_cap {
+                    st.longest.push(Reverse(interval));
+                } else if st.longest.peek().is_some_and(|m| m.0 < interval) {
+                    st.longest.pop();
+                    st.longest.push(Reverse(interval));
+                }
+            }
+            if st.tokens >= self.trace[r as usize].output_tokens {
+                self.finish(r);
+            } else {
+                keep.push(r);
+            }
+        }
+        self.decode[d].batch = keep;
+        self.start_decode_step(d);
+    }
+
+    fn finish(&mut self, r: u32) {
+        let req = &self.trace[r as usize];
+        let st = &mut self.reqs[r as usize];
+        let d = &mut self.decode[st.decode as usize];
+        d.kv_reserved -= req.input_tokens as u64 + req.output_tokens as u64;
+        d.context_tokens -= req.input_tokens as u64;
+        let longest = std::mem::take(&mut st.longest);
+        let tbt = if longest.is_empty() {
+            0.0
+        } else {
+            longest.iter().map(|x| x.0 as f64).sum::<f64>() / longest.len() as f64 / 1e9
+        };
+        let rec = &mut self.records[r as usize];
+        rec.served = true;
+        rec.tbt_s = tbt;
+        rec.finish_s = self.now.as_secs_f64();
+    }
+}
+
+/// The facts a policy gets about block `j` of `req` when it is touched.
+fn access(now: Nanos, req: &Request, j: usize, block_tokens: u32) -> Access {
+    Access {
+        now,
+        tokens: req.block_tokens_at(j, block_tokens),
+        depth: j as u32,
+        cost: 1.0,
+        next_use: 0,
+    }
+}
+
+/// Runs the simulation of `trace` on the resolved configuration.
+pub fn simulate(
+    trace: &[Request],
+    cfg: Resolved,
+    explain: bool,
+    progress: impl FnMut(u64),
+) -> SimOutput {
+    World::new(trace, cfg, explain).run(progress)
+}

@@ -1,0 +1,175 @@
+//! `moonlab sim` (a trace through the simulated cluster, written to a run
+//! folder) and `moonlab config show` (the default configuration).
+
+use crate::output::write_bytes_atomic;
+use crate::trace_cmd::InputArgs;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use moonlab_sim::cluster::{simulate, summarize, ClusterConfig, RequestRecord};
+use moonlab_traces::read_all;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct SimArgs {
+    /// Trace with block hashes (Mooncake JSONL).
+    #[arg(long)]
+    trace: PathBuf,
+    /// Cluster configuration (YAML); `moonlab config show` prints the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a configuration key, e.g. `--set scheduler=random` or
+    /// `--set prefill.instances=12` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Run folder: requests.csv, summary.json, config.yaml (and explain.jsonl).
+    #[arg(long)]
+    out: PathBuf,
+    /// Write each request's candidate estimates and why the winner won.
+    #[arg(long)]
+    explain: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print the default cluster configuration as YAML.
+    Show,
+}
+
+pub fn config(cmd: ConfigCommand) -> Result<()> {
+    match cmd {
+        ConfigCommand::Show => {
+            print!("{}", ClusterConfig::default().to_yaml());
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // the binary may read the wall clock
+pub fn run(a: SimArgs) -> Result<()> {
+    let (text, name) = match &a.config {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (String::new(), "(defaults)".to_string()),
+    };
+    let config = ClusterConfig::load(&text, &name, &a.sets)?;
+    let resolved = config.resolve()?;
+    let mut opts = a.input.read_options();
+    opts.block_tokens = config.block_tokens;
+    let (format, requests) = read_all(&a.trace, &opts)?;
+    if !format.has_prefix_hashes() {
+        bail!(
+            "{}: this {} trace carries no block hashes; the simulator needs a Mooncake trace",
+            a.trace.display(),
+            format.name()
+        );
+    }
+    if a.out.exists() && !a.out.is_dir() {
+        bail!("--out {}: exists and is not a folder", a.out.display());
+    }
+    let bar = if a.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let b = indicatif::ProgressBar::new(requests.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} requests {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    };
+    let start = std::time::Instant::now();
+    let out = simulate(&requests, resolved, a.explain, |done| {
+        bar.set_position(done)
+    });
+    let wall_s = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let mut summary = summarize(&out, config.scheduler.name.name(), config.slo);
+    summary.wall_s = wall_s;
+    // Everything is rendered first, then written: a failure leaves no file.
+    let csv = render_requests(&out.records);
+    let json = serde_json::to_string_pretty(&summary)? + "\n";
+    let yaml = config.to_yaml();
+    let explain = a.explain.then(|| {
+        let mut s = String::new();
+        for (id, cands, why) in &out.explain {
+            let line = serde_json::json!({"request": id, "decision": why, "candidates": cands});
+            let _ = writeln!(s, "{line}");
+        }
+        s
+    });
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("--out {}: cannot create the folder", a.out.display()))?;
+    write_bytes_atomic(&a.out.join("requests.csv"), csv.as_bytes())?;
+    write_bytes_atomic(&a.out.join("config.yaml"), yaml.as_bytes())?;
+    if let Some(e) = explain {
+        write_bytes_atomic(&a.out.join("explain.jsonl"), e.as_bytes())?;
+    }
+    write_bytes_atomic(&a.out.join("summary.json"), json.as_bytes())?;
+    print_summary(&a.out, &summary);
+    Ok(())
+}
+
+fn print_summary(dir: &Path, s: &moonlab_sim::cluster::Summary) {
+    println!(
+        "scheduler {}: {} requests, {} served, {} rejected",
+        s.scheduler, s.requests, s.served, s.rejected
+    );
+    println!(
+        "  TTFT mean {:.2} s, p90 {:.2} s   TBT mean {:.3} s, p90 {:.3} s",
+        s.ttft_mean_s, s.ttft_p90_s, s.tbt_mean_s, s.tbt_p90_s
+    );
+    println!(
+        "  hit rate {:.1} %   effective request capacity {:.1} % (TTFT <= {} s, TBT <= {} s)",
+        100.0 * s.hit_rate,
+        100.0 * s.effective_request_capacity,
+        s.slo_ttft_s,
+        s.slo_tbt_s
+    );
+    println!(
+        "  {} events in {:.2} s wall; run folder {}",
+        s.events,
+        s.wall_s,
+        dir.display()
+    );
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or(String::new(), |x| x.to_string())
+}
+
+fn render_requests(records: &[RequestRecord]) -> String {
+    let mut s = String::from(
+        "id,arrival_s,served,reject_reason,prefill,decode,input_tokens,output_tokens,prefix_tokens,fetched_tokens,fetch_bytes,fetch_s,queue_s,prefill_s,ttft_s,tbt_s,finish_s\n",
+    );
+    for r in records {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.id,
+            r.arrival_s,
+            r.served,
+            r.reject_reason.unwrap_or(""),
+            opt(r.prefill),
+            opt(r.decode),
+            r.input_tokens,
+            r.output_tokens,
+            r.prefix_tokens,
+            r.fetched_tokens,
+            r.fetch_bytes,
+            r.fetch_s,
+            r.queue_s,
+            r.prefill_s,
+            r.ttft_s,
+            r.tbt_s,
+            r.finish_s
+        );
+    }
+    s
+}
