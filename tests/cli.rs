@@ -22,6 +22,18 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// Runs a command that must succeed and print JSON; returns it parsed.
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("JSON output")
+}
+
+/// Parses JSON Lines output, one value a line.
+fn jsonl(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
 /// Runs a command that must fail; returns its stderr.
 fn fails(args: &[&str]) -> String {
     let out = moonlab(args);
@@ -39,6 +51,21 @@ fn fails(args: &[&str]) -> String {
 
 const CONV: &str = "traces/data/conversation_trace.jsonl";
 const SYNTH: &str = "traces/data/synthetic_trace.jsonl";
+
+/// `moonlab cache` on the synthetic trace with `policy` and `capacity`,
+/// then `extra` options.
+fn cache_synth<'a>(policy: &'a str, capacity: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let base = [
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        policy,
+        "--capacity",
+        capacity,
+    ];
+    [&base[..], extra].concat()
+}
 
 fn tmp() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -60,8 +87,7 @@ fn stats_of_the_shipped_traces() {
     assert!(table.contains("requests"), "{table}");
     assert!(table.contains("12031"), "{table}");
     assert!(table.contains("cache ratio"), "{table}");
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", CONV, SYNTH])).unwrap();
+    let json = ok_json(&["trace", "stats", "--format", "json", CONV, SYNTH]);
     assert_eq!(json[0]["stats"]["requests"], 12031);
     assert_eq!(json[1]["stats"]["requests"], 3993);
     let ratio = json[0]["stats"]["prefix"]["cache_ratio"].as_f64().unwrap();
@@ -81,36 +107,15 @@ fn stats_of_the_shipped_traces() {
 
 #[test]
 fn cache_table_jsonl_csv_and_determinism() {
-    let table = ok(&[
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
-        "lru,s3fifo",
-        "--capacity",
-        "1000,3Mtok,inf",
-    ]);
+    let table = ok(&cache_synth("lru,s3fifo", "1000,3Mtok,inf", &[]));
     assert!(
         table.contains("s3fifo") && table.contains("5859") && table.contains("inf"),
         "{table}"
     );
-    let args = [
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
-        "all",
-        "--capacity",
-        "1000,inf",
-        "--format",
-        "jsonl",
-    ];
+    let args = cache_synth("all", "1000,inf", &["--format", "jsonl"]);
     let a = ok(&args);
     assert_eq!(a, ok(&args), "same inputs, same bytes");
-    let rows: Vec<serde_json::Value> = a
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = jsonl(&a);
     assert_eq!(rows.len(), 9 * 2);
     for key in [
         "trace",
@@ -125,62 +130,26 @@ fn cache_table_jsonl_csv_and_determinism() {
         assert!(rows[0].get(key).is_some(), "missing {key}");
     }
     assert!(rows[1]["capacity_blocks"].is_null());
-    let csv = ok(&[
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
-        "lru",
-        "--capacity",
-        "100",
-        "--format",
-        "csv",
-    ]);
+    let csv = ok(&cache_synth("lru", "100", &["--format", "csv"]));
     assert_eq!(csv.lines().count(), 2);
     assert!(csv.starts_with("trace,policy,capacity_blocks"));
 }
 
 #[test]
 fn nodes_report_local_next_to_pooled() {
-    let out = ok(&[
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
-        "lru",
-        "--capacity",
-        "5000",
-        "--nodes",
-        "4",
-        "--format",
-        "jsonl",
-    ]);
-    let rows: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // Rows of `cache --nodes 4` (pooled, then local) with `extra` options.
+    let on_4_nodes = |extra: &[&str]| {
+        let extra = [&["--nodes", "4", "--format", "jsonl"][..], extra].concat();
+        jsonl(&ok(&cache_synth("lru", "5000", &extra)))
+    };
+    let rows = on_4_nodes(&[]);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["cache"], "pooled");
     assert_eq!(rows[1]["cache"], "local");
     assert_eq!(rows[1]["nodes"], 4);
     assert!(rows[0]["hit_rate"].as_f64() >= rows[1]["hit_rate"].as_f64());
     // Strict balancing (slack 0) breaks session affinity and loses hits.
-    let strict = ok(&[
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
-        "lru",
-        "--capacity",
-        "5000",
-        "--nodes",
-        "4",
-        "--balance-slack",
-        "0",
-        "--format",
-        "jsonl",
-    ]);
-    let strict: serde_json::Value = serde_json::from_str(strict.lines().nth(1).unwrap()).unwrap();
+    let strict = &on_4_nodes(&["--balance-slack", "0"])[1];
     assert_eq!(strict["balance_slack"], 0.0);
     assert!(strict["hit_rate"].as_f64() < rows[1]["hit_rate"].as_f64());
 }
@@ -191,35 +160,15 @@ fn out_and_plot_files() {
     let out = dir.path().join("r.jsonl");
     let png = dir.path().join("fig.png");
     let svg = dir.path().join("fig.svg");
-    ok(&[
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
+    ok(&cache_synth(
         "lru,fifo",
-        "--capacity",
         "500,2000,inf",
-        "--format",
-        "jsonl",
-        "--out",
-        s(&out),
-        "--plot",
-        s(&png),
-    ]);
+        &["--format", "jsonl", "--out", s(&out), "--plot", s(&png)],
+    ));
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 6);
     let bytes = std::fs::read(&png).unwrap();
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
-    ok(&[
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
-        "lru",
-        "--capacity",
-        "500,2000",
-        "--plot",
-        s(&svg),
-    ]);
+    ok(&cache_synth("lru", "500,2000", &["--plot", s(&svg)]));
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<svg") && text.contains("Cache capacity"));
     // Nothing but the outputs is left in the folder (no temp files).
@@ -367,8 +316,7 @@ fn csv_traces_feed_stats_but_not_replay() {
         "azure.csv",
         "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,4808,10\n2023-11-16 18:15:50.9951690,3180,8\n",
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", s(&azure)])).unwrap();
+    let json = ok_json(&["trace", "stats", "--format", "json", s(&azure)]);
     assert_eq!(json[0]["format"], "azure");
     assert_eq!(json[0]["stats"]["requests"], 2);
     assert!(json[0]["stats"]["prefix"].is_null());
@@ -413,8 +361,7 @@ fn synth_is_deterministic_and_valid() {
     assert_eq!(ta, tb);
     assert_ne!(ta, tc);
     // The output is a valid trace: stats reads it back.
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", s(&a)])).unwrap();
+    let json = ok_json(&["trace", "stats", "--format", "json", s(&a)]);
     assert!(json[0]["stats"]["requests"].as_u64().unwrap() > 100);
 }
 
@@ -436,10 +383,128 @@ fn slice_window_first_and_rate() {
         "-o",
         s(&out),
     ]);
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&["trace", "stats", "--format", "json", s(&out)])).unwrap();
+    let json = ok_json(&["trace", "stats", "--format", "json", s(&out)]);
     let span = json[0]["stats"]["span_s"].as_f64().unwrap();
     assert!(span <= 30.0 && span > 20.0, "span {span}");
     ok(&["trace", "slice", CONV, "--first", "10", "-o", s(&out)]);
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 10);
+}
+
+#[test]
+fn sim_writes_a_run_folder_with_the_documented_fields() {
+    let dir = tmp();
+    let trace = dir.path().join("head.jsonl");
+    ok(&["trace", "slice", CONV, "--first", "400", "-o", s(&trace)]);
+    let out = dir.path().join("run");
+    let printed = ok(&[
+        "sim",
+        "--trace",
+        s(&trace),
+        "--config",
+        "experiments/configs/fig5-scheduling.yaml",
+        "--set",
+        "scheduler=local-cache-aware",
+        "--out",
+        s(&out),
+        "--explain",
+        "--quiet",
+    ]);
+    assert!(printed.contains("scheduler local-cache-aware"), "{printed}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "requests",
+        "served",
+        "rejected",
+        "ttft_mean_s",
+        "ttft_p90_s",
+        "tbt_mean_s",
+        "tbt_p90_s",
+        "hit_rate",
+        "effective_request_capacity",
+        "events",
+        "wall_s",
+    ] {
+        assert!(summary[key].is_number(), "summary.json lacks numeric {key}");
+    }
+    assert_eq!(summary["requests"], 400);
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 401);
+    let yaml = std::fs::read_to_string(out.join("config.yaml")).unwrap();
+    assert!(yaml.contains("name: local-cache-aware"), "{yaml}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("explain.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        400
+    );
+    // The same run again gives the same per-request table, byte for byte.
+    let again = dir.path().join("again");
+    ok(&[
+        "sim",
+        "--trace",
+        s(&trace),
+        "--config",
+        "experiments/configs/fig5-scheduling.yaml",
+        "--set",
+        "scheduler=local-cache-aware",
+        "--out",
+        s(&again),
+        "--quiet",
+    ]);
+    assert_eq!(
+        csv,
+        std::fs::read_to_string(again.join("requests.csv")).unwrap()
+    );
+}
+
+#[test]
+fn sim_config_errors_name_the_key_and_leave_nothing() {
+    let dir = tmp();
+    let out = dir.path().join("run");
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "prefill:\n  instances: 4\n  gpus: 9\n",
+    );
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--config",
+        s(&bad),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("bad.yaml: prefill.gpus: unknown key"), "{err}");
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "scheduler=fastest",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("fastest") && err.contains("kvcache-centric"),
+        "{err}"
+    );
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "decode.node=8xB200",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("decode.node: unknown preset `8xB200`"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let defaults = ok(&["config", "show"]);
+    assert!(defaults.contains("kvcache-centric") && defaults.contains("dram_cache_blocks: 5859"));
 }

@@ -112,12 +112,22 @@ pub trait Scheduler: Send {
 
 /// Service-level objectives; admission rejects requests predicted to miss them.
 #[derive(Copy, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Slo {
     /// TTFT threshold, seconds (the paper: 30 s).
     pub ttft_s: f64,
     /// TBT threshold, seconds (the paper: 0.1 / 0.2 / 0.3 s).
     pub tbt_s: f64,
+}
+
+impl Default for Slo {
+    /// TTFT 30 s and TBT 100 ms (§5.1's strictest TBT threshold).
+    fn default() -> Self {
+        Slo {
+            ttft_s: 30.0,
+            tbt_s: 0.1,
+        }
+    }
 }
 
 /// Admission control (Algorithm 1, line 18).
@@ -445,5 +455,183 @@ impl Scheduler for CacheAware {
             self.params.admission,
             self.params.slo,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::{AnalyticCost, ModelSpec, NodeSpec};
+
+    /// A hand-set cluster: per prefill instance a match length and a queue.
+    struct Fake {
+        prefill: Vec<InstanceId>,
+        decode: Vec<InstanceId>,
+        matches: Vec<usize>,
+        queues: Vec<Nanos>,
+        decode_loads: Vec<DecodeLoad>,
+        cost: AnalyticCost,
+    }
+
+    impl Fake {
+        fn new(matches: Vec<usize>, queues_s: Vec<f64>) -> Fake {
+            let n = matches.len() as u32;
+            Fake {
+                prefill: (0..n).map(InstanceId).collect(),
+                decode: vec![InstanceId(n), InstanceId(n + 1)],
+                matches,
+                queues: queues_s.iter().map(|s| Nanos((s * 1e9) as u64)).collect(),
+                decode_loads: vec![
+                    DecodeLoad {
+                        requests: 10,
+                        context_tokens: 100_000,
+                        free_kv_tokens: 1_000_000,
+                    },
+                    DecodeLoad {
+                        requests: 2,
+                        context_tokens: 10_000,
+                        free_kv_tokens: 1_000_000,
+                    },
+                ],
+                cost: AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8()),
+            }
+        }
+    }
+
+    impl ClusterView for Fake {
+        fn now(&self) -> Nanos {
+            Nanos::ZERO
+        }
+        fn block_tokens(&self) -> u32 {
+            512
+        }
+        fn prefill_instances(&self) -> &[InstanceId] {
+            &self.prefill
+        }
+        fn decode_instances(&self) -> &[InstanceId] {
+            &self.decode
+        }
+        fn local_prefix_blocks(&self, i: InstanceId, _keys: &[BlockKey]) -> usize {
+            self.matches[i.0 as usize]
+        }
+        fn best_prefix(&self, _keys: &[BlockKey]) -> Option<(InstanceId, usize)> {
+            let (i, &m) = self
+                .matches
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, &m)| (m, std::cmp::Reverse(*i)))?;
+            (m > 0).then_some((InstanceId(i as u32), m))
+        }
+        fn prefill_queue_time(&self, i: InstanceId) -> Nanos {
+            self.queues[i.0 as usize]
+        }
+        fn transfer_time(&self, _from: InstanceId, _to: InstanceId, bytes: u64) -> Nanos {
+            Nanos((bytes as f64 / 100e9 * 1e9) as u64)
+        }
+        fn decode_load(&self, i: InstanceId) -> DecodeLoad {
+            self.decode_loads[i.0 as usize - self.prefill.len()]
+        }
+        fn cost(&self, _i: InstanceId) -> &dyn CostModel {
+            &self.cost
+        }
+    }
+
+    fn request(blocks: usize) -> Request {
+        Request {
+            arrival: Nanos::ZERO,
+            input_tokens: blocks as u32 * 512,
+            output_tokens: 10,
+            blocks: (0..blocks as u64).map(BlockKey).collect(),
+        }
+    }
+
+    fn params(admission: Admission) -> SchedulerParams {
+        SchedulerParams {
+            admission,
+            slo: Slo::default(),
+            balancing_threshold: 2.0,
+            seed: 7,
+        }
+    }
+
+    fn prefill_of(p: &Placement) -> (u32, Option<PrefixFetch>) {
+        match p {
+            Placement::Run { prefill, fetch, .. } => (prefill.0, *fetch),
+            Placement::Reject(r) => panic!("rejected: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn least_loaded_ignores_the_cache_and_local_aware_weighs_it() {
+        // Instance 0 holds 30 of 32 blocks but has 1 s of queue; instance 1
+        // holds nothing and is idle. Prefilling 32 blocks from scratch costs
+        // ~2.8 s, so local cache-aware picks 0; least-loaded picks 1.
+        let view = Fake::new(vec![30, 0], vec![1.0, 0.0]);
+        let req = request(32);
+        let mut ll = build_scheduler(SchedulerKind::LeastLoaded, params(Admission::None));
+        assert_eq!(prefill_of(&ll.place(&req, &view, None)).0, 1);
+        let mut local = build_scheduler(SchedulerKind::LocalCacheAware, params(Admission::None));
+        assert_eq!(prefill_of(&local.place(&req, &view, None)), (0, None));
+    }
+
+    #[test]
+    fn kvcache_centric_fetches_when_the_remote_match_is_worth_it() {
+        // Instance 0 holds 30 blocks but has 10 s of queue; instance 1 is
+        // idle with 0 blocks: 30 > 0 × threshold, so it fetches 30 blocks
+        // (30 × 512 × 320 KiB over 100 GB/s ≈ 50 ms) and wins.
+        let view = Fake::new(vec![30, 0], vec![10.0, 0.0]);
+        let req = request(32);
+        let mut g = build_scheduler(SchedulerKind::KvcacheCentric, params(Admission::None));
+        let mut log = Vec::new();
+        let p = g.place(&req, &view, Some(&mut log));
+        assert_eq!(
+            prefill_of(&p),
+            (
+                1,
+                Some(PrefixFetch {
+                    from: InstanceId(0),
+                    blocks: 30
+                })
+            )
+        );
+        assert_eq!(log.len(), 2);
+        let expect_transfer = (30.0 * 512.0 * 327_680.0) / 100e9;
+        assert!((log[1].transfer_s - expect_transfer).abs() < 1e-9);
+        assert_eq!(log[1].prefix_blocks, 30);
+        // Below the threshold (local 20 of best 30: 30 ≤ 20 × 2) it
+        // computes instead of fetching.
+        let view = Fake::new(vec![30, 20], vec![10.0, 0.0]);
+        assert_eq!(prefill_of(&g.place(&req, &view, None)), (1, None));
+    }
+
+    #[test]
+    fn decode_goes_to_the_lighter_instance_and_slo_admission_rejects() {
+        let view = Fake::new(vec![0], vec![40.0]);
+        let req = request(4);
+        let mut rr = build_scheduler(SchedulerKind::RoundRobin, params(Admission::None));
+        match rr.place(&req, &view, None) {
+            Placement::Run { decode, .. } => assert_eq!(decode, InstanceId(2)),
+            other => panic!("{other:?}"),
+        }
+        // 40 s of queue breaks the 30 s TTFT SLO.
+        let mut adm = build_scheduler(SchedulerKind::RoundRobin, params(Admission::Slo));
+        assert_eq!(
+            adm.place(&req, &view, None),
+            Placement::Reject(RejectReason::TtftSlo)
+        );
+    }
+
+    #[test]
+    fn random_and_round_robin_cover_every_instance() {
+        let view = Fake::new(vec![0, 0, 0], vec![0.0; 3]);
+        let req = request(1);
+        for kind in [SchedulerKind::Random, SchedulerKind::RoundRobin] {
+            let mut s = build_scheduler(kind, params(Admission::None));
+            let mut seen = [0u32; 3];
+            for _ in 0..300 {
+                seen[prefill_of(&s.place(&req, &view, None)).0 as usize] += 1;
+            }
+            assert!(seen.iter().all(|&n| n > 50), "{kind:?}: {seen:?}");
+        }
     }
 }

@@ -184,6 +184,15 @@ impl ClusterConfig {
         for s in sets {
             apply_set(&mut value, s)?;
         }
+        let shape =
+            serde_yaml_ng::to_value(ClusterConfig::default()).map_err(|e| ConfigError::Parse {
+                source_name: source_name.into(),
+                message: e.to_string(),
+            })?;
+        check_keys(&value, &shape, "").map_err(|message| ConfigError::Parse {
+            source_name: source_name.into(),
+            message,
+        })?;
         let config: ClusterConfig =
             serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Parse {
                 source_name: source_name.into(),
@@ -298,6 +307,37 @@ impl ClusterConfig {
             decode_kv_tokens,
         })
     }
+}
+
+/// Rejects any key that the default configuration (which spells out every
+/// field) does not have at the same path, naming its path.
+fn check_keys(
+    value: &serde_yaml_ng::Value,
+    shape: &serde_yaml_ng::Value,
+    path: &str,
+) -> Result<(), String> {
+    let (Some(map), Some(known)) = (value.as_mapping(), shape.as_mapping()) else {
+        return Ok(());
+    };
+    for (k, v) in map {
+        let name = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+        let full = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
+        match known.get(k) {
+            Some(sub) => check_keys(v, sub, &full)?,
+            None => {
+                let expected: Vec<&str> = known.keys().filter_map(|k| k.as_str()).collect();
+                return Err(format!(
+                    "{full}: unknown key (expected one of {})",
+                    expected.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies `a.b.c=value` to a YAML tree; `scheduler=NAME` is short for

@@ -123,6 +123,7 @@ impl Network {
                 }
             }
             let Some((share, link)) = best else { break };
+            debug_assert!(share >= -1e-6, "link {link} oversubscribed");
             for (fi, f) in self.flows.iter_mut().enumerate() {
                 let Some(f) = f else { continue };
                 if frozen[fi] || !f.links.iter().any(|l| l.0 as usize == link) {
@@ -203,6 +204,15 @@ impl Network {
         if any {
             self.recompute();
         }
+        debug_assert!(self.within_capacity());
+    }
+
+    /// True if no link carries more than its capacity (within rounding).
+    pub fn within_capacity(&self) -> bool {
+        self.link_loads()
+            .iter()
+            .zip(&self.links)
+            .all(|(load, l)| *load <= l.capacity_bytes_per_s * (1.0 + 1e-9))
     }
 
     /// Sum of flow rates on each link (for invariant checks).

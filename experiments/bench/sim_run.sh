@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Whole-run benchmark of the cluster simulator on the Figure-5 setup
+# (16 nodes, KVCache-centric scheduling):
+#  1. the bundled conversation trace (12,031 requests, ~1 hour);
+#  2. a 10x-rate synthesized trace of the same hour (`moonlab trace synth`).
+# Reports wall time, simulated events per second, peak memory, and the wall
+# time as a ratio to reading and analysing the same trace
+# (`moonlab trace stats`), measured in the same run.
+#
+# Usage: experiments/bench/sim_run.sh [repeats]   (default 3)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repeats="${1:-3}"
+cargo build --release --locked --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/moonlab"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+conv=traces/data/conversation_trace.jsonl
+"$bin" trace synth --like "$conv" --rate-scale 10 --seed 1 -o "$work/conv10x.jsonl" 2>/dev/null
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+now() { date +%s.%N; }
+elapsed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; awk -v a="$(now)" -v b="$t0" 'BEGIN{print a-b}'; }
+
+for trace in "$conv" "$work/conv10x.jsonl"; do
+  name=$(basename "$trace")
+  base=$(for _ in $(seq "$repeats"); do elapsed "$bin" trace stats "$trace"; done | median)
+  run=$(for _ in $(seq "$repeats"); do
+    elapsed "$bin" sim --trace "$trace" --config experiments/configs/fig5-scheduling.yaml --out "$work/run" --quiet
+  done | median)
+  events=$(awk -F': ' '/"events"/ {gsub(/,/,"",$2); print $2}' "$work/run/summary.json")
+  requests=$(awk -F': ' '/"requests"/ {gsub(/,/,"",$2); print $2}' "$work/run/summary.json")
+  rss="n/a"
+  if [ -x /usr/bin/time ]; then
+    rss=$( { /usr/bin/time -f %M "$bin" sim --trace "$trace" --config experiments/configs/fig5-scheduling.yaml \
+      --out "$work/run" --quiet >/dev/null; } 2>&1 | tail -1)
+    rss="$((rss / 1024)) MiB"
+  fi
+  printf "%-24s %7d requests  %9d events  sim %6.2f s  %12.0f events/s  peak RSS %s  (%.1f x trace stats, %.3f s)\n" \
+    "$name" "$requests" "$events" "$run" "$(awk -v e="$events" -v t="$run" 'BEGIN{print e/t}')" "$rss" \
+    "$(awk -v a="$run" -v b="$base" 'BEGIN{print a/b}')" "$base"
+done
