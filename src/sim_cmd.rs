@@ -5,7 +5,9 @@ use crate::output::write_bytes_atomic;
 use crate::trace_cmd::InputArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use moonlab_sim::cluster::{simulate, summarize, ClusterConfig, RequestRecord};
+use moonlab_sim::cluster::{
+    replica_series, simulate, summarize, ClusterConfig, RequestRecord, SimOutput,
+};
 use moonlab_traces::read_all;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,8 @@ pub struct SimArgs {
     /// `--set prefill.instances=12` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Run folder: requests.csv, summary.json, config.yaml (and explain.jsonl).
+    /// Run folder: requests.csv, timeseries.csv, replicas.csv, summary.json,
+    /// config.yaml (and explain.jsonl).
     #[arg(long)]
     out: PathBuf,
     /// Write each request's candidate estimates and why the winner won.
@@ -94,6 +97,8 @@ pub fn run(a: SimArgs) -> Result<()> {
     summary.wall_s = wall_s;
     // Everything is rendered first, then written: a failure leaves no file.
     let csv = render_requests(&out.records);
+    let series = render_timeseries(&out, config.prefill.instances);
+    let replicas = render_replicas(&out);
     let json = serde_json::to_string_pretty(&summary)? + "\n";
     let yaml = config.to_yaml();
     let explain = a.explain.then(|| {
@@ -107,6 +112,8 @@ pub fn run(a: SimArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out {}: cannot create the folder", a.out.display()))?;
     write_bytes_atomic(&a.out.join("requests.csv"), csv.as_bytes())?;
+    write_bytes_atomic(&a.out.join("timeseries.csv"), series.as_bytes())?;
+    write_bytes_atomic(&a.out.join("replicas.csv"), replicas.as_bytes())?;
     write_bytes_atomic(&a.out.join("config.yaml"), yaml.as_bytes())?;
     if let Some(e) = explain {
         write_bytes_atomic(&a.out.join("explain.jsonl"), e.as_bytes())?;
@@ -138,6 +145,51 @@ fn print_summary(dir: &Path, s: &moonlab_sim::cluster::Summary) {
         s.wall_s,
         dir.display()
     );
+}
+
+/// One row per sample and instance: utilisation of the interval that ends
+/// at the sample, queue or batch at the sample, cache occupancy.
+fn render_timeseries(out: &SimOutput, prefill_instances: u32) -> String {
+    let mut s = String::from("time_s,instance,role,utilization,queued,batch,cache_blocks\n");
+    for (i, sample) in out.samples.iter().enumerate() {
+        let t = sample.time.as_secs_f64();
+        for (inst, util) in out.utilization.iter().enumerate() {
+            let u = util.get(i).copied().unwrap_or(0.0);
+            if inst < prefill_instances as usize {
+                let _ = writeln!(
+                    s,
+                    "{t},{inst},prefill,{u},{},,{}",
+                    sample.prefill_queue[inst], sample.prefill_cache_blocks[inst]
+                );
+            } else {
+                let d = inst - prefill_instances as usize;
+                let _ = writeln!(
+                    s,
+                    "{t},{inst},decode,{u},{},{},",
+                    sample.decode_waiting[d], sample.decode_batch[d]
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Replica counts over time of the keys ranked 10th, 100th, 1000th and
+/// 10000th by use (the paper's Figure 11).
+fn render_replicas(out: &SimOutput) -> String {
+    let mut s = String::from("time_s,rank,key,replicas\n");
+    for series in replica_series(&out.samples, &[10, 100, 1000, 10000]) {
+        for (sample, n) in out.samples.iter().zip(&series.replicas) {
+            let _ = writeln!(
+                s,
+                "{},{},{},{n}",
+                sample.time.as_secs_f64(),
+                series.rank,
+                series.key.0
+            );
+        }
+    }
+    s
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {

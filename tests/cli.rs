@@ -430,6 +430,17 @@ fn sim_writes_a_run_folder_with_the_documented_fields() {
     assert_eq!(summary["requests"], 400);
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     assert_eq!(csv.lines().count(), 401);
+    let series = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    assert!(series.starts_with("time_s,instance,role,utilization,queued,batch,cache_blocks\n"));
+    assert!(
+        series.lines().count() > 16,
+        "one row per sample and instance"
+    );
+    let replicas = std::fs::read_to_string(out.join("replicas.csv")).unwrap();
+    assert!(
+        replicas.lines().any(|l| l.split(',').nth(1) == Some("10")),
+        "{replicas}"
+    );
     let yaml = std::fs::read_to_string(out.join("config.yaml")).unwrap();
     assert!(yaml.contains("name: local-cache-aware"), "{yaml}");
     assert_eq!(

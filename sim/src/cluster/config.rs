@@ -79,6 +79,25 @@ pub struct ClusterConfig {
     pub slo: Slo,
     /// Seed of every random stream of the run.
     pub seed: u64,
+    /// Time series and replica sampling.
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Sampling interval of the time series and of the replica counts, in
+    /// seconds of simulated time (the paper's Figure 11 samples every 30 s).
+    /// Memory grows with (simulated time / interval) × resident blocks.
+    pub sample_interval_s: f64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            sample_interval_s: 30.0,
+        }
+    }
 }
 
 impl Default for PrefillConfig {
@@ -133,11 +152,9 @@ impl Default for ClusterConfig {
             decode: DecodeConfig::default(),
             store: StoreConfig::default(),
             scheduler: SchedulerConfig::default(),
-            slo: Slo {
-                ttft_s: 30.0,
-                tbt_s: 0.1,
-            },
+            slo: Slo::default(),
             seed: 0,
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -276,6 +293,16 @@ impl ClusterConfig {
                 format!(
                     "{} (expected a ratio >= 1)",
                     self.scheduler.balancing_threshold
+                ),
+            ));
+        }
+        if !(self.metrics.sample_interval_s.is_finite() && self.metrics.sample_interval_s >= 0.001)
+        {
+            return Err(bad(
+                "metrics.sample_interval_s",
+                format!(
+                    "{} (expected at least 0.001 seconds)",
+                    self.metrics.sample_interval_s
                 ),
             ));
         }

@@ -2,8 +2,10 @@
 //! effective request capacity) and what operators pay (GPU time, bytes,
 //! utilisation). Definitions follow the paper's §5.1.
 
-use super::world::{RequestRecord, SimOutput};
+use super::world::{RequestRecord, Sample, SimOutput};
 use moonlab_core::sched::Slo;
+use moonlab_core::BlockKey;
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -123,5 +125,94 @@ pub fn summarize(out: &SimOutput, scheduler: &str, slo: Slo) -> Summary {
         events: out.events,
         sim_end_s: end,
         wall_s: 0.0,
+    }
+}
+
+/// One ranked key's replica count at every sample (Figure 11).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaSeries {
+    /// 1-based rank by cumulative replica count over all samples.
+    pub rank: usize,
+    pub key: BlockKey,
+    pub replicas: Vec<u16>,
+}
+
+/// The paper's Figure 11 method: record every resident key's replica count
+/// at each sample, rank keys by their cumulative count over all samples
+/// (ties to the smaller key), and return the series of the keys at the
+/// given ranks (ranks beyond the number of keys are skipped).
+pub fn replica_series(samples: &[Sample], ranks: &[usize]) -> Vec<ReplicaSeries> {
+    let mut total: FxHashMap<BlockKey, u64> = FxHashMap::default();
+    for s in samples {
+        for &(k, n) in &s.replicas {
+            *total.entry(k).or_default() += n as u64;
+        }
+    }
+    let mut ranked: Vec<(BlockKey, u64)> = total.into_iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranks
+        .iter()
+        .filter(|&&r| r >= 1 && r <= ranked.len())
+        .map(|&rank| {
+            let key = ranked[rank - 1].0;
+            let replicas = samples
+                .iter()
+                .map(|s| match s.replicas.binary_search_by_key(&key, |e| e.0) {
+                    Ok(i) => s.replicas[i].1,
+                    Err(_) => 0,
+                })
+                .collect();
+            ReplicaSeries {
+                rank,
+                key,
+                replicas,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use moonlab_core::Nanos;
+
+    fn sample(t: u64, reps: &[(u64, u16)]) -> Sample {
+        Sample {
+            time: Nanos(t),
+            prefill_queue: vec![],
+            prefill_cache_blocks: vec![],
+            decode_batch: vec![],
+            decode_waiting: vec![],
+            replicas: reps.iter().map(|&(k, n)| (BlockKey(k), n)).collect(),
+        }
+    }
+
+    #[test]
+    fn ranks_by_cumulative_replicas() {
+        let s = vec![
+            sample(1, &[(1, 1), (2, 3)]),
+            sample(2, &[(1, 4), (3, 1)]),
+            sample(3, &[(2, 1)]),
+        ];
+        // totals: key 1 -> 5, key 2 -> 4, key 3 -> 1
+        let r = replica_series(&s, &[1, 2, 3, 10]);
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            (r[0].key, r[0].replicas.clone()),
+            (BlockKey(1), vec![1, 4, 0])
+        );
+        assert_eq!(
+            (r[1].key, r[1].replicas.clone()),
+            (BlockKey(2), vec![3, 0, 1])
+        );
+        assert_eq!(r[2].key, BlockKey(3));
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.5), 2.0);
+        assert_eq!(quantile(&v, 0.9), 4.0);
+        assert_eq!(quantile(&[], 0.9), 0.0);
     }
 }

@@ -13,5 +13,5 @@ pub mod metrics;
 pub mod world;
 
 pub use config::{ClusterConfig, ConfigError, Resolved};
-pub use metrics::{summarize, Summary};
-pub use world::{simulate, RequestRecord, SimOutput};
+pub use metrics::{replica_series, summarize, ReplicaSeries, Summary};
+pub use world::{simulate, RequestRecord, Sample, SimOutput};

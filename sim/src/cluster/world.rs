@@ -40,6 +40,8 @@ enum Event {
     FlowsDue(u64),
     PrefillComputeDone(u32),
     DecodeStepDone(u32),
+    /// Take a time-series sample and the replica counts.
+    Sample,
 }
 
 /// Flow tags: kind in the top bits, request in the low 32.
@@ -107,6 +109,7 @@ struct PrefillInst {
     nic_rx: LinkId,
     h2d: LinkId,
     busy: Nanos,
+    busy_buckets: BusyBuckets,
 }
 
 struct DecodeInst {
@@ -118,6 +121,42 @@ struct DecodeInst {
     stepping: bool,
     nic_rx: LinkId,
     busy: Nanos,
+    busy_buckets: BusyBuckets,
+}
+
+/// Per-interval busy time of one instance, accumulated exactly: a busy
+/// period [s, e) adds its overlap with every interval it spans.
+#[derive(Default)]
+struct BusyBuckets {
+    ns: Vec<u64>,
+}
+
+impl BusyBuckets {
+    fn add(&mut self, start: Nanos, end: Nanos, interval: u64) {
+        let (mut s, e) = (start.0, end.0);
+        while s < e {
+            let b = (s / interval) as usize;
+            let bucket_end = (b as u64 + 1) * interval;
+            let upto = e.min(bucket_end);
+            if self.ns.len() <= b {
+                self.ns.resize(b + 1, 0);
+            }
+            self.ns[b] += upto - s;
+            s = upto;
+        }
+    }
+}
+
+/// One sample of the cluster's state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub time: Nanos,
+    pub prefill_queue: Vec<u32>,
+    pub prefill_cache_blocks: Vec<u32>,
+    pub decode_batch: Vec<u32>,
+    pub decode_waiting: Vec<u32>,
+    /// Replicas of every resident key across the prefill nodes, by key.
+    pub replicas: Vec<(BlockKey, u16)>,
 }
 
 /// What one run produced.
@@ -129,6 +168,11 @@ pub struct SimOutput {
     pub end: Nanos,
     pub prefill_busy_s: Vec<f64>,
     pub decode_busy_s: Vec<f64>,
+    /// Busy share of each instance in each sampling interval
+    /// (`[instance][interval]`, prefill instances first).
+    pub utilization: Vec<Vec<f64>>,
+    pub sample_interval: Nanos,
+    pub samples: Vec<Sample>,
     /// `--explain`: per placed request, every candidate's estimate.
     pub explain: Vec<(u32, Vec<CandidateEstimate>, String)>,
 }
@@ -150,6 +194,8 @@ pub struct World<'t> {
     events: u64,
     explain: Option<Vec<(u32, Vec<CandidateEstimate>, String)>>,
     scheduler: Option<Box<dyn Scheduler>>,
+    sample_interval: Nanos,
+    samples: Vec<Sample>,
     kv_bytes_per_token: u64,
     block_bytes: u64,
 }
@@ -244,6 +290,7 @@ impl<'t> World<'t> {
                 nic_rx: net.add_link(pnode.nic_bytes_per_s(), LinkKind::NicRx),
                 h2d: net.add_link(pnode.h2d_bytes_per_s(), LinkKind::H2d),
                 busy: Nanos::ZERO,
+                busy_buckets: BusyBuckets::default(),
             })
             .collect();
         let decode: Vec<DecodeInst> = (0..c.decode.instances)
@@ -256,6 +303,7 @@ impl<'t> World<'t> {
                 stepping: false,
                 nic_rx: net.add_link(dnode.nic_bytes_per_s(), LinkKind::NicRx),
                 busy: Nanos::ZERO,
+                busy_buckets: BusyBuckets::default(),
             })
             .collect();
         let kv_bytes_per_token = cfg.prefill_cost.kv_bytes_per_token();
@@ -267,8 +315,11 @@ impl<'t> World<'t> {
             seed: c.seed,
         };
         let scheduler = Some(build_scheduler(c.scheduler.name, params));
+        let sample_interval = Nanos(((c.metrics.sample_interval_s * 1e9) as u64).max(1));
         let mut w = World {
             scheduler,
+            sample_interval,
+            samples: Vec::new(),
             trace,
             prefill_ids: (0..c.prefill.instances).map(InstanceId).collect(),
             decode_ids: (c.prefill.instances..c.prefill.instances + c.decode.instances)
@@ -302,6 +353,7 @@ impl<'t> World<'t> {
         // Arrivals are pushed lazily, one ahead, so the queue stays small.
         if !trace.is_empty() {
             w.push(trace[0].arrival, Event::Arrival(0));
+            w.push(sample_interval, Event::Sample);
         }
         w
     }
@@ -337,11 +389,32 @@ impl<'t> World<'t> {
                     self.maybe_prefill_done(r);
                 }
                 Event::DecodeStepDone(d) => self.decode_step_done(d as usize),
+                Event::Sample => {
+                    self.events -= 1; // bookkeeping, not simulated work
+                    self.sample();
+                    // Keep sampling while anything else is still to happen.
+                    if !self.queue.is_empty() {
+                        self.push(self.now.saturating_add(self.sample_interval), Event::Sample);
+                    }
+                }
             }
         }
         progress(self.trace.len() as u64);
         let prefill_busy_s = self.prefill.iter().map(|p| p.busy.as_secs_f64()).collect();
         let decode_busy_s = self.decode.iter().map(|d| d.busy.as_secs_f64()).collect();
+        let interval = self.sample_interval.0;
+        let buckets = (self.now.0 / interval + 1) as usize;
+        let share = |b: &BusyBuckets| -> Vec<f64> {
+            (0..buckets)
+                .map(|i| b.ns.get(i).copied().unwrap_or(0) as f64 / interval as f64)
+                .collect()
+        };
+        let utilization = self
+            .prefill
+            .iter()
+            .map(|p| share(&p.busy_buckets))
+            .chain(self.decode.iter().map(|d| share(&d.busy_buckets)))
+            .collect();
         SimOutput {
             records: self.records,
             events: self.events,
@@ -350,8 +423,34 @@ impl<'t> World<'t> {
             end: self.now,
             prefill_busy_s,
             decode_busy_s,
+            utilization,
+            sample_interval: self.sample_interval,
+            samples: self.samples,
             explain: self.explain.unwrap_or_default(),
         }
+    }
+
+    fn sample(&mut self) {
+        let mut counts: rustc_hash::FxHashMap<BlockKey, u16> = rustc_hash::FxHashMap::default();
+        for p in &self.prefill {
+            for k in p.cache.keys() {
+                *counts.entry(k).or_default() += 1;
+            }
+        }
+        let mut replicas: Vec<(BlockKey, u16)> = counts.into_iter().collect();
+        replicas.sort_unstable();
+        self.samples.push(Sample {
+            time: self.now,
+            prefill_queue: self
+                .prefill
+                .iter()
+                .map(|p| p.queue.len() as u32 + u32::from(p.running.is_some()))
+                .collect(),
+            prefill_cache_blocks: self.prefill.iter().map(|p| p.cache.len() as u32).collect(),
+            decode_batch: self.decode.iter().map(|d| d.batch.len() as u32).collect(),
+            decode_waiting: self.decode.iter().map(|d| d.waiting.len() as u32).collect(),
+            replicas,
+        });
     }
 
     fn reschedule_flows(&mut self) {
@@ -583,6 +682,11 @@ impl<'t> World<'t> {
         inst.running = Some(r);
         inst.running_end = self.now.saturating_add(compute);
         inst.busy = inst.busy.saturating_add(compute);
+        inst.busy_buckets.add(
+            self.now,
+            self.now.saturating_add(compute),
+            self.sample_interval.0,
+        );
         let (h2d, tx) = (inst.h2d, inst.nic_tx);
         let st = &mut self.reqs[r as usize];
         st.prefix_pinned = k;
@@ -714,6 +818,11 @@ impl<'t> World<'t> {
             .max(Nanos(1));
         inst.stepping = true;
         inst.busy = inst.busy.saturating_add(step);
+        inst.busy_buckets.add(
+            self.now,
+            self.now.saturating_add(step),
+            self.sample_interval.0,
+        );
         self.push(
             self.now.saturating_add(step),
             Event::DecodeStepDone(d as u32),
