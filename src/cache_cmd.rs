@@ -10,7 +10,6 @@ use moonlab_core::eviction::PolicyKind;
 use moonlab_core::Capacity;
 use moonlab_sim::replay::{replay, replay_grid, PreparedTrace, ReplayConfig, ReplayResult};
 use moonlab_traces::read_all;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
@@ -134,7 +133,7 @@ pub fn run(a: CacheArgs) -> Result<()> {
     };
     match &a.out {
         Some(path) => write_bytes_atomic(path, rendered.as_bytes())?,
-        None => std::io::stdout().write_all(rendered.as_bytes())?,
+        None => crate::output::emit(&rendered)?,
     }
     if let Some(path) = &a.plot {
         let svg_or_png = plot::hit_rate_vs_capacity(&results, opts.block_tokens, path)?;

@@ -57,3 +57,13 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Ok(())
     })
 }
+
+/// Writes `text` to standard output. A closed pipe (`moonlab ... | head`)
+/// ends the output quietly instead of failing.
+pub fn emit(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
+    }
+}

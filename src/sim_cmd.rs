@@ -46,10 +46,7 @@ pub enum ConfigCommand {
 
 pub fn config(cmd: ConfigCommand) -> Result<()> {
     match cmd {
-        ConfigCommand::Show => {
-            print!("{}", ClusterConfig::default().to_yaml());
-            Ok(())
-        }
+        ConfigCommand::Show => crate::output::emit(&ClusterConfig::default().to_yaml()),
     }
 }
 
@@ -119,32 +116,29 @@ pub fn run(a: SimArgs) -> Result<()> {
         write_bytes_atomic(&a.out.join("explain.jsonl"), e.as_bytes())?;
     }
     write_bytes_atomic(&a.out.join("summary.json"), json.as_bytes())?;
-    print_summary(&a.out, &summary);
-    Ok(())
+    print_summary(&a.out, &summary)
 }
 
-fn print_summary(dir: &Path, s: &moonlab_sim::cluster::Summary) {
-    println!(
-        "scheduler {}: {} requests, {} served, {} rejected",
-        s.scheduler, s.requests, s.served, s.rejected
-    );
-    println!(
-        "  TTFT mean {:.2} s, p90 {:.2} s   TBT mean {:.3} s, p90 {:.3} s",
-        s.ttft_mean_s, s.ttft_p90_s, s.tbt_mean_s, s.tbt_p90_s
-    );
-    println!(
-        "  hit rate {:.1} %   effective request capacity {:.1} % (TTFT <= {} s, TBT <= {} s)",
+fn print_summary(dir: &Path, s: &moonlab_sim::cluster::Summary) -> Result<()> {
+    let text = format!(
+        "scheduler {}: {} requests, {} served, {} rejected\n  TTFT mean {:.2} s, p90 {:.2} s   TBT mean {:.3} s, p90 {:.3} s\n  hit rate {:.1} %   effective request capacity {:.1} % (TTFT <= {} s, TBT <= {} s)\n  {} events in {:.2} s wall; run folder {}\n",
+        s.scheduler,
+        s.requests,
+        s.served,
+        s.rejected,
+        s.ttft_mean_s,
+        s.ttft_p90_s,
+        s.tbt_mean_s,
+        s.tbt_p90_s,
         100.0 * s.hit_rate,
         100.0 * s.effective_request_capacity,
         s.slo_ttft_s,
-        s.slo_tbt_s
-    );
-    println!(
-        "  {} events in {:.2} s wall; run folder {}",
+        s.slo_tbt_s,
         s.events,
         s.wall_s,
         dir.display()
     );
+    crate::output::emit(&text)
 }
 
 /// One row per sample and instance: utilisation of the interval that ends

@@ -145,11 +145,15 @@ fn stats(a: StatsArgs) -> Result<()> {
     }
     match a.format {
         StatsFormat::Table => {
+            let mut text = String::new();
             for (file, format, s) in &all {
-                println!("{} ({} format)", file.display(), format.name());
-                print!("{s}");
-                println!();
+                text.push_str(&format!(
+                    "{} ({} format)\n{s}\n",
+                    file.display(),
+                    format.name()
+                ));
             }
+            crate::output::emit(&text)?;
         }
         StatsFormat::Json => {
             let v: Vec<serde_json::Value> = all
@@ -158,7 +162,7 @@ fn stats(a: StatsArgs) -> Result<()> {
                     serde_json::json!({"file": file.display().to_string(), "format": format.name(), "stats": s})
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            crate::output::emit(&(serde_json::to_string_pretty(&v)? + "\n"))?;
         }
     }
     Ok(())

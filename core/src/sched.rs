@@ -26,6 +26,17 @@ pub struct DecodeLoad {
     pub free_kv_tokens: u64,
 }
 
+/// One request on a decode instance, as a load predictor sees it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DecodingRequest {
+    /// Tokens still to generate.
+    pub remaining_tokens: u32,
+    /// KV tokens it holds now.
+    pub context_tokens: u64,
+    /// KV tokens reserved for it (prompt + all output).
+    pub reserved_kv_tokens: u64,
+}
+
 /// What a scheduler may look at.
 pub trait ClusterView {
     fn now(&self) -> Nanos;
@@ -42,6 +53,9 @@ pub trait ClusterView {
     /// Estimated time to move `bytes` of KV from one instance to another.
     fn transfer_time(&self, from: InstanceId, to: InstanceId, bytes: u64) -> Nanos;
     fn decode_load(&self, instance: InstanceId) -> DecodeLoad;
+    /// The requests a decode instance is running or will run (batch and
+    /// waiting), for predictions of its future load.
+    fn decode_requests(&self, instance: InstanceId) -> Vec<DecodingRequest>;
     /// The cost model of `instance` (instances may differ in hardware).
     fn cost(&self, instance: InstanceId) -> &dyn CostModel;
 }
@@ -138,6 +152,39 @@ pub enum Admission {
     None,
     /// Reject when the estimated TTFT or TBT breaks its SLO.
     Slo,
+    /// Like `slo`, but the TBT is estimated from the decode load predicted
+    /// for the moment the request would reach decode (its estimated TTFT
+    /// from now): requests that will have finished by then no longer count
+    /// (the paper's §6 early rejection based on prediction).
+    Predictive,
+}
+
+/// The load of decode instance `d` predicted for time `at`: each request's
+/// finish is extrapolated at the instance's current step time (the step time
+/// of its whole current load); those still running at `at` remain.
+pub fn predict_decode_load(view: &dyn ClusterView, d: InstanceId, at: Nanos) -> DecodeLoad {
+    let reqs = view.decode_requests(d);
+    let now_load = view.decode_load(d);
+    let step = view.cost(d).decode_step_time(
+        reqs.len() as u32,
+        reqs.iter().map(|r| r.context_tokens).sum(),
+    );
+    let horizon = at.saturating_sub(view.now()).0;
+    let mut load = DecodeLoad {
+        requests: 0,
+        context_tokens: 0,
+        free_kv_tokens: now_load.free_kv_tokens,
+    };
+    for r in &reqs {
+        let left = step.0.saturating_mul(r.remaining_tokens as u64);
+        if left > horizon {
+            load.requests += 1;
+            load.context_tokens += r.context_tokens;
+        } else {
+            load.free_kv_tokens += r.reserved_kv_tokens;
+        }
+    }
+    load
 }
 
 /// The decode instance with the smallest predicted step time once `req`
@@ -182,10 +229,17 @@ fn finish(
     admission: Admission,
     slo: Slo,
 ) -> Placement {
-    let Some((decode, tbt)) = select_decode(req, view) else {
+    let Some((decode, mut tbt)) = select_decode(req, view) else {
         return Placement::Reject(RejectReason::NoInstance);
     };
-    if admission == Admission::Slo {
+    if admission == Admission::Predictive {
+        let load = predict_decode_load(view, decode, view.now().saturating_add(ttft));
+        tbt = view.cost(decode).decode_step_time(
+            load.requests + 1,
+            load.context_tokens + req.input_tokens as u64,
+        );
+    }
+    if admission != Admission::None {
         if ttft.as_secs_f64() > slo.ttft_s {
             return Placement::Reject(RejectReason::TtftSlo);
         }
@@ -470,6 +524,7 @@ mod tests {
         matches: Vec<usize>,
         queues: Vec<Nanos>,
         decode_loads: Vec<DecodeLoad>,
+        remaining: u32,
         cost: AnalyticCost,
     }
 
@@ -493,6 +548,7 @@ mod tests {
                         free_kv_tokens: 1_000_000,
                     },
                 ],
+                remaining: 100,
                 cost: AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8()),
             }
         }
@@ -530,6 +586,17 @@ mod tests {
         }
         fn decode_load(&self, i: InstanceId) -> DecodeLoad {
             self.decode_loads[i.0 as usize - self.prefill.len()]
+        }
+        fn decode_requests(&self, i: InstanceId) -> Vec<DecodingRequest> {
+            let l = self.decode_load(i);
+            // Requests of equal size, each with `remaining` tokens to go.
+            (0..l.requests)
+                .map(|_| DecodingRequest {
+                    remaining_tokens: self.remaining,
+                    context_tokens: l.context_tokens / l.requests.max(1) as u64,
+                    reserved_kv_tokens: 1000,
+                })
+                .collect()
         }
         fn cost(&self, _i: InstanceId) -> &dyn CostModel {
             &self.cost
@@ -619,6 +686,41 @@ mod tests {
             adm.place(&req, &view, None),
             Placement::Reject(RejectReason::TtftSlo)
         );
+    }
+
+    #[test]
+    fn predictive_admission_counts_only_requests_still_decoding() {
+        // A heavy decode instance: 400 requests of 50k context each; a step
+        // takes far above 100 ms now, so plain SLO admission rejects on TBT.
+        let mut view = Fake::new(vec![0], vec![0.0]);
+        let heavy = DecodeLoad {
+            requests: 400,
+            context_tokens: 400 * 50_000,
+            free_kv_tokens: 10_000_000,
+        };
+        view.decode_loads = vec![heavy, heavy];
+        let req = request(64); // ~8 s of prefill: reaches decode in ~8 s
+        let mut slo = build_scheduler(SchedulerKind::RoundRobin, params(Admission::Slo));
+        assert_eq!(
+            slo.place(&req, &view, None),
+            Placement::Reject(RejectReason::TbtSlo)
+        );
+        // Each of those requests has 1 token left: they are all gone by the
+        // time this request reaches decode, so the prediction admits it.
+        view.remaining = 1;
+        let mut pred = build_scheduler(SchedulerKind::RoundRobin, params(Admission::Predictive));
+        assert!(matches!(
+            pred.place(&req, &view, None),
+            Placement::Run { .. }
+        ));
+        // With many tokens left they are still there: rejected.
+        view.remaining = 100_000;
+        assert_eq!(
+            pred.place(&req, &view, None),
+            Placement::Reject(RejectReason::TbtSlo)
+        );
+        let p = predict_decode_load(&view, InstanceId(1), Nanos::from_secs(1));
+        assert_eq!(p.requests, 400);
     }
 
     #[test]

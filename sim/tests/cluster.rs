@@ -226,7 +226,7 @@ proptest! {
         sched in 0usize..5,
         cache in 0u64..40,
         chunk in prop::sample::select(vec![0u32, 512, 2048]),
-        admission in any::<bool>(),
+        admission in 0usize..3,
     ) {
         let names = ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"];
         let c = config(&[
@@ -236,7 +236,7 @@ proptest! {
             &format!("prefill.dram_cache_blocks={cache}"),
             &format!("prefill.chunk_tokens={chunk}"),
             "decode.max_batch=4",
-            &format!("scheduler.admission={}", if admission { "slo" } else { "none" }),
+            &format!("scheduler.admission={}", ["none", "slo", "predictive"][admission]),
             "slo.ttft_s=5",
         ]);
         let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
@@ -256,7 +256,7 @@ proptest! {
                 }
             }
         }
-        if !admission {
+        if admission == 0 {
             prop_assert!(out.records.iter().all(|r| r.served));
         }
         // NIC bytes = KV streamed to decode + prefixes fetched (each counted

@@ -59,7 +59,9 @@ pub struct SchedulerConfig {
     /// Algorithm 1's kvcache_balancing_threshold (a ratio; the paper tunes
     /// it by hand and does not publish it).
     pub balancing_threshold: f64,
-    /// none, or slo (reject when the estimated TTFT or TBT breaks its SLO).
+    /// none; slo (reject when the estimated TTFT or TBT breaks its SLO); or
+    /// predictive (the TBT estimated from the decode load predicted for when
+    /// the request reaches decode).
     pub admission: Admission,
 }
 

@@ -26,8 +26,8 @@ use moonlab_core::cache::BlockCache;
 use moonlab_core::cost::CostModel;
 use moonlab_core::eviction::{Access, EvictionPolicy};
 use moonlab_core::sched::{
-    build_scheduler, CandidateEstimate, ClusterView, DecodeLoad, InstanceId, Placement,
-    RejectReason, Scheduler, SchedulerParams,
+    build_scheduler, CandidateEstimate, ClusterView, DecodeLoad, DecodingRequest, InstanceId,
+    Placement, RejectReason, Scheduler, SchedulerParams,
 };
 use moonlab_core::{BlockKey, Nanos, Request};
 use std::cmp::Reverse;
@@ -115,6 +115,8 @@ struct PrefillInst {
 struct DecodeInst {
     batch: Vec<u32>,
     waiting: VecDeque<u32>,
+    /// Placed here but still in prefill or KV transfer.
+    incoming: std::collections::BTreeSet<u32>,
     kv_reserved: u64,
     kv_capacity: u64,
     context_tokens: u64,
@@ -259,6 +261,23 @@ impl ClusterView for View<'_, '_> {
             free_kv_tokens: d.kv_capacity.saturating_sub(d.kv_reserved),
         }
     }
+    fn decode_requests(&self, instance: InstanceId) -> Vec<DecodingRequest> {
+        let d = &self.w.decode[instance.0 as usize - self.w.prefill.len()];
+        d.batch
+            .iter()
+            .chain(d.waiting.iter())
+            .chain(d.incoming.iter())
+            .map(|&r| {
+                let q = &self.w.trace[r as usize];
+                let st = &self.w.reqs[r as usize];
+                DecodingRequest {
+                    remaining_tokens: q.output_tokens.saturating_sub(st.tokens),
+                    context_tokens: q.input_tokens as u64 + st.tokens as u64,
+                    reserved_kv_tokens: q.input_tokens as u64 + q.output_tokens as u64,
+                }
+            })
+            .collect()
+    }
     fn cost(&self, instance: InstanceId) -> &dyn CostModel {
         // Prefill instances are numbered first, decode instances after them;
         // each pool answers with its own hardware's model.
@@ -297,6 +316,7 @@ impl<'t> World<'t> {
             .map(|_| DecodeInst {
                 batch: Vec::new(),
                 waiting: VecDeque::new(),
+                incoming: Default::default(),
                 kv_reserved: 0,
                 kv_capacity: cfg.decode_kv_tokens,
                 context_tokens: 0,
@@ -551,6 +571,7 @@ impl<'t> World<'t> {
                 let d = &mut self.decode[(decode.0 as usize) - self.prefill.len()];
                 d.kv_reserved += req.input_tokens as u64 + req.output_tokens as u64;
                 d.context_tokens += req.input_tokens as u64;
+                d.incoming.insert(i);
                 if let Some(f) = fetch {
                     let local = self.prefill[p].cache.prefix_len(&req.blocks);
                     let holder = f.from.0 as usize;
@@ -770,6 +791,7 @@ impl<'t> World<'t> {
             return;
         }
         let d = st.decode as usize;
+        self.decode[d].incoming.remove(&r);
         self.decode[d].waiting.push_back(r);
         if !self.decode[d].stepping {
             self.start_decode_step(d);
@@ -860,6 +882,7 @@ impl<'t> World<'t> {
         let req = &self.trace[r as usize];
         let st = &mut self.reqs[r as usize];
         let d = &mut self.decode[st.decode as usize];
+        d.incoming.remove(&r);
         d.kv_reserved -= req.input_tokens as u64 + req.output_tokens as u64;
         d.context_tokens -= req.input_tokens as u64;
         let longest = std::mem::take(&mut st.longest);
