@@ -192,12 +192,12 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 
 fn render_requests(records: &[RequestRecord]) -> String {
     let mut s = String::from(
-        "id,arrival_s,served,reject_reason,prefill,decode,input_tokens,output_tokens,prefix_tokens,fetched_tokens,fetch_bytes,fetch_s,queue_s,prefill_s,ttft_s,tbt_s,finish_s\n",
+        "id,arrival_s,served,reject_reason,prefill,decode,input_tokens,output_tokens,prefix_tokens,ssd_tokens,fetched_tokens,fetch_bytes,fetch_s,queue_s,prefill_s,ttft_s,tbt_s,finish_s\n",
     );
     for r in records {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             r.id,
             r.arrival_s,
             r.served,
@@ -207,6 +207,7 @@ fn render_requests(records: &[RequestRecord]) -> String {
             r.input_tokens,
             r.output_tokens,
             r.prefix_tokens,
+            r.ssd_tokens,
             r.fetched_tokens,
             r.fetch_bytes,
             r.fetch_s,

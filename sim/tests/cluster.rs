@@ -77,6 +77,46 @@ fn second_request_reuses_the_prefix_and_loads_it_to_hbm() {
 }
 
 #[test]
+fn ssd_tier_demotes_evicted_blocks_and_reads_them_back() {
+    // DRAM holds 2 blocks, the SSD tier 100. A's 4 blocks: the head two stay
+    // in DRAM, the tail two are demoted. B repeats A: its prefix is all 4
+    // blocks, 2 of them read back from SSD at 7 GB/s, which dominates its
+    // time to first token (one token left to compute).
+    let c = config(&[
+        "prefill.instances=1",
+        "decode.instances=1",
+        "prefill.dram_cache_blocks=2",
+        "prefill.ssd_cache_blocks=100",
+    ]);
+    let trace = vec![
+        req(0, 2048, 1, &[1, 2, 3, 4]),
+        req(10_000, 2048, 1, &[1, 2, 3, 4]),
+    ];
+    let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
+    let b = &out.records[1];
+    assert_eq!(b.prefix_tokens, 2048);
+    assert_eq!(b.ssd_tokens, 1024);
+    let block = 512.0 * 327_680.0;
+    let read = 2.0 * block / 7e9;
+    assert!((b.ttft_s - read).abs() < 1e-6, "{} vs {read}", b.ttft_s);
+    // Written twice (A's demotion) and read once.
+    assert!(
+        (out.ssd_bytes - 4.0 * block).abs() < 1.0,
+        "{}",
+        out.ssd_bytes
+    );
+    // Without the tier, B recomputes the tail.
+    let c = config(&[
+        "prefill.instances=1",
+        "decode.instances=1",
+        "prefill.dram_cache_blocks=2",
+    ]);
+    let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
+    assert_eq!(out.records[1].prefix_tokens, 1024);
+    assert_eq!(out.ssd_bytes, 0.0);
+}
+
+#[test]
 fn queued_request_waits_for_the_one_ahead() {
     let c = config(&["prefill.instances=1", "decode.instances=1"]);
     let trace = vec![
@@ -234,6 +274,7 @@ proptest! {
             &format!("decode.instances={d}"),
             &format!("scheduler={}", names[sched]),
             &format!("prefill.dram_cache_blocks={cache}"),
+            &format!("prefill.ssd_cache_blocks={}", cache * 2 % 50),
             &format!("prefill.chunk_tokens={chunk}"),
             "decode.max_batch=4",
             &format!("scheduler.admission={}", ["none", "slo", "predictive"][admission]),

@@ -22,6 +22,14 @@ pub struct PrefillConfig {
     /// DRAM KVCache per prefill node, in blocks (5859 blocks of 512 tokens =
     /// the paper's 3M tokens per node, §5.3.2).
     pub dram_cache_blocks: u64,
+    /// SSD tier below DRAM per prefill node, in blocks (0 = none). Blocks
+    /// evicted from DRAM are demoted here; a prefix found here is read back
+    /// (promoted) at prefill start.
+    pub ssd_cache_blocks: u64,
+    /// SSD bandwidth per prefill node, GB/s, shared by reads and writes
+    /// (default: one PCIe 4.0 x4 NVMe drive's ~7 GB/s sequential read, as
+    /// data sheets of that class give).
+    pub ssd_gb_per_s: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -110,6 +118,8 @@ impl Default for PrefillConfig {
             mfu: 0.5,
             chunk_tokens: 8192,
             dram_cache_blocks: 5859,
+            ssd_cache_blocks: 0,
+            ssd_gb_per_s: 7.0,
         }
     }
 }
@@ -271,6 +281,15 @@ impl ClusterConfig {
         }
         if self.decode.instances == 0 {
             return Err(bad("decode.instances", "0 (expected at least 1)".into()));
+        }
+        if !(self.prefill.ssd_gb_per_s.is_finite() && self.prefill.ssd_gb_per_s > 0.0) {
+            return Err(bad(
+                "prefill.ssd_gb_per_s",
+                format!(
+                    "{} (expected a positive bandwidth in GB/s)",
+                    self.prefill.ssd_gb_per_s
+                ),
+            ));
         }
         if self.decode.max_batch == 0 {
             return Err(bad("decode.max_batch", "0 (expected at least 1)".into()));

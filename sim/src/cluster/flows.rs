@@ -18,6 +18,7 @@ pub enum LinkKind {
     NicTx,
     NicRx,
     H2d,
+    Ssd,
 }
 
 struct Link {
@@ -38,8 +39,8 @@ pub struct Network {
     flows: Vec<Option<Flow>>,
     free: Vec<u32>,
     now: Nanos,
-    /// Bytes carried, per link kind (NicTx, NicRx, H2d).
-    pub bytes_by_kind: [f64; 3],
+    /// Bytes carried, per link kind (NicTx, NicRx, H2d, Ssd).
+    pub bytes_by_kind: [f64; 4],
 }
 
 fn kind_index(k: LinkKind) -> usize {
@@ -47,6 +48,7 @@ fn kind_index(k: LinkKind) -> usize {
         LinkKind::NicTx => 0,
         LinkKind::NicRx => 1,
         LinkKind::H2d => 2,
+        LinkKind::Ssd => 3,
     }
 }
 
@@ -63,7 +65,7 @@ impl Network {
             flows: Vec::new(),
             free: Vec::new(),
             now: Nanos::ZERO,
-            bytes_by_kind: [0.0; 3],
+            bytes_by_kind: [0.0; 4],
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Summary {
     pub prefill_gpu_s_per_request: f64,
     pub nic_bytes: f64,
     pub h2d_bytes: f64,
+    /// Bytes read from and written to the SSD tier.
+    pub ssd_bytes: f64,
     pub fetch_bytes: u64,
     /// Busy time / simulated time, averaged over instances.
     pub prefill_utilization: f64,
@@ -119,6 +121,7 @@ pub fn summarize(out: &SimOutput, scheduler: &str, slo: Slo) -> Summary {
         prefill_gpu_s_per_request: mean(&served.iter().map(|r| r.prefill_s).collect::<Vec<_>>()),
         nic_bytes: out.nic_bytes,
         h2d_bytes: out.h2d_bytes,
+        ssd_bytes: out.ssd_bytes,
         fetch_bytes: rs.iter().map(|r| r.fetch_bytes).sum(),
         prefill_utilization: util(&out.prefill_busy_s),
         decode_utilization: util(&out.decode_busy_s),

@@ -48,6 +48,8 @@ enum Event {
 const TAG_FETCH: u64 = 1 << 32;
 const TAG_H2D: u64 = 2 << 32;
 const TAG_KV: u64 = 3 << 32;
+const TAG_SSD_READ: u64 = 4 << 32;
+const TAG_SSD_WRITE: u64 = 5 << 32;
 
 /// Everything recorded about one request.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -63,6 +65,8 @@ pub struct RequestRecord {
     /// Prefix tokens found in the prefill node's own DRAM at prefill start
     /// (including replicas fetched for this request).
     pub prefix_tokens: u64,
+    /// Of those, tokens read back from the node's SSD tier.
+    pub ssd_tokens: u64,
     /// Of those, tokens fetched from another node for this request.
     pub fetched_tokens: u64,
     pub fetch_bytes: u64,
@@ -82,7 +86,10 @@ struct ReqState {
     fetch_pending: bool,
     fetch_pinned: Vec<BlockKey>,
     fetch_started: Nanos,
-    prefix_pinned: usize,
+    /// Blocks this request pins in its prefill node's DRAM and SSD tier.
+    pinned_dram: Vec<BlockKey>,
+    pinned_ssd: Vec<BlockKey>,
+    ssd_done: bool,
     compute_done: bool,
     h2d_done: bool,
     kv_done: bool,
@@ -100,6 +107,8 @@ struct ReqState {
 
 struct PrefillInst {
     cache: BlockCache<Box<dyn EvictionPolicy>>,
+    ssd: Option<BlockCache<Box<dyn EvictionPolicy>>>,
+    ssd_link: LinkId,
     queue: VecDeque<u32>,
     running: Option<u32>,
     /// Estimated end of the running request and estimated work queued.
@@ -110,6 +119,19 @@ struct PrefillInst {
     h2d: LinkId,
     busy: Nanos,
     busy_buckets: BusyBuckets,
+}
+
+impl PrefillInst {
+    /// Leading blocks of `keys` held in this node's DRAM or SSD tier.
+    fn local_prefix(&self, keys: &[BlockKey]) -> usize {
+        match &self.ssd {
+            None => self.cache.prefix_len(keys),
+            Some(ssd) => keys
+                .iter()
+                .take_while(|k| self.cache.contains(**k) || ssd.contains(**k))
+                .count(),
+        }
+    }
 }
 
 struct DecodeInst {
@@ -167,6 +189,7 @@ pub struct SimOutput {
     pub events: u64,
     pub nic_bytes: f64,
     pub h2d_bytes: f64,
+    pub ssd_bytes: f64,
     pub end: Nanos,
     pub prefill_busy_s: Vec<f64>,
     pub decode_busy_s: Vec<f64>,
@@ -221,7 +244,7 @@ impl ClusterView for View<'_, '_> {
         &self.w.decode_ids
     }
     fn local_prefix_blocks(&self, instance: InstanceId, keys: &[BlockKey]) -> usize {
-        self.w.prefill[instance.0 as usize].cache.prefix_len(keys)
+        self.w.prefill[instance.0 as usize].local_prefix(keys)
     }
     fn best_prefix(&self, keys: &[BlockKey]) -> Option<(InstanceId, usize)> {
         let mut best: Option<(InstanceId, usize)> = None;
@@ -297,6 +320,13 @@ impl<'t> World<'t> {
         let dnode = &cfg.decode_cost.node;
         let prefill: Vec<PrefillInst> = (0..c.prefill.instances)
             .map(|_| PrefillInst {
+                ssd: (c.prefill.ssd_cache_blocks > 0).then(|| {
+                    BlockCache::new(
+                        cfg.eviction.build(Some(c.prefill.ssd_cache_blocks)),
+                        Some(c.prefill.ssd_cache_blocks),
+                    )
+                }),
+                ssd_link: net.add_link(c.prefill.ssd_gb_per_s * 1e9, LinkKind::Ssd),
                 cache: BlockCache::new(
                     cfg.eviction.build(Some(c.prefill.dram_cache_blocks)),
                     Some(c.prefill.dram_cache_blocks),
@@ -440,6 +470,7 @@ impl<'t> World<'t> {
             events: self.events,
             nic_bytes: self.net.bytes_by_kind[0],
             h2d_bytes: self.net.bytes_by_kind[2],
+            ssd_bytes: self.net.bytes_by_kind[3],
             end: self.now,
             prefill_busy_s,
             decode_busy_s,
@@ -500,6 +531,11 @@ impl<'t> World<'t> {
                     self.reqs[r as usize].h2d_done = true;
                     self.maybe_prefill_done(r);
                 }
+                TAG_SSD_READ => {
+                    self.reqs[r as usize].ssd_done = true;
+                    self.maybe_prefill_done(r);
+                }
+                TAG_SSD_WRITE => {}
                 TAG_KV => {
                     self.reqs[r as usize].kv_done = true;
                     self.maybe_join_decode(r);
@@ -681,9 +717,15 @@ impl<'t> World<'t> {
         let inst = &mut self.prefill[p];
         inst.queued_work = inst.queued_work.saturating_sub(estimate);
         inst.cache.expire_leases(self.now);
-        let k = inst.cache.prefix_len(&req.blocks);
+        let k = inst.local_prefix(&req.blocks);
+        let (mut pinned_dram, mut pinned_ssd) = (Vec::new(), Vec::new());
         for key in &req.blocks[..k] {
-            inst.cache.pin(*key);
+            if inst.cache.pin(*key) {
+                pinned_dram.push(*key);
+            } else if let Some(ssd) = inst.ssd.as_mut() {
+                ssd.pin(*key);
+                pinned_ssd.push(*key);
+            }
         }
         let cached = (k as u64 * bt as u64).min(req.input_tokens as u64 - 1);
         // Chunked prefill: each chunk computed given everything before it.
@@ -708,12 +750,16 @@ impl<'t> World<'t> {
             self.now.saturating_add(compute),
             self.sample_interval.0,
         );
-        let (h2d, tx) = (inst.h2d, inst.nic_tx);
+        let (h2d, tx, ssd_link) = (inst.h2d, inst.nic_tx, inst.ssd_link);
+        let ssd_blocks = pinned_ssd.len() as u64;
         let st = &mut self.reqs[r as usize];
-        st.prefix_pinned = k;
+        st.pinned_dram = pinned_dram;
+        st.pinned_ssd = pinned_ssd;
+        st.ssd_done = ssd_blocks == 0;
         st.prefill_started = self.now;
         let rec = &mut self.records[r as usize];
         rec.prefix_tokens = (k as u64 * bt as u64).min(input);
+        rec.ssd_tokens = (ssd_blocks * bt as u64).min(rec.prefix_tokens);
         rec.queue_s = self.now.saturating_sub(st.queued_at).as_secs_f64();
         rec.prefill_s = compute.as_secs_f64();
         rec.prefill = Some(p as u32);
@@ -722,6 +768,14 @@ impl<'t> World<'t> {
             self.now.saturating_add(compute),
             Event::PrefillComputeDone(r),
         );
+        if ssd_blocks > 0 {
+            // The SSD part of the prefix is read back while the layers load.
+            self.start_flow(
+                vec![ssd_link],
+                ssd_blocks * self.block_bytes,
+                TAG_SSD_READ | r as u64,
+            );
+        }
         if cached > 0 {
             self.start_flow(
                 vec![h2d],
@@ -745,7 +799,7 @@ impl<'t> World<'t> {
 
     fn maybe_prefill_done(&mut self, r: u32) {
         let st = &self.reqs[r as usize];
-        if !(st.compute_done && st.h2d_done) || st.prefill_done {
+        if !(st.compute_done && st.h2d_done && st.ssd_done) || st.prefill_done {
             return;
         }
         let p = st.prefill as usize;
@@ -754,13 +808,14 @@ impl<'t> World<'t> {
         let now = self.now;
         // The prompt's blocks enter the DRAM segment (tail first), then the
         // pins of this request end and eviction restores capacity.
-        let k = st.prefix_pinned;
+        let pinned_dram = std::mem::take(&mut self.reqs[r as usize].pinned_dram);
+        let pinned_ssd = std::mem::take(&mut self.reqs[r as usize].pinned_ssd);
         let fetched = std::mem::take(&mut self.reqs[r as usize].fetch_pinned);
         let cache = &mut self.prefill[p].cache;
         for j in (0..req.blocks.len()).rev() {
             cache.touch(req.blocks[j], &access(now, req, j, bt));
         }
-        for key in &req.blocks[..k] {
+        for key in &pinned_dram {
             cache.unpin(*key, now);
         }
         for key in &fetched {
@@ -770,7 +825,30 @@ impl<'t> World<'t> {
         let mut evicted = Vec::new();
         cache.evict_to_capacity(now, &mut evicted);
         let inst = &mut self.prefill[p];
+        let mut demoted = 0u64;
+        if let Some(ssd) = inst.ssd.as_mut() {
+            for key in &pinned_ssd {
+                ssd.unpin(*key, now);
+            }
+            // Blocks leaving DRAM are demoted to the SSD tier (a write that
+            // shares the drive's bandwidth with reads).
+            for key in &evicted {
+                if !ssd.touch(*key, &Access::at(now)) {
+                    demoted += 1;
+                }
+            }
+            let mut dropped = Vec::new();
+            ssd.evict_to_capacity(now, &mut dropped);
+        }
+        let ssd_link = inst.ssd_link;
         inst.running = None;
+        if demoted > 0 {
+            self.start_flow(
+                vec![ssd_link],
+                demoted * self.block_bytes,
+                TAG_SSD_WRITE | r as u64,
+            );
+        }
         let st = &mut self.reqs[r as usize];
         st.prefill_done = true;
         st.tokens = 1;
