@@ -3,9 +3,12 @@
 //! victims among the blocks that may go. The cache replayer uses it as is;
 //! the cluster simulator and the real store use one per DRAM segment.
 //!
-//! A block is *evictable* when no request is using it (pin count 0) and no
+//! A block is *evictable* when no request is using it (pin count 0), no
 //! lease on it is still running (Mooncake Store grants a lease on every read
-//! and never evicts a leased object). Eviction is explicit
+//! and never evicts a leased object) and it is not soft-pinned. A soft pin
+//! (Mooncake Store's hot-object pin) keeps a block out of the policy's reach
+//! until it expires — unless nothing else can be evicted: then the
+//! soft-pinned block whose pin ends first goes (if not in use or leased). Eviction is explicit
 //! ([`BlockCache::evict_to_capacity`]), so a caller can insert a whole
 //! request's blocks before the cache is brought back within capacity.
 
@@ -13,13 +16,14 @@ use crate::eviction::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 
 #[derive(Clone, Debug)]
 struct SlotState {
     key: BlockKey,
     pins: u32,
     lease_until: Nanos,
+    soft_until: Nanos,
     /// Bumped when the slot is freed, so stale lease-heap entries are ignored.
     generation: u32,
     resident: bool,
@@ -27,7 +31,12 @@ struct SlotState {
 
 impl SlotState {
     fn evictable(&self) -> bool {
-        self.pins == 0 && self.lease_until == Nanos::ZERO
+        self.pins == 0 && self.lease_until == Nanos::ZERO && self.soft_until == Nanos::ZERO
+    }
+
+    /// Evictable as a last resort: only a soft pin holds it.
+    fn soft_only(&self) -> bool {
+        self.pins == 0 && self.lease_until == Nanos::ZERO && self.soft_until != Nanos::ZERO
     }
 }
 
@@ -37,6 +46,8 @@ pub struct CacheCounters {
     pub hits: u64,
     pub misses: u64,
     pub evictions: u64,
+    /// Evictions of soft-pinned blocks because nothing else could go.
+    pub soft_pin_evictions: u64,
 }
 
 pub struct BlockCache<P: EvictionPolicy = Box<dyn EvictionPolicy>> {
@@ -47,6 +58,8 @@ pub struct BlockCache<P: EvictionPolicy = Box<dyn EvictionPolicy>> {
     free: Vec<u32>,
     /// (expiry, slot, generation) of leases, earliest first.
     leases: BinaryHeap<Reverse<(Nanos, u32, u32)>>,
+    /// Soft-pinned slots by pin expiry (the last-resort eviction order).
+    soft: BTreeSet<(Nanos, u32)>,
     counters: CacheCounters,
 }
 
@@ -60,6 +73,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
             slots: Vec::new(),
             free: Vec::new(),
             leases: BinaryHeap::new(),
+            soft: BTreeSet::new(),
             counters: CacheCounters::default(),
         }
     }
@@ -119,6 +133,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
                 st.key = key;
                 st.pins = 0;
                 st.lease_until = Nanos::ZERO;
+                st.soft_until = Nanos::ZERO;
                 st.resident = true;
                 s
             }
@@ -127,6 +142,7 @@ impl<P: EvictionPolicy> BlockCache<P> {
                     key,
                     pins: 0,
                     lease_until: Nanos::ZERO,
+                    soft_until: Nanos::ZERO,
                     generation: 0,
                     resident: true,
                 });
@@ -143,6 +159,10 @@ impl<P: EvictionPolicy> BlockCache<P> {
         st.resident = false;
         st.pins = 0;
         st.lease_until = Nanos::ZERO;
+        if st.soft_until != Nanos::ZERO {
+            self.soft.remove(&(st.soft_until, s));
+            st.soft_until = Nanos::ZERO;
+        }
         st.generation = st.generation.wrapping_add(1);
         let key = st.key;
         self.map.remove(&key);
@@ -167,7 +187,21 @@ impl<P: EvictionPolicy> BlockCache<P> {
                     self.counters.evictions += 1;
                     evicted.push(self.release(s));
                 }
-                None => return false,
+                None => {
+                    // Last resort: the soft-pinned block whose pin ends first.
+                    let victim = self
+                        .soft
+                        .iter()
+                        .map(|&(_, s)| s)
+                        .find(|&s| self.slots[s as usize].soft_only());
+                    let Some(s) = victim else {
+                        return false;
+                    };
+                    self.policy.on_remove(Slot(s));
+                    self.counters.evictions += 1;
+                    self.counters.soft_pin_evictions += 1;
+                    evicted.push(self.release(s));
+                }
             }
         }
         true
@@ -243,8 +277,49 @@ impl<P: EvictionPolicy> BlockCache<P> {
         true
     }
 
-    /// Ends every lease that expires at or before `now`.
+    /// Soft-pins `key` until `until` (extending an earlier pin): it leaves the
+    /// policy's candidates and goes only when nothing else can. Returns
+    /// false if the block is not resident.
+    pub fn soft_pin(&mut self, key: BlockKey, until: Nanos) -> bool {
+        let Some(&s) = self.map.get(&key) else {
+            return false;
+        };
+        let st = &mut self.slots[s as usize];
+        if until <= st.soft_until {
+            return true;
+        }
+        let was = st.evictable();
+        if st.soft_until != Nanos::ZERO {
+            self.soft.remove(&(st.soft_until, s));
+        }
+        st.soft_until = until;
+        self.soft.insert((until, s));
+        if was {
+            self.policy.on_unevictable(Slot(s));
+        }
+        true
+    }
+
+    /// True if `key` is resident and soft-pinned.
+    pub fn is_soft_pinned(&self, key: BlockKey) -> bool {
+        self.map
+            .get(&key)
+            .is_some_and(|&s| self.slots[s as usize].soft_until != Nanos::ZERO)
+    }
+
+    /// Ends every lease and soft pin that expires at or before `now`.
     pub fn expire_leases(&mut self, now: Nanos) {
+        while let Some(&(until, s)) = self.soft.first() {
+            if until > now {
+                break;
+            }
+            self.soft.pop_first();
+            let st = &mut self.slots[s as usize];
+            st.soft_until = Nanos::ZERO;
+            if st.evictable() {
+                self.policy.on_evictable(Slot(s), now);
+            }
+        }
         while let Some(&Reverse((until, s, generation))) = self.leases.peek() {
             if until > now {
                 break;
@@ -342,6 +417,41 @@ mod tests {
         c.touch(BlockKey(3), &at(2));
         assert!(c.evict_to_capacity(Nanos(11), &mut out));
         assert_eq!(out, vec![BlockKey(3)]);
+    }
+
+    #[test]
+    fn soft_pins_keep_hot_blocks_until_nothing_else_can_go() {
+        let mut c = cache(2);
+        let mut out = vec![];
+        for k in 1..=3 {
+            c.touch(BlockKey(k), &at(k));
+        }
+        // LRU would drop 1; soft-pinned, 2 goes instead.
+        c.soft_pin(BlockKey(1), Nanos(100));
+        assert!(c.evict_to_capacity(Nanos(4), &mut out));
+        assert_eq!(out, vec![BlockKey(2)]);
+        // Capacity 0 is only reachable by evicting the soft-pinned block,
+        // after the unpinned one, and never a leased one.
+        let mut zero = cache(0);
+        zero.touch(BlockKey(7), &at(0));
+        zero.touch(BlockKey(8), &at(1));
+        zero.soft_pin(BlockKey(7), Nanos(50));
+        zero.soft_pin(BlockKey(8), Nanos(40));
+        zero.lease(BlockKey(8), Nanos(60));
+        let mut out = vec![];
+        assert!(!zero.evict_to_capacity(Nanos(2), &mut out));
+        assert_eq!(out, vec![BlockKey(7)]);
+        assert_eq!(zero.counters().soft_pin_evictions, 1);
+        // Expiry hands the block back to the policy.
+        let mut c = cache(1);
+        c.touch(BlockKey(1), &at(0));
+        c.touch(BlockKey(2), &at(1));
+        c.soft_pin(BlockKey(1), Nanos(10));
+        c.expire_leases(Nanos(10));
+        assert!(!c.is_soft_pinned(BlockKey(1)));
+        let mut out = vec![];
+        assert!(c.evict_to_capacity(Nanos(11), &mut out));
+        assert_eq!(out, vec![BlockKey(2)], "1 returned at the MRU end");
     }
 
     #[test]

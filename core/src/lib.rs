@@ -9,6 +9,7 @@ pub mod cache;
 pub mod capacity;
 pub mod cost;
 pub mod eviction;
+pub mod lease;
 pub mod sched;
 pub mod types;
 

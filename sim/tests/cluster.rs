@@ -117,6 +117,33 @@ fn ssd_tier_demotes_evicted_blocks_and_reads_them_back() {
 }
 
 #[test]
+fn soft_pinned_hot_prefix_survives_a_flood() {
+    // DRAM of 4 blocks, no leases. A puts [1, 2] in DRAM; B reads them (so
+    // they are soft-pinned when soft pins are on); a flood of unique
+    // prompts follows; D reads [1, 2] again.
+    let mut trace = vec![req(0, 1024, 1, &[1, 2]), req(5_000, 1536, 1, &[1, 2, 3])];
+    for i in 0..5 {
+        trace.push(req(10_000 + i * 1000, 1024, 1, &[100 + 2 * i, 101 + 2 * i]));
+    }
+    trace.push(req(20_000, 1536, 1, &[1, 2, 9]));
+    let base = [
+        "prefill.instances=1",
+        "decode.instances=1",
+        "prefill.dram_cache_blocks=4",
+        "store.lease_s=0",
+    ];
+    let plain = simulate(&trace, config(&base).resolve().unwrap(), false, |_| {});
+    assert_eq!(
+        plain.records[7].prefix_tokens, 0,
+        "LRU lost the prefix to the flood"
+    );
+    let mut sets = base.to_vec();
+    sets.push("store.soft_pin_after_reads=1");
+    let pinned = simulate(&trace, config(&sets).resolve().unwrap(), false, |_| {});
+    assert_eq!(pinned.records[7].prefix_tokens, 1024);
+}
+
+#[test]
 fn queued_request_waits_for_the_one_ahead() {
     let c = config(&["prefill.instances=1", "decode.instances=1"]);
     let trace = vec![
@@ -275,6 +302,7 @@ proptest! {
             &format!("scheduler={}", names[sched]),
             &format!("prefill.dram_cache_blocks={cache}"),
             &format!("prefill.ssd_cache_blocks={}", cache * 2 % 50),
+            &format!("store.soft_pin_after_reads={}", cache % 3),
             &format!("prefill.chunk_tokens={chunk}"),
             "decode.max_batch=4",
             &format!("scheduler.admission={}", ["none", "slo", "predictive"][admission]),

@@ -4,7 +4,9 @@
 
 use moonlab_core::cost::{AnalyticCost, ModelSpec, NodeSpec};
 use moonlab_core::eviction::PolicyKind;
+use moonlab_core::lease::MooncakeLeases;
 use moonlab_core::sched::{Admission, SchedulerKind, Slo};
+use moonlab_core::Nanos;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,6 +59,10 @@ pub struct StoreConfig {
     /// A read grants a lease of this many seconds (upstream default 10 s):
     /// the blocks cannot be evicted meanwhile.
     pub lease_s: f64,
+    /// Length of a soft pin, seconds (upstream default 30 min).
+    pub soft_pin_s: f64,
+    /// Soft-pin a block once it has been read this many times (0 = never).
+    pub soft_pin_after_reads: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -141,6 +147,8 @@ impl Default for StoreConfig {
         StoreConfig {
             eviction: "lru".into(),
             lease_s: 10.0,
+            soft_pin_s: 1800.0,
+            soft_pin_after_reads: 0,
         }
     }
 }
@@ -188,6 +196,7 @@ pub enum ConfigError {
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub config: ClusterConfig,
+    pub leases: MooncakeLeases,
     pub prefill_cost: AnalyticCost,
     pub decode_cost: AnalyticCost,
     pub eviction: PolicyKind,
@@ -297,6 +306,15 @@ impl ClusterConfig {
         if self.block_tokens == 0 {
             return Err(bad("block_tokens", "0 (expected at least 1)".into()));
         }
+        if !(self.store.soft_pin_s.is_finite() && self.store.soft_pin_s >= 0.0) {
+            return Err(bad(
+                "store.soft_pin_s",
+                format!(
+                    "{} (expected a non-negative number of seconds)",
+                    self.store.soft_pin_s
+                ),
+            ));
+        }
         if !(self.store.lease_s.is_finite() && self.store.lease_s >= 0.0) {
             return Err(bad(
                 "store.lease_s",
@@ -349,6 +367,11 @@ impl ClusterConfig {
             (free * self.decode.kv_memory_fraction / model.kv_bytes_per_token as f64) as u64;
         Ok(Resolved {
             config: self.clone(),
+            leases: MooncakeLeases {
+                lease: Nanos((self.store.lease_s * 1e9) as u64),
+                soft_pin: Nanos((self.store.soft_pin_s * 1e9) as u64),
+                hot_after_reads: self.store.soft_pin_after_reads,
+            },
             prefill_cost,
             decode_cost,
             eviction,

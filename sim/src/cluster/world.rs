@@ -25,6 +25,7 @@ use super::flows::{LinkId, LinkKind, Network};
 use moonlab_core::cache::BlockCache;
 use moonlab_core::cost::CostModel;
 use moonlab_core::eviction::{Access, EvictionPolicy};
+use moonlab_core::lease::LeasePolicy;
 use moonlab_core::sched::{
     build_scheduler, CandidateEstimate, ClusterView, DecodeLoad, DecodingRequest, InstanceId,
     Placement, RejectReason, Scheduler, SchedulerParams,
@@ -221,6 +222,8 @@ pub struct World<'t> {
     scheduler: Option<Box<dyn Scheduler>>,
     sample_interval: Nanos,
     samples: Vec<Sample>,
+    /// Reads of each block from a prefill node's DRAM, for soft pinning.
+    reads: rustc_hash::FxHashMap<BlockKey, u64>,
     kv_bytes_per_token: u64,
     block_bytes: u64,
 }
@@ -370,6 +373,7 @@ impl<'t> World<'t> {
             scheduler,
             sample_interval,
             samples: Vec::new(),
+            reads: Default::default(),
             trace,
             prefill_ids: (0..c.prefill.instances).map(InstanceId).collect(),
             decode_ids: (c.prefill.instances..c.prefill.instances + c.decode.instances)
@@ -615,14 +619,15 @@ impl<'t> World<'t> {
                         .blocks
                         .min(self.prefill[holder].cache.prefix_len(&req.blocks));
                     if n > local {
-                        let lease_until = self
-                            .now
-                            .saturating_add(Nanos((self.cfg.config.store.lease_s * 1e9) as u64));
                         let keys: Vec<BlockKey> = req.blocks[..n].to_vec();
                         let hc = &mut self.prefill[holder].cache;
                         hc.expire_leases(self.now);
                         for k in &keys {
-                            hc.lease(*k, lease_until);
+                            // A read from the holder's segment: leased, and
+                            // pinned while the transfer runs.
+                            if let Some(until) = self.cfg.leases.lease_on_read(*k, self.now) {
+                                hc.lease(*k, until);
+                            }
                             hc.pin(*k);
                         }
                         let st = &mut self.reqs[i as usize];
@@ -721,6 +726,15 @@ impl<'t> World<'t> {
         let (mut pinned_dram, mut pinned_ssd) = (Vec::new(), Vec::new());
         for key in &req.blocks[..k] {
             if inst.cache.pin(*key) {
+                // A read from the store: lease it, and soft-pin it if hot.
+                if let Some(until) = self.cfg.leases.lease_on_read(*key, self.now) {
+                    inst.cache.lease(*key, until);
+                }
+                let reads = self.reads.entry(*key).or_default();
+                *reads += 1;
+                if let Some(until) = self.cfg.leases.soft_pin(*key, *reads, self.now) {
+                    inst.cache.soft_pin(*key, until);
+                }
                 pinned_dram.push(*key);
             } else if let Some(ssd) = inst.ssd.as_mut() {
                 ssd.pin(*key);
