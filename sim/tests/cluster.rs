@@ -144,6 +144,49 @@ fn soft_pinned_hot_prefix_survives_a_flood() {
 }
 
 #[test]
+fn colocated_prefill_stalls_decode() {
+    // A decodes 50 tokens; B's 16k-token prefill arrives mid-way. On a
+    // colocated node B's prefill takes the GPU between two of A's steps, so
+    // one of A's token intervals contains the whole prefill; disaggregated,
+    // A's steps are untouched.
+    let trace = vec![
+        req(0, 1024, 50, &[1, 2]),
+        req(200, 16_384, 2, &(10..42).collect::<Vec<_>>()),
+    ];
+    let cost = a800();
+    let b_prefill =
+        cost.prefill_time(16_384, 8192).as_secs_f64() + cost.prefill_time(8192, 0).as_secs_f64();
+    let colo = config(&[
+        "prefill.instances=1",
+        "decode.instances=1",
+        "deployment=colocated",
+    ]);
+    let out = simulate(&trace, colo.resolve().unwrap(), false, |_| {});
+    let a = &out.records[0];
+    // TBT = the longest 10 % of 49 intervals = the mean of the 5 longest;
+    // one of them holds B's whole prefill.
+    assert!(
+        a.tbt_s > b_prefill / 5.0,
+        "{} vs {}",
+        a.tbt_s,
+        b_prefill / 5.0
+    );
+    assert_eq!(out.nic_bytes, 0.0, "colocated: no KV crosses the network");
+    let dis = config(&["prefill.instances=1", "decode.instances=1"]);
+    let out = simulate(&trace, dis.resolve().unwrap(), false, |_| {});
+    assert!(out.records[0].tbt_s < 0.05, "{}", out.records[0].tbt_s);
+    let bad = ClusterConfig::load(
+        "",
+        "c",
+        &["deployment=colocated".into(), "decode.instances=3".into()],
+    );
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .starts_with("decode.instances: 3 (a colocated deployment"));
+}
+
+#[test]
 fn queued_request_waits_for_the_one_ahead() {
     let c = config(&["prefill.instances=1", "decode.instances=1"]);
     let trace = vec![
@@ -294,11 +337,13 @@ proptest! {
         cache in 0u64..40,
         chunk in prop::sample::select(vec![0u32, 512, 2048]),
         admission in 0usize..3,
+        colocated in any::<bool>(),
     ) {
         let names = ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"];
         let c = config(&[
             &format!("prefill.instances={p}"),
-            &format!("decode.instances={d}"),
+            &format!("decode.instances={}", if colocated { p } else { d }),
+            &format!("deployment={}", if colocated { "colocated" } else { "disaggregated" }),
             &format!("scheduler={}", names[sched]),
             &format!("prefill.dram_cache_blocks={cache}"),
             &format!("prefill.ssd_cache_blocks={}", cache * 2 % 50),
@@ -319,8 +364,11 @@ proptest! {
                 prop_assert!(r.arrival_s + r.ttft_s <= r.finish_s + 1e-9);
                 prop_assert!(r.prefix_tokens <= q.input_tokens as u64);
                 prop_assert!(r.fetched_tokens <= r.prefix_tokens);
-                prop_assert!(r.prefill.unwrap() < p && r.decode.unwrap() >= p && r.decode.unwrap() < p + d);
-                if q.output_tokens > 1 {
+                let pool = if colocated { p } else { d };
+                prop_assert!(r.prefill.unwrap() < p && r.decode.unwrap() >= p && r.decode.unwrap() < p + pool);
+                if colocated {
+                    prop_assert_eq!(r.decode.unwrap(), r.prefill.unwrap() + p);
+                } else if q.output_tokens > 1 {
                     kv_bytes += q.input_tokens as f64 * 327_680.0;
                 }
             }

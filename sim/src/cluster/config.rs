@@ -97,6 +97,19 @@ pub struct ClusterConfig {
     pub seed: u64,
     /// Time series and replica sampling.
     pub metrics: MetricsConfig,
+    /// disaggregated (Mooncake: separate prefill and decode nodes) or
+    /// colocated (the baseline: every node prefills and decodes on the same
+    /// GPUs, prefill first — a running prefill holds back decode steps). In
+    /// colocated mode `decode.instances` and `decode.node` must equal the
+    /// prefill pool's.
+    pub deployment: Deployment,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deployment {
+    Disaggregated,
+    Colocated,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -175,6 +188,7 @@ impl Default for ClusterConfig {
             slo: Slo::default(),
             seed: 0,
             metrics: MetricsConfig::default(),
+            deployment: Deployment::Disaggregated,
         }
     }
 }
@@ -299,6 +313,26 @@ impl ClusterConfig {
                     self.prefill.ssd_gb_per_s
                 ),
             ));
+        }
+        if self.deployment == Deployment::Colocated {
+            if self.decode.instances != self.prefill.instances {
+                return Err(bad(
+                    "decode.instances",
+                    format!(
+                        "{} (a colocated deployment needs as many as prefill.instances, {})",
+                        self.decode.instances, self.prefill.instances
+                    ),
+                ));
+            }
+            if self.decode.node != self.prefill.node {
+                return Err(bad(
+                    "decode.node",
+                    format!(
+                        "{} (a colocated deployment runs on prefill.node, {})",
+                        self.decode.node, self.prefill.node
+                    ),
+                ));
+            }
         }
         if self.decode.max_batch == 0 {
             return Err(bad("decode.max_batch", "0 (expected at least 1)".into()));

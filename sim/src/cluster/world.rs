@@ -20,7 +20,7 @@
 //!    continuous batch when its KV fits; each iteration emits one token per
 //!    request; TBT is the mean of the longest 10 % of its token intervals.
 
-use super::config::Resolved;
+use super::config::{Deployment, Resolved};
 use super::flows::{LinkId, LinkKind, Network};
 use moonlab_core::cache::BlockCache;
 use moonlab_core::cost::CostModel;
@@ -224,6 +224,7 @@ pub struct World<'t> {
     samples: Vec<Sample>,
     /// Reads of each block from a prefill node's DRAM, for soft pinning.
     reads: rustc_hash::FxHashMap<BlockKey, u64>,
+    colocated: bool,
     kv_bytes_per_token: u64,
     block_bytes: u64,
 }
@@ -374,6 +375,7 @@ impl<'t> World<'t> {
             sample_interval,
             samples: Vec::new(),
             reads: Default::default(),
+            colocated: c.deployment == Deployment::Colocated,
             trace,
             prefill_ids: (0..c.prefill.instances).map(InstanceId).collect(),
             decode_ids: (c.prefill.instances..c.prefill.instances + c.decode.instances)
@@ -604,6 +606,12 @@ impl<'t> World<'t> {
                 let st = &mut self.reqs[i as usize];
                 st.placed = true;
                 st.prefill = prefill.0;
+                // Colocated: a request decodes on the node that prefilled it.
+                let decode = if self.colocated {
+                    InstanceId(prefill.0 + self.prefill.len() as u32)
+                } else {
+                    decode
+                };
                 st.decode = decode.0 - self.prefill.len() as u32;
                 st.queued_at = self.now;
                 st.longest_cap = (req.output_tokens.saturating_sub(1) as usize).div_ceil(10);
@@ -715,6 +723,9 @@ impl<'t> World<'t> {
         if self.reqs[r as usize].fetch_pending {
             return; // FIFO: the head waits for its prefix
         }
+        if self.colocated && self.decode[p].stepping {
+            return; // the GPU finishes its decode step first
+        }
         self.prefill[p].queue.pop_front();
         let req = &self.trace[r as usize];
         let bt = self.cfg.config.block_tokens;
@@ -799,7 +810,7 @@ impl<'t> World<'t> {
         } else {
             self.reqs[r as usize].h2d_done = true;
         }
-        if req.output_tokens > 1 {
+        if req.output_tokens > 1 && !self.colocated {
             let d_rx = self.decode[self.reqs[r as usize].decode as usize].nic_rx;
             self.start_flow(
                 vec![tx, d_rx],
@@ -875,6 +886,9 @@ impl<'t> World<'t> {
             self.maybe_join_decode(r);
         }
         self.try_start_prefill(p);
+        if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
+            self.start_decode_step(p);
+        }
     }
 
     fn maybe_join_decode(&mut self, r: u32) {
@@ -892,6 +906,10 @@ impl<'t> World<'t> {
 
     /// Admits waiting requests whose KV fits, then starts an iteration.
     fn start_decode_step(&mut self, d: usize) {
+        if self.colocated && self.prefill[d].running.is_some() {
+            self.decode[d].stepping = false;
+            return; // prefill holds the GPU; decode resumes after it
+        }
         let max_batch = self.cfg.config.decode.max_batch as usize;
         let inst = &mut self.decode[d];
         let mut in_batch_kv: u64 = inst
@@ -967,6 +985,12 @@ impl<'t> World<'t> {
             }
         }
         self.decode[d].batch = keep;
+        if self.colocated {
+            // Prefill first: a waiting prefill takes the GPU before the next
+            // decode step (vLLM's default without chunked prefill).
+            self.decode[d].stepping = false;
+            self.try_start_prefill(d);
+        }
         self.start_decode_step(d);
     }
 
