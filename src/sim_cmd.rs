@@ -60,7 +60,9 @@ pub fn run(a: SimArgs) -> Result<()> {
         None => (String::new(), "(defaults)".to_string()),
     };
     let config = ClusterConfig::load(&text, &name, &a.sets)?;
-    let resolved = config.resolve()?;
+    let resolved = config.resolve_with(&|path: &str| {
+        std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+    })?;
     let mut opts = a.input.read_options();
     opts.block_tokens = config.block_tokens;
     let (format, requests) = read_all(&a.trace, &opts)?;

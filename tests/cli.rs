@@ -519,3 +519,55 @@ fn sim_config_errors_name_the_key_and_leave_nothing() {
     let defaults = ok(&["config", "show"]);
     assert!(defaults.contains("kvcache-centric") && defaults.contains("dram_cache_blocks: 5859"));
 }
+
+#[test]
+fn sim_uses_a_measured_cost_profile() {
+    let dir = tmp();
+    let trace = write(
+        dir.path(),
+        "one.jsonl",
+        "{\"timestamp\": 0, \"input_length\": 1500, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}\n",
+    );
+    let profile = write(
+        dir.path(),
+        "a800.csv",
+        "phase,x,y,seconds\nprefill,1000,0,1.0\nprefill,2000,0,3.0\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n",
+    );
+    let out = dir.path().join("run");
+    let cost = format!("prefill.cost_profile={}", s(&profile));
+    ok(&[
+        "sim",
+        "--trace",
+        s(&trace),
+        "--set",
+        &cost,
+        "--set",
+        "prefill.chunk_tokens=0",
+        "--out",
+        s(&out),
+        "--quiet",
+    ]);
+    let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    // 1500 new tokens at prefix 0: halfway between 1 s and 3 s.
+    assert_eq!(row[14], "2", "prefill_s in {csv}");
+    let bad = write(
+        dir.path(),
+        "bad.csv",
+        "phase,x,y,seconds\nprefill,1000,zero,1\n",
+    );
+    let cost = format!("prefill.cost_profile={}", s(&bad));
+    let err = fails(&[
+        "sim",
+        "--trace",
+        s(&trace),
+        "--set",
+        &cost,
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("prefill.cost_profile:") && err.contains("bad.csv:2: y: `zero`"),
+        "{err}"
+    );
+}

@@ -2,7 +2,7 @@
 //! from the paper (Table 1, §5.1), unknown keys rejected with their path.
 //! YAML in and out (`moonlab config show` prints [`ClusterConfig::default`]).
 
-use moonlab_core::cost::{AnalyticCost, ModelSpec, NodeSpec};
+use moonlab_core::cost::{AnalyticCost, CostModel, ModelSpec, NodeSpec, ProfileCost, ProfilePoint};
 use moonlab_core::eviction::PolicyKind;
 use moonlab_core::lease::MooncakeLeases;
 use moonlab_core::sched::{Admission, SchedulerKind, Slo};
@@ -24,6 +24,11 @@ pub struct PrefillConfig {
     /// DRAM KVCache per prefill node, in blocks (5859 blocks of 512 tokens =
     /// the paper's 3M tokens per node, §5.3.2).
     pub dram_cache_blocks: u64,
+    /// Measured latencies instead of the analytic model: a CSV file with
+    /// the header `phase,x,y,seconds` — `prefill` rows give x = new tokens,
+    /// y = prefix tokens; `decode` rows give x = batch size, y = context
+    /// tokens per request (null = the analytic model).
+    pub cost_profile: Option<String>,
     /// SSD tier below DRAM per prefill node, in blocks (0 = none). Blocks
     /// evicted from DRAM are demoted here; a prefix found here is read back
     /// (promoted) at prefill start.
@@ -44,6 +49,9 @@ pub struct DecodeConfig {
     /// Model FLOPs utilisation for the analytic cost model (not given by
     /// the paper; set it from your own measurements).
     pub mfu: f64,
+    /// Measured latencies for the decode pool (same CSV format as
+    /// `prefill.cost_profile`; null = the analytic model).
+    pub cost_profile: Option<String>,
     /// Most requests in one continuous batch.
     pub max_batch: u32,
     /// Share of the HBM left after the weights that holds KV.
@@ -135,6 +143,7 @@ impl Default for PrefillConfig {
             instances: 8,
             node: "8xA800".into(),
             mfu: 0.5,
+            cost_profile: None,
             chunk_tokens: 8192,
             dram_cache_blocks: 5859,
             ssd_cache_blocks: 0,
@@ -149,6 +158,7 @@ impl Default for DecodeConfig {
             instances: 8,
             node: "8xA800".into(),
             mfu: 0.5,
+            cost_profile: None,
             max_batch: 128,
             kv_memory_fraction: 0.9,
         }
@@ -206,13 +216,99 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// A pool's cost model: the paper's analytic model or measured latencies.
+#[derive(Clone, Debug)]
+pub enum PoolCost {
+    Analytic(AnalyticCost),
+    Profile(ProfileCost),
+}
+
+impl CostModel for PoolCost {
+    fn prefill_time(&self, input_tokens: u64, cached_tokens: u64) -> Nanos {
+        match self {
+            PoolCost::Analytic(c) => c.prefill_time(input_tokens, cached_tokens),
+            PoolCost::Profile(c) => c.prefill_time(input_tokens, cached_tokens),
+        }
+    }
+    fn decode_step_time(&self, batch_requests: u32, batch_context_tokens: u64) -> Nanos {
+        match self {
+            PoolCost::Analytic(c) => c.decode_step_time(batch_requests, batch_context_tokens),
+            PoolCost::Profile(c) => c.decode_step_time(batch_requests, batch_context_tokens),
+        }
+    }
+    fn kv_bytes_per_token(&self) -> u64 {
+        match self {
+            PoolCost::Analytic(c) => c.kv_bytes_per_token(),
+            PoolCost::Profile(c) => c.kv_bytes_per_token(),
+        }
+    }
+}
+
+/// Parses a cost-profile CSV (`phase,x,y,seconds`); errors name the source,
+/// the line and what was expected.
+pub fn parse_profile(
+    text: &str,
+    source: &str,
+    kv_bytes_per_token: u64,
+) -> Result<ProfileCost, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let header = lines.next().map(|(_, l)| l.trim().to_ascii_lowercase());
+    if header.as_deref() != Some("phase,x,y,seconds") {
+        return Err(format!(
+            "{source}:1: expected the header `phase,x,y,seconds`"
+        ));
+    }
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for (i, line) in lines {
+        let n = i + 1;
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() != 4 {
+            return Err(format!(
+                "{source}:{n}: expected 4 fields (phase,x,y,seconds), found {}",
+                f.len()
+            ));
+        }
+        let num = |j: usize, name: &str| -> Result<f64, String> {
+            f[j].parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    format!(
+                        "{source}:{n}: {name}: `{}` is not a non-negative number",
+                        f[j]
+                    )
+                })
+        };
+        let point = ProfilePoint {
+            x: num(1, "x")?,
+            y: num(2, "y")?,
+            seconds: num(3, "seconds")?,
+        };
+        match f[0] {
+            "prefill" => prefill.push(point),
+            "decode" => decode.push(point),
+            other => {
+                return Err(format!(
+                    "{source}:{n}: phase: `{other}` (expected prefill or decode)"
+                ))
+            }
+        }
+    }
+    ProfileCost::new(prefill, decode, kv_bytes_per_token).map_err(|e| format!("{source}: {e}"))
+}
+
 /// The config with presets resolved, ready to simulate.
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub config: ClusterConfig,
     pub leases: MooncakeLeases,
-    pub prefill_cost: AnalyticCost,
-    pub decode_cost: AnalyticCost,
+    pub prefill_cost: PoolCost,
+    pub decode_cost: PoolCost,
+    pub prefill_node: NodeSpec,
+    pub decode_node: NodeSpec,
     pub eviction: PolicyKind,
     pub decode_kv_tokens: u64,
 }
@@ -250,7 +346,11 @@ impl ClusterConfig {
                 source_name: source_name.into(),
                 message: e.to_string(),
             })?;
-        config.resolve()?;
+        // Validate everything but the profile files (read later, with I/O).
+        let mut check = config.clone();
+        check.prefill.cost_profile = None;
+        check.decode.cost_profile = None;
+        check.resolve()?;
         Ok(config)
     }
 
@@ -258,8 +358,17 @@ impl ClusterConfig {
         serde_yaml_ng::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 
-    /// Resolves presets and checks every value's range.
+    /// Resolves presets and checks every value's range. Cost-profile files
+    /// cannot be read here (no I/O): use [`ClusterConfig::resolve_with`].
     pub fn resolve(&self) -> Result<Resolved, ConfigError> {
+        self.resolve_with(&|path: &str| Err(format!("{path}: cannot read files here")))
+    }
+
+    /// Like [`ClusterConfig::resolve`], reading cost-profile files with `read`.
+    pub fn resolve_with(
+        &self,
+        read: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Resolved, ConfigError> {
         let bad = |key: &str, message: String| ConfigError::Invalid {
             key: key.into(),
             message,
@@ -384,12 +493,33 @@ impl ClusterConfig {
         }
         let eviction = PolicyKind::parse(&self.store.eviction)
             .map_err(|e| bad("store.eviction", e.to_string()))?;
-        let mut prefill_cost = AnalyticCost::new(model.clone(), pnode);
-        prefill_cost.prefill_mfu = self.prefill.mfu;
-        prefill_cost.decode_mfu = self.prefill.mfu;
-        let mut decode_cost = AnalyticCost::new(model.clone(), dnode.clone());
-        decode_cost.prefill_mfu = self.decode.mfu;
-        decode_cost.decode_mfu = self.decode.mfu;
+        let pool_cost =
+            |key: &str, node: &NodeSpec, mfu: f64, profile: &Option<String>| match profile {
+                Some(path) => {
+                    let text = read(path).map_err(|e| bad(key, e))?;
+                    parse_profile(&text, path, model.kv_bytes_per_token)
+                        .map(PoolCost::Profile)
+                        .map_err(|e| bad(key, e))
+                }
+                None => {
+                    let mut c = AnalyticCost::new(model.clone(), node.clone());
+                    c.prefill_mfu = mfu;
+                    c.decode_mfu = mfu;
+                    Ok(PoolCost::Analytic(c))
+                }
+            };
+        let prefill_cost = pool_cost(
+            "prefill.cost_profile",
+            &pnode,
+            self.prefill.mfu,
+            &self.prefill.cost_profile,
+        )?;
+        let decode_cost = pool_cost(
+            "decode.cost_profile",
+            &dnode,
+            self.decode.mfu,
+            &self.decode.cost_profile,
+        )?;
         let free = dnode.hbm_bytes() - model.weight_bytes_total();
         if free <= 0.0 {
             return Err(bad(
@@ -408,6 +538,8 @@ impl ClusterConfig {
             },
             prefill_cost,
             decode_cost,
+            prefill_node: pnode,
+            decode_node: dnode,
             eviction,
             decode_kv_tokens,
         })
@@ -539,6 +671,37 @@ mod tests {
             e.starts_with("store.eviction: unknown eviction policy"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cost_profiles_parse_and_errors_name_the_line() {
+        let text = "phase,x,y,seconds\nprefill,1000,0,1\nprefill,2000,0,3\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n";
+        let c = parse_profile(text, "p.csv", 1024).unwrap();
+        assert_eq!(c.prefill_time(1500, 0), Nanos(2_000_000_000));
+        let e = parse_profile("phase,x,y,seconds\nprefill,1,2\n", "p.csv", 1).unwrap_err();
+        assert_eq!(e, "p.csv:2: expected 4 fields (phase,x,y,seconds), found 3");
+        let e = parse_profile("phase,x,y,seconds\nwarmup,1,2,3\n", "p.csv", 1).unwrap_err();
+        assert_eq!(e, "p.csv:2: phase: `warmup` (expected prefill or decode)");
+        let e = parse_profile("phase,x,y,seconds\nprefill,1,2,-3\n", "p.csv", 1).unwrap_err();
+        assert_eq!(e, "p.csv:2: seconds: `-3` is not a non-negative number");
+        assert!(parse_profile("x\n", "p.csv", 1)
+            .unwrap_err()
+            .starts_with("p.csv:1: expected the header"));
+        // Through the config: the file is read by the caller's reader.
+        let cfg = ClusterConfig::load("", "c", &["prefill.cost_profile=p.csv".into()]).unwrap();
+        let r = cfg
+            .resolve_with(&|p| {
+                if p == "p.csv" {
+                    Ok(text.to_string())
+                } else {
+                    Err("no".into())
+                }
+            })
+            .unwrap();
+        assert!(matches!(r.prefill_cost, PoolCost::Profile(_)));
+        assert!(matches!(r.decode_cost, PoolCost::Analytic(_)));
+        let e = cfg.resolve().unwrap_err().to_string();
+        assert_eq!(e, "prefill.cost_profile: p.csv: cannot read files here");
     }
 
     #[test]

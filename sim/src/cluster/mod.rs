@@ -12,6 +12,6 @@ pub mod flows;
 pub mod metrics;
 pub mod world;
 
-pub use config::{ClusterConfig, ConfigError, Deployment, Resolved};
+pub use config::{parse_profile, ClusterConfig, ConfigError, Deployment, PoolCost, Resolved};
 pub use metrics::{replica_series, summarize, ReplicaSeries, Summary};
 pub use world::{simulate, RequestRecord, Sample, SimOutput};

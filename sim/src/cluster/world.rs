@@ -320,8 +320,8 @@ impl<'t> World<'t> {
     pub fn new(trace: &'t [Request], cfg: Resolved, explain: bool) -> World<'t> {
         let c = &cfg.config;
         let mut net = Network::new();
-        let pnode = &cfg.prefill_cost.node;
-        let dnode = &cfg.decode_cost.node;
+        let pnode = &cfg.prefill_node;
+        let dnode = &cfg.decode_node;
         let prefill: Vec<PrefillInst> = (0..c.prefill.instances)
             .map(|_| PrefillInst {
                 ssd: (c.prefill.ssd_cache_blocks > 0).then(|| {
