@@ -16,6 +16,9 @@ pub struct PrefillConfig {
     pub instances: u32,
     /// Hardware preset: 8xA800 (Table 1), 8xH800, 8xH100, 8xH200.
     pub node: String,
+    /// GPUs per instance (tensor parallelism), overriding the preset's 8;
+    /// compute and HBM scale with it, the node's NIC and H2D links do not.
+    pub gpus: Option<u32>,
     /// Model FLOPs utilisation for the analytic cost model (not given by
     /// the paper; set it from your own measurements).
     pub mfu: f64,
@@ -46,6 +49,9 @@ pub struct DecodeConfig {
     pub instances: u32,
     /// Hardware preset: 8xA800 (Table 1), 8xH800, 8xH100, 8xH200.
     pub node: String,
+    /// GPUs per instance (tensor parallelism), overriding the preset's 8;
+    /// compute and HBM scale with it, the node's NIC and H2D links do not.
+    pub gpus: Option<u32>,
     /// Model FLOPs utilisation for the analytic cost model (not given by
     /// the paper; set it from your own measurements).
     pub mfu: f64,
@@ -142,6 +148,7 @@ impl Default for PrefillConfig {
         PrefillConfig {
             instances: 8,
             node: "8xA800".into(),
+            gpus: None,
             mfu: 0.5,
             cost_profile: None,
             chunk_tokens: 8192,
@@ -157,6 +164,7 @@ impl Default for DecodeConfig {
         DecodeConfig {
             instances: 8,
             node: "8xA800".into(),
+            gpus: None,
             mfu: 0.5,
             cost_profile: None,
             max_batch: 128,
@@ -394,8 +402,23 @@ impl ClusterConfig {
                 )
             })
         };
-        let pnode = node("prefill.node", &self.prefill.node)?;
-        let dnode = node("decode.node", &self.decode.node)?;
+        let mut pnode = node("prefill.node", &self.prefill.node)?;
+        let mut dnode = node("decode.node", &self.decode.node)?;
+        for (key, spec, gpus) in [
+            ("prefill.gpus", &mut pnode, self.prefill.gpus),
+            ("decode.gpus", &mut dnode, self.decode.gpus),
+        ] {
+            if let Some(g) = gpus {
+                if g == 0 || g > 64 {
+                    return Err(bad(
+                        key,
+                        format!("{g} (expected 1 to 64 GPUs per instance)"),
+                    ));
+                }
+                spec.gpus = g;
+                spec.name = format!("{}x{}", g, spec.gpu.name);
+            }
+        }
         for (key, v) in [
             ("prefill.mfu", self.prefill.mfu),
             ("decode.mfu", self.decode.mfu),
@@ -702,6 +725,39 @@ mod tests {
         assert!(matches!(r.decode_cost, PoolCost::Analytic(_)));
         let e = cfg.resolve().unwrap_err().to_string();
         assert_eq!(e, "prefill.cost_profile: p.csv: cannot read files here");
+    }
+
+    #[test]
+    fn heterogeneous_pools() {
+        let c = ClusterConfig::load(
+            "",
+            "c",
+            &[
+                "prefill.node=8xH800".into(),
+                "decode.node=8xA800".into(),
+                "decode.gpus=4".into(),
+            ],
+        )
+        .unwrap();
+        let r = c.resolve().unwrap();
+        assert_eq!(r.prefill_node.gpu.bf16_tflops, 989.0);
+        assert_eq!(r.decode_node.gpus, 4);
+        // 4 × 80 GB − 141.2 GB of weights, 90 % of it, at 320 KiB a token.
+        assert_eq!(
+            r.decode_kv_tokens,
+            ((320e9 - 141.2e9) * 0.9 / 327_680.0) as u64
+        );
+        let e = ClusterConfig::load("", "c", &["prefill.gpus=0".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "prefill.gpus: 0 (expected 1 to 64 GPUs per instance)");
+        let e = ClusterConfig::load("", "c", &["decode.gpus=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("decode.node: 1xA800-80GB cannot hold llama3-70b"),
+            "{e}"
+        );
     }
 
     #[test]
