@@ -24,10 +24,14 @@ pub struct SimArgs {
     /// `--set prefill.instances=12` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Run folder: requests.csv, timeseries.csv, replicas.csv, summary.json,
-    /// config.yaml (and explain.jsonl).
+    /// Run folder: requests.parquet (or .csv), timeseries.csv, replicas.csv,
+    /// summary.json, config.yaml (and explain.jsonl).
     #[arg(long)]
     out: PathBuf,
+    /// Per-request table format: parquet (requests.parquet) or csv
+    /// (requests.csv).
+    #[arg(long, value_enum, default_value_t = TableFormat::Parquet)]
+    table_format: TableFormat,
     /// Write each request's candidate estimates and why the winner won.
     #[arg(long)]
     explain: bool,
@@ -36,6 +40,12 @@ pub struct SimArgs {
     quiet: bool,
     #[command(flatten)]
     input: InputArgs,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableFormat {
+    Parquet,
+    Csv,
 }
 
 #[derive(Subcommand)]
@@ -95,7 +105,13 @@ pub fn run(a: SimArgs) -> Result<()> {
     let mut summary = summarize(&out, config.scheduler.name.name(), config.slo);
     summary.wall_s = wall_s;
     // Everything is rendered first, then written: a failure leaves no file.
-    let csv = render_requests(&out.records);
+    let (table_name, table) = match a.table_format {
+        TableFormat::Parquet => (
+            "requests.parquet",
+            moonlab_experiments::tables::requests_parquet(&out.records)?,
+        ),
+        TableFormat::Csv => ("requests.csv", render_requests(&out.records).into_bytes()),
+    };
     let series = render_timeseries(&out, config.prefill.instances);
     let replicas = render_replicas(&out);
     let json = serde_json::to_string_pretty(&summary)? + "\n";
@@ -110,7 +126,7 @@ pub fn run(a: SimArgs) -> Result<()> {
     });
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("--out {}: cannot create the folder", a.out.display()))?;
-    write_bytes_atomic(&a.out.join("requests.csv"), csv.as_bytes())?;
+    write_bytes_atomic(&a.out.join(table_name), &table)?;
     write_bytes_atomic(&a.out.join("timeseries.csv"), series.as_bytes())?;
     write_bytes_atomic(&a.out.join("replicas.csv"), replicas.as_bytes())?;
     write_bytes_atomic(&a.out.join("config.yaml"), yaml.as_bytes())?;
@@ -193,9 +209,9 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 fn render_requests(records: &[RequestRecord]) -> String {
-    let mut s = String::from(
-        "id,arrival_s,served,reject_reason,prefill,decode,input_tokens,output_tokens,prefix_tokens,ssd_tokens,fetched_tokens,fetch_bytes,fetch_s,queue_s,prefill_s,ttft_s,tbt_s,finish_s\n",
-    );
+    let mut s = moonlab_experiments::tables::REQUEST_COLUMNS.join(",")
+        + "
+";
     for r in records {
         let _ = writeln!(
             s,

@@ -408,6 +408,8 @@ fn sim_writes_a_run_folder_with_the_documented_fields() {
         s(&out),
         "--explain",
         "--quiet",
+        "--table-format",
+        "csv",
     ]);
     assert!(printed.contains("scheduler local-cache-aware"), "{printed}");
     let summary: serde_json::Value =
@@ -463,11 +465,19 @@ fn sim_writes_a_run_folder_with_the_documented_fields() {
         "--out",
         s(&again),
         "--quiet",
+        "--table-format",
+        "csv",
     ]);
     assert_eq!(
         csv,
         std::fs::read_to_string(again.join("requests.csv")).unwrap()
     );
+    // Parquet by default.
+    let pq = dir.path().join("pq");
+    ok(&["sim", "--trace", s(&trace), "--out", s(&pq), "--quiet"]);
+    let bytes = std::fs::read(pq.join("requests.parquet")).unwrap();
+    assert_eq!(&bytes[..4], b"PAR1");
+    assert!(!pq.join("requests.csv").exists());
 }
 
 #[test]
@@ -477,7 +487,7 @@ fn sim_config_errors_name_the_key_and_leave_nothing() {
     let bad = write(
         dir.path(),
         "bad.yaml",
-        "prefill:\n  instances: 4\n  gpus: 9\n",
+        "prefill:\n  instances: 4\n  gpu_count: 9\n",
     );
     let err = fails(&[
         "sim",
@@ -488,7 +498,7 @@ fn sim_config_errors_name_the_key_and_leave_nothing() {
         "--out",
         s(&out),
     ]);
-    assert!(err.contains("bad.yaml: prefill.gpus: unknown key"), "{err}");
+    assert!(err.contains("bad.yaml: prefill.gpu_count: unknown key"), "{err}");
     let err = fails(&[
         "sim",
         "--trace",
@@ -546,6 +556,8 @@ fn sim_uses_a_measured_cost_profile() {
         "--out",
         s(&out),
         "--quiet",
+        "--table-format",
+        "csv",
     ]);
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
     let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
