@@ -187,6 +187,67 @@ fn colocated_prefill_stalls_decode() {
 }
 
 #[test]
+fn shortest_first_queue_runs_the_short_prompt_before_the_long_one() {
+    // A occupies the node; B (long) and C (short) queue behind it. FIFO runs
+    // B then C; shortest-first runs C then B.
+    let trace = vec![
+        req(0, 8000, 1, &(0..16).collect::<Vec<_>>()),
+        req(1, 16_000, 1, &(100..132).collect::<Vec<_>>()),
+        req(2, 512, 1, &[200]),
+    ];
+    let fifo = config(&["prefill.instances=1", "decode.instances=1"]);
+    let out = simulate(&trace, fifo.resolve().unwrap(), false, |_| {});
+    assert!(out.records[2].queue_s > out.records[1].queue_s);
+    let sjf = config(&[
+        "prefill.instances=1",
+        "decode.instances=1",
+        "prefill.queue=shortest-first",
+    ]);
+    let out = simulate(&trace, sjf.resolve().unwrap(), false, |_| {});
+    assert!(out.records[2].queue_s < out.records[1].queue_s);
+    let cost = a800();
+    assert!(close(
+        out.records[1].queue_s,
+        cost.prefill_time(8000, 0).as_secs_f64() + cost.prefill_time(512, 0).as_secs_f64() - 0.001
+    ));
+}
+
+#[test]
+fn nic_bandwidth_and_output_overrides() {
+    // Halving the NIC halves the prefix fetch rate; forcing 1 output token
+    // means nothing is sent to decode.
+    let prefix: Vec<u64> = (0..40).collect();
+    let mut shared = prefix.clone();
+    shared.push(5000);
+    let trace = vec![
+        req(0, 40 * 512, 2, &prefix),
+        req(4000, 100_000, 2, &(1000..1196).collect::<Vec<_>>()),
+        req(5000, 41 * 512, 2, &shared),
+    ];
+    let base = ["prefill.instances=2", "decode.instances=1"];
+    let fast = simulate(&trace, config(&base).resolve().unwrap(), false, |_| {});
+    let mut sets = base.to_vec();
+    sets.push("prefill.nic_gbit_per_s=400");
+    let slow = simulate(&trace, config(&sets).resolve().unwrap(), false, |_| {});
+    let (f, s) = (fast.records[2].fetch_s, slow.records[2].fetch_s);
+    assert!((s - 2.0 * f).abs() < 1e-8, "{s} vs 2 × {f}");
+    let mut sets = base.to_vec();
+    sets.push("workload.output_tokens=1");
+    let out = simulate(&trace, config(&sets).resolve().unwrap(), false, |_| {});
+    assert!(out
+        .records
+        .iter()
+        .all(|r| r.output_tokens == 1 && r.tbt_s == 0.0));
+    assert_eq!(
+        out.nic_bytes,
+        out.records
+            .iter()
+            .map(|r| r.fetch_bytes as f64)
+            .sum::<f64>()
+    );
+}
+
+#[test]
 fn queued_request_waits_for_the_one_ahead() {
     let c = config(&["prefill.instances=1", "decode.instances=1"]);
     let trace = vec![
@@ -348,6 +409,7 @@ proptest! {
             &format!("prefill.dram_cache_blocks={cache}"),
             &format!("prefill.ssd_cache_blocks={}", cache * 2 % 50),
             &format!("store.soft_pin_after_reads={}", cache % 3),
+            &format!("prefill.queue={}", if cache % 2 == 0 { "fifo" } else { "shortest-first" }),
             &format!("prefill.chunk_tokens={chunk}"),
             "decode.max_batch=4",
             &format!("scheduler.admission={}", ["none", "slo", "predictive"][admission]),
@@ -355,6 +417,10 @@ proptest! {
         ]);
         let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
         prop_assert_eq!(out.records.len(), trace.len());
+        // No GPU is busy more than all of any interval.
+        for u in out.utilization.iter().flatten() {
+            prop_assert!(*u <= 1.0 + 1e-9, "utilization {}", u);
+        }
         let mut kv_bytes = 0.0;
         for (r, q) in out.records.iter().zip(&trace) {
             prop_assert!(r.served != r.reject_reason.is_some());

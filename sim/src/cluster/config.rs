@@ -19,9 +19,15 @@ pub struct PrefillConfig {
     /// GPUs per instance (tensor parallelism), overriding the preset's 8;
     /// compute and HBM scale with it, the node's NIC and H2D links do not.
     pub gpus: Option<u32>,
+    /// NIC bandwidth per node in Gbit/s, overriding the preset (the paper's
+    /// bandwidth study, §5.4.2, varies it).
+    pub nic_gbit_per_s: Option<f64>,
     /// Model FLOPs utilisation for the analytic cost model (not given by
     /// the paper; set it from your own measurements).
     pub mfu: f64,
+    /// Order of each prefill instance's queue: fifo, or shortest-first
+    /// (smallest estimated prefill time first).
+    pub queue: QueuePolicy,
     /// Chunked prefill: tokens per chunk (0 = the whole prompt at once).
     pub chunk_tokens: u32,
     /// DRAM KVCache per prefill node, in blocks (5859 blocks of 512 tokens =
@@ -52,6 +58,9 @@ pub struct DecodeConfig {
     /// GPUs per instance (tensor parallelism), overriding the preset's 8;
     /// compute and HBM scale with it, the node's NIC and H2D links do not.
     pub gpus: Option<u32>,
+    /// NIC bandwidth per node in Gbit/s, overriding the preset (the paper's
+    /// bandwidth study, §5.4.2, varies it).
+    pub nic_gbit_per_s: Option<f64>,
     /// Model FLOPs utilisation for the analytic cost model (not given by
     /// the paper; set it from your own measurements).
     pub mfu: f64,
@@ -117,6 +126,23 @@ pub struct ClusterConfig {
     /// colocated mode `decode.instances` and `decode.node` must equal the
     /// prefill pool's.
     pub deployment: Deployment,
+    /// Changes to the trace's requests.
+    pub workload: WorkloadConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadConfig {
+    /// Replace every request's output length (the paper's §5.3.2 uses 1 to
+    /// isolate prefill); null keeps the trace's.
+    pub output_tokens: Option<u32>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueuePolicy {
+    Fifo,
+    ShortestFirst,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,8 +175,10 @@ impl Default for PrefillConfig {
             instances: 8,
             node: "8xA800".into(),
             gpus: None,
+            nic_gbit_per_s: None,
             mfu: 0.5,
             cost_profile: None,
+            queue: QueuePolicy::Fifo,
             chunk_tokens: 8192,
             dram_cache_blocks: 5859,
             ssd_cache_blocks: 0,
@@ -165,6 +193,7 @@ impl Default for DecodeConfig {
             instances: 8,
             node: "8xA800".into(),
             gpus: None,
+            nic_gbit_per_s: None,
             mfu: 0.5,
             cost_profile: None,
             max_batch: 128,
@@ -207,6 +236,7 @@ impl Default for ClusterConfig {
             seed: 0,
             metrics: MetricsConfig::default(),
             deployment: Deployment::Disaggregated,
+            workload: WorkloadConfig::default(),
         }
     }
 }
@@ -404,6 +434,34 @@ impl ClusterConfig {
         };
         let mut pnode = node("prefill.node", &self.prefill.node)?;
         let mut dnode = node("decode.node", &self.decode.node)?;
+        for (key, spec, nic) in [
+            (
+                "prefill.nic_gbit_per_s",
+                &mut pnode,
+                self.prefill.nic_gbit_per_s,
+            ),
+            (
+                "decode.nic_gbit_per_s",
+                &mut dnode,
+                self.decode.nic_gbit_per_s,
+            ),
+        ] {
+            if let Some(g) = nic {
+                if !(g.is_finite() && g > 0.0) {
+                    return Err(bad(
+                        key,
+                        format!("{g} (expected a positive bandwidth in Gbit/s)"),
+                    ));
+                }
+                spec.nic_gbit_per_s = g;
+            }
+        }
+        if self.workload.output_tokens == Some(0) {
+            return Err(bad(
+                "workload.output_tokens",
+                "0 (expected at least 1, or null)".into(),
+            ));
+        }
         for (key, spec, gpus) in [
             ("prefill.gpus", &mut pnode, self.prefill.gpus),
             ("decode.gpus", &mut dnode, self.decode.gpus),

@@ -12,6 +12,9 @@ pub mod flows;
 pub mod metrics;
 pub mod world;
 
-pub use config::{parse_profile, ClusterConfig, ConfigError, Deployment, PoolCost, Resolved};
+pub use config::{
+    parse_profile, ClusterConfig, ConfigError, Deployment, PoolCost, QueuePolicy, Resolved,
+    WorkloadConfig,
+};
 pub use metrics::{replica_series, summarize, ReplicaSeries, Summary};
 pub use world::{simulate, RequestRecord, Sample, SimOutput};

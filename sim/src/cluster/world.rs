@@ -20,7 +20,7 @@
 //!    continuous batch when its KV fits; each iteration emits one token per
 //!    request; TBT is the mean of the longest 10 % of its token intervals.
 
-use super::config::{Deployment, Resolved};
+use super::config::{Deployment, QueuePolicy, Resolved};
 use super::flows::{LinkId, LinkKind, Network};
 use moonlab_core::cache::BlockCache;
 use moonlab_core::cost::CostModel;
@@ -717,16 +717,29 @@ impl<'t> World<'t> {
         if self.prefill[p].running.is_some() {
             return;
         }
-        let Some(&r) = self.prefill[p].queue.front() else {
-            return;
-        };
-        if self.reqs[r as usize].fetch_pending {
-            return; // FIFO: the head waits for its prefix
-        }
         if self.colocated && self.decode[p].stepping {
             return; // the GPU finishes its decode step first
         }
-        self.prefill[p].queue.pop_front();
+        let pick = match self.cfg.config.prefill.queue {
+            // FIFO: the head runs next, and waits for its prefix if fetching.
+            QueuePolicy::Fifo => self.prefill[p]
+                .queue
+                .front()
+                .filter(|&&r| !self.reqs[r as usize].fetch_pending)
+                .map(|_| 0),
+            // Shortest estimated prefill first among the ready requests
+            // (earliest arrival among equals).
+            QueuePolicy::ShortestFirst => self.prefill[p]
+                .queue
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| !self.reqs[r as usize].fetch_pending)
+                .min_by_key(|(i, &r)| (self.reqs[r as usize].estimate, *i))
+                .map(|(i, _)| i),
+        };
+        let Some(r) = pick.and_then(|i| self.prefill[p].queue.remove(i)) else {
+            return;
+        };
         let req = &self.trace[r as usize];
         let bt = self.cfg.config.block_tokens;
         let estimate = self.reqs[r as usize].estimate;
@@ -1032,5 +1045,18 @@ pub fn simulate(
     explain: bool,
     progress: impl FnMut(u64),
 ) -> SimOutput {
-    World::new(trace, cfg, explain).run(progress)
+    match cfg.config.workload.output_tokens {
+        // The paper's §5.3.2 fixes every output to 1 token to isolate prefill.
+        Some(n) => {
+            let forced: Vec<Request> = trace
+                .iter()
+                .map(|r| Request {
+                    output_tokens: n,
+                    ..r.clone()
+                })
+                .collect();
+            World::new(&forced, cfg, explain).run(progress)
+        }
+        None => World::new(trace, cfg, explain).run(progress),
+    }
 }
