@@ -498,7 +498,10 @@ fn sim_config_errors_name_the_key_and_leave_nothing() {
         "--out",
         s(&out),
     ]);
-    assert!(err.contains("bad.yaml: prefill.gpu_count: unknown key"), "{err}");
+    assert!(
+        err.contains("bad.yaml: prefill.gpu_count: unknown key"),
+        "{err}"
+    );
     let err = fails(&[
         "sim",
         "--trace",
