@@ -463,8 +463,35 @@ fn parse_seconds(text: &str) -> Result<i128, String> {
     Ok(if neg { -ns } else { ns })
 }
 
-/// Streams requests out of an Azure LLM inference trace CSV (module docs).
-pub struct AzureReader<R> {
+/// What sets one CSV format apart: its header (for messages), the columns
+/// read (timestamp, prompt tokens, generated tokens), how its timestamps
+/// are written, and whether a row without a prompt gets its own message
+/// (naming the tokens so) rather than the plain out-of-range one.
+struct Format {
+    header: &'static str,
+    columns: [&'static str; 3],
+    parse_time: fn(&str) -> Result<i128, String>,
+    zero_prompt: Option<&'static str>,
+}
+
+const AZURE: Format = Format {
+    header: AZURE_HEADER,
+    columns: ["TIMESTAMP", "ContextTokens", "GeneratedTokens"],
+    parse_time: parse_datetime,
+    zero_prompt: None,
+};
+
+const BURSTGPT: Format = Format {
+    header: BURSTGPT_HEADER,
+    columns: ["Timestamp", "Request tokens", "Response tokens"],
+    parse_time: parse_seconds,
+    zero_prompt: Some("request tokens"),
+};
+
+/// The reader both formats share: the header, then one request per row,
+/// ending after the first error (module docs).
+struct CsvReader<R> {
+    format: &'static Format,
     lines: Lines<R>,
     clock: Clock,
     columns: Option<[usize; 3]>,
@@ -472,11 +499,10 @@ pub struct AzureReader<R> {
     done: bool,
 }
 
-impl<R: BufRead> AzureReader<R> {
-    /// `check_order`: reject a timestamp earlier than the previous row's
-    /// (callers that sort afterwards pass false).
-    pub fn new(input: R, path: &Path, check_order: bool) -> Self {
-        AzureReader {
+impl<R: BufRead> CsvReader<R> {
+    fn new(format: &'static Format, input: R, path: &Path, check_order: bool) -> Self {
+        CsvReader {
+            format,
             lines: Lines::new(input, path),
             clock: Clock::new(check_order),
             columns: None,
@@ -486,12 +512,17 @@ impl<R: BufRead> AzureReader<R> {
     }
 
     fn step(&mut self) -> Result<Option<Request>, TraceError> {
+        let format = self.format;
+        let [ts_name, input_name, output_name] = format.columns;
         loop {
             let Some(text) = self.lines.next_line()? else {
                 if !self.seen_any {
                     return Err(TraceError::file(
                         &self.lines.path,
-                        format!("holds no requests (expected a header `{AZURE_HEADER}` followed by one row per request)"),
+                        format!(
+                            "holds no requests (expected a header `{}` followed by one row per request)",
+                            format.header
+                        ),
                     ));
                 }
                 return Ok(None);
@@ -502,28 +533,31 @@ impl<R: BufRead> AzureReader<R> {
                     path,
                     line,
                     &text,
-                    ["TIMESTAMP", "ContextTokens", "GeneratedTokens"],
-                    AZURE_HEADER,
+                    format.columns,
+                    format.header,
                 )?);
                 continue;
             };
             self.seen_any = true;
             let fields = split_fields(&text);
-            let ts_text = field(path, line, &fields, cols[0], "TIMESTAMP")?;
-            let t = parse_datetime(ts_text)
-                .map_err(|m| TraceError::invalid(path, line, "TIMESTAMP", m))?;
-            let input_text = field(path, line, &fields, cols[1], "ContextTokens")?;
-            let input = parse_tokens(path, line, "ContextTokens", input_text, 1, MAX_INPUT_TOKENS)?;
-            let output_text = field(path, line, &fields, cols[2], "GeneratedTokens")?;
-            let output = parse_tokens(
-                path,
-                line,
-                "GeneratedTokens",
-                output_text,
-                0,
-                MAX_OUTPUT_TOKENS,
-            )?;
-            let arrival = self.clock.arrival(path, line, "TIMESTAMP", t, ts_text)?;
+            let ts_text = field(path, line, &fields, cols[0], ts_name)?;
+            let t = (format.parse_time)(ts_text)
+                .map_err(|m| TraceError::invalid(path, line, ts_name, m))?;
+            let input_text = field(path, line, &fields, cols[1], input_name)?;
+            if let Some(tokens) = format.zero_prompt {
+                if input_text.parse::<i128>() == Ok(0) {
+                    return Err(TraceError::invalid(
+                        path,
+                        line,
+                        input_name,
+                        format!("0 {tokens} (expected 1..={MAX_INPUT_TOKENS}: a request without a prompt cannot be replayed)"),
+                    ));
+                }
+            }
+            let input = parse_tokens(path, line, input_name, input_text, 1, MAX_INPUT_TOKENS)?;
+            let output_text = field(path, line, &fields, cols[2], output_name)?;
+            let output = parse_tokens(path, line, output_name, output_text, 0, MAX_OUTPUT_TOKENS)?;
+            let arrival = self.clock.arrival(path, line, ts_name, t, ts_text)?;
             return Ok(Some(Request {
                 arrival,
                 input_tokens: input,
@@ -531,6 +565,38 @@ impl<R: BufRead> AzureReader<R> {
                 blocks: Vec::new(),
             }));
         }
+    }
+}
+
+impl<R: BufRead> Iterator for CsvReader<R> {
+    type Item = Result<Request, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.step() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// Streams requests out of an Azure LLM inference trace CSV (module docs).
+pub struct AzureReader<R>(CsvReader<R>);
+
+impl<R: BufRead> AzureReader<R> {
+    /// `check_order`: reject a timestamp earlier than the previous row's
+    /// (callers that sort afterwards pass false).
+    pub fn new(input: R, path: &Path, check_order: bool) -> Self {
+        AzureReader(CsvReader::new(&AZURE, input, path, check_order))
     }
 }
 
@@ -538,106 +604,18 @@ impl<R: BufRead> Iterator for AzureReader<R> {
     type Item = Result<Request, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(r)) => Some(Ok(r)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        self.0.next()
     }
 }
 
 /// Streams requests out of a BurstGPT CSV (module docs).
-pub struct BurstGptReader<R> {
-    lines: Lines<R>,
-    clock: Clock,
-    columns: Option<[usize; 3]>,
-    seen_any: bool,
-    done: bool,
-}
+pub struct BurstGptReader<R>(CsvReader<R>);
 
 impl<R: BufRead> BurstGptReader<R> {
     /// `check_order`: reject a timestamp earlier than the previous row's
     /// (callers that sort afterwards pass false).
     pub fn new(input: R, path: &Path, check_order: bool) -> Self {
-        BurstGptReader {
-            lines: Lines::new(input, path),
-            clock: Clock::new(check_order),
-            columns: None,
-            seen_any: false,
-            done: false,
-        }
-    }
-
-    fn step(&mut self) -> Result<Option<Request>, TraceError> {
-        loop {
-            let Some(text) = self.lines.next_line()? else {
-                if !self.seen_any {
-                    return Err(TraceError::file(
-                        &self.lines.path,
-                        format!("holds no requests (expected a header `{BURSTGPT_HEADER}` followed by one row per request)"),
-                    ));
-                }
-                return Ok(None);
-            };
-            let (path, line) = (self.lines.path.as_path(), self.lines.line_no);
-            let Some(cols) = self.columns else {
-                self.columns = Some(find_columns(
-                    path,
-                    line,
-                    &text,
-                    ["Timestamp", "Request tokens", "Response tokens"],
-                    BURSTGPT_HEADER,
-                )?);
-                continue;
-            };
-            self.seen_any = true;
-            let fields = split_fields(&text);
-            let ts_text = field(path, line, &fields, cols[0], "Timestamp")?;
-            let t = parse_seconds(ts_text)
-                .map_err(|m| TraceError::invalid(path, line, "Timestamp", m))?;
-            let input_text = field(path, line, &fields, cols[1], "Request tokens")?;
-            if input_text.parse::<i128>() == Ok(0) {
-                return Err(TraceError::invalid(
-                    path,
-                    line,
-                    "Request tokens",
-                    format!("0 request tokens (expected 1..={MAX_INPUT_TOKENS}: a request without a prompt cannot be replayed)"),
-                ));
-            }
-            let input = parse_tokens(
-                path,
-                line,
-                "Request tokens",
-                input_text,
-                1,
-                MAX_INPUT_TOKENS,
-            )?;
-            let output_text = field(path, line, &fields, cols[2], "Response tokens")?;
-            let output = parse_tokens(
-                path,
-                line,
-                "Response tokens",
-                output_text,
-                0,
-                MAX_OUTPUT_TOKENS,
-            )?;
-            let arrival = self.clock.arrival(path, line, "Timestamp", t, ts_text)?;
-            return Ok(Some(Request {
-                arrival,
-                input_tokens: input,
-                output_tokens: output,
-                blocks: Vec::new(),
-            }));
-        }
+        BurstGptReader(CsvReader::new(&BURSTGPT, input, path, check_order))
     }
 }
 
@@ -645,20 +623,7 @@ impl<R: BufRead> Iterator for BurstGptReader<R> {
     type Item = Result<Request, TraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.step() {
-            Ok(Some(r)) => Some(Ok(r)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        self.0.next()
     }
 }
 

@@ -23,15 +23,11 @@
 //! `on_evictable` puts it back at the MRU end of its list. Removed blocks
 //! leave no ghost. There are no ties: list order decides.
 
-use super::list::{Links, List, NIL};
+use super::list::{Links, List, TwoQueues, NIL, SECOND as IN_T2};
+use super::slots::{LIVE, QUEUED};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
 use rustc_hash::FxHashMap;
-
-/// Per-slot flags.
-const IN_T2: u8 = 0b001;
-const QUEUED: u8 = 0b010;
-const LIVE: u8 = 0b100;
 
 /// B1 and B2: keys in an arena of ghost ids with intrusive LRU lists and a
 /// key → id map.
@@ -96,12 +92,8 @@ impl Ghosts {
 }
 
 pub struct Arc {
-    links: Links,
-    /// Evictable blocks of T1 and T2; front = MRU.
-    t1: List,
-    t2: List,
-    flags: Vec<u8>,
-    keys: Vec<BlockKey>,
+    /// T1 (`first`) and T2 (`second`): evictable blocks linked, front = MRU.
+    lists: TwoQueues,
     /// Resident blocks of T1 and T2, set-aside ones included.
     t1_count: u64,
     t2_count: u64,
@@ -118,11 +110,7 @@ impl Arc {
     /// A policy for a cache of `capacity_blocks` (`u64::MAX` = unbounded).
     pub fn new(capacity_blocks: u64) -> Arc {
         Arc {
-            links: Links::default(),
-            t1: List::default(),
-            t2: List::default(),
-            flags: Vec::new(),
-            keys: Vec::new(),
+            lists: TwoQueues::default(),
             t1_count: 0,
             t2_count: 0,
             c: capacity_blocks,
@@ -130,24 +118,6 @@ impl Arc {
             last_b2_hit: false,
             pending_misses: 0,
             ghosts: Ghosts::default(),
-        }
-    }
-
-    #[inline]
-    fn link(&mut self, s: u32, in_t2: bool) {
-        if in_t2 {
-            self.links.push_front(&mut self.t2, s);
-        } else {
-            self.links.push_front(&mut self.t1, s);
-        }
-    }
-
-    #[inline]
-    fn unlink(&mut self, s: u32, in_t2: bool) {
-        if in_t2 {
-            self.links.unlink(&mut self.t2, s);
-        } else {
-            self.links.unlink(&mut self.t1, s);
         }
     }
 
@@ -172,12 +142,6 @@ impl EvictionPolicy for Arc {
     }
 
     fn on_insert(&mut self, slot: Slot, key: BlockKey, _a: &Access) {
-        let s = slot.0 as usize;
-        if self.flags.len() <= s {
-            self.flags.resize(s + 1, 0);
-            self.keys.resize(s + 1, BlockKey(0));
-        }
-        self.keys[s] = key;
         let (b1, b2) = (self.ghosts.b1.len as u64, self.ghosts.b2.len as u64);
         let in_t2 = match self.ghosts.take(key) {
             Some(false) => {
@@ -200,12 +164,10 @@ impl EvictionPolicy for Arc {
         };
         if in_t2 {
             self.t2_count += 1;
-            self.flags[s] = LIVE | QUEUED | IN_T2;
         } else {
             self.t1_count += 1;
-            self.flags[s] = LIVE | QUEUED;
         }
-        self.link(slot.0, in_t2);
+        self.lists.insert(slot.0, key, in_t2);
         let over = (self.t1_count + self.t2_count).saturating_sub(self.c);
         self.pending_misses = self.pending_misses.min(over);
         self.trim_ghosts();
@@ -213,88 +175,56 @@ impl EvictionPolicy for Arc {
 
     #[inline]
     fn on_hit(&mut self, slot: Slot, _a: &Access) {
-        let s = slot.0 as usize;
-        let Some(&f) = self.flags.get(s) else {
-            return;
-        };
+        let f = self.lists.flags.get(slot.0);
         if f & LIVE == 0 {
             return;
         }
         if f & IN_T2 == 0 {
             self.t1_count -= 1;
             self.t2_count += 1;
-            self.flags[s] = f | IN_T2;
+            self.lists.flags.set(slot.0, f | IN_T2);
             if f & QUEUED != 0 {
-                self.links.unlink(&mut self.t1, slot.0);
-                self.links.push_front(&mut self.t2, slot.0);
+                self.lists.unlink(slot.0, false);
+                self.lists.push_front(slot.0, true);
             }
         } else if f & QUEUED != 0 {
-            self.links.move_to_front(&mut self.t2, slot.0);
+            self.lists.move_to_front(slot.0, true);
         }
     }
 
     fn on_unevictable(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        let Some(&f) = self.flags.get(s) else {
-            return;
-        };
-        if f & QUEUED != 0 {
-            self.unlink(slot.0, f & IN_T2 != 0);
-            self.flags[s] = f & !QUEUED;
-        }
+        self.lists.set_aside(slot.0);
     }
 
     fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
-        let s = slot.0 as usize;
-        let Some(&f) = self.flags.get(s) else {
-            return;
-        };
-        if f & (LIVE | QUEUED) == LIVE {
-            self.flags[s] = f | QUEUED;
-            self.link(slot.0, f & IN_T2 != 0);
-        }
+        self.lists.give_back(slot.0);
     }
 
     fn on_remove(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        let Some(&f) = self.flags.get(s) else {
-            return;
-        };
-        if f & LIVE == 0 {
-            return;
+        match self.lists.remove(slot.0) {
+            Some(true) => self.t2_count -= 1,
+            Some(false) => self.t1_count -= 1,
+            None => {}
         }
-        if f & QUEUED != 0 {
-            self.unlink(slot.0, f & IN_T2 != 0);
-        }
-        if f & IN_T2 != 0 {
-            self.t2_count -= 1;
-        } else {
-            self.t1_count -= 1;
-        }
-        self.flags[s] = 0;
     }
 
     fn evict(&mut self, _now: Nanos) -> Option<Slot> {
         let t1 = self.t1_count.saturating_sub(self.pending_misses);
         let prefer_t1 = t1 >= 1 && (t1 > self.p || (self.last_b2_hit && t1 == self.p));
         let from_t1 = if prefer_t1 {
-            self.t1.len > 0
+            self.lists.first.len > 0
         } else {
-            self.t2.len == 0
+            self.lists.second.len == 0
         };
-        let s = if from_t1 {
-            self.links.pop_back(&mut self.t1)?
-        } else {
-            self.links.pop_back(&mut self.t2)?
-        };
+        let s = self.lists.pop_back(!from_t1)?;
         if from_t1 {
             self.t1_count -= 1;
         } else {
             self.t2_count -= 1;
         }
         self.pending_misses = self.pending_misses.saturating_sub(1);
-        self.flags[s as usize] = 0;
-        self.ghosts.push(self.keys[s as usize], !from_t1);
+        self.lists.flags.evicted(s);
+        self.ghosts.push(self.lists.keys[s as usize], !from_t1);
         self.trim_ghosts();
         Some(Slot(s))
     }
@@ -303,7 +233,7 @@ impl EvictionPolicy for Arc {
 #[cfg(test)]
 mod tests {
     use super::Arc;
-    use crate::eviction::testkit::{check_contract_with, Harness};
+    use crate::eviction::testkit::{check_contract_with, hit_positions, Harness, SlotPool};
     use crate::eviction::{Access, EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
 
@@ -339,8 +269,7 @@ mod tests {
         //          7 -> B1 [7 6]; T1 [4]
         let mut h = Harness::new(PolicyKind::Arc, 3);
         let hits = h.run(&[1, 2, 3, 1, 4, 2, 5, 3, 1, 6, 2, 7, 4]);
-        let hit_at: Vec<usize> = (0..hits.len()).filter(|&i| hits[i]).collect();
-        assert_eq!(hit_at, vec![3]);
+        assert_eq!(hit_positions(&hits), vec![3]);
         assert_eq!(h.evicted, vec![2, 3, 1, 2, 4, 3, 5, 6, 7]);
         assert_eq!(h.resident(), vec![1, 2, 4]);
     }
@@ -350,24 +279,20 @@ mod tests {
         // The run above through the policy directly, checking p and ghosts.
         let mut p = Arc::new(3);
         let mut slot_of = std::collections::BTreeMap::new();
-        let mut free: Vec<u32> = vec![];
-        let mut next = 0u32;
+        let mut slots = SlotPool::default();
         let mut step = |p: &mut Arc, k: u64| {
             let a = Access::at(Nanos::ZERO);
             if let Some(&s) = slot_of.get(&k) {
                 p.on_hit(Slot(s), &a);
                 return;
             }
-            let s = free.pop().unwrap_or_else(|| {
-                next += 1;
-                next - 1
-            });
+            let s = slots.take();
             slot_of.insert(k, s);
             p.on_insert(Slot(s), BlockKey(k), &a);
             if slot_of.len() > 3 {
                 let v = p.evict(Nanos::ZERO).unwrap().0;
                 slot_of.retain(|_, &mut x| x != v);
-                free.push(v);
+                slots.put(v);
             }
         };
         for k in [1, 2, 3, 1, 4, 2] {
@@ -412,7 +337,7 @@ mod tests {
         }
         p.on_insert(Slot(0), BlockKey(10), &a);
         assert_eq!(p.p, 3);
-        assert!(p.flags[0] & super::IN_T2 != 0);
+        assert!(p.lists.flags.get(0) & super::IN_T2 != 0);
         // B1 [14 13 12 11], B2 [23 22 21]: a B2 hit lowers p by
         // max(1, 4 / 3) = 1.
         for k in 11..=14 {
@@ -470,7 +395,7 @@ mod tests {
         // 1 set aside and hit: it belongs to T2 now, though not linked.
         p.on_unevictable(Slot(0));
         p.on_hit(Slot(0), &a);
-        assert_eq!((p.t1_count, p.t2_count, p.t2.len), (1, 1, 0));
+        assert_eq!((p.t1_count, p.t2_count, p.lists.second.len), (1, 1, 0));
         p.on_insert(Slot(2), BlockKey(3), &a);
         // REPLACE: |T1| = 1 (3 not counted yet) > p = 0: T1's LRU 2 goes
         // to B1.
@@ -482,7 +407,7 @@ mod tests {
         // 1 returns to T2's MRU end; T1 is still empty of candidates, so
         // the fallback takes T2's block and remembers it in B2.
         p.on_evictable(Slot(0), Nanos::ZERO);
-        assert_eq!(p.t2.len, 1);
+        assert_eq!(p.lists.second.len, 1);
         assert_eq!(p.evict(Nanos::ZERO), Some(Slot(0)));
         assert_eq!(ghost_keys(&p, true), vec![1]);
         assert_eq!(ghost_keys(&p, false), vec![2]);

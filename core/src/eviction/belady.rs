@@ -19,25 +19,37 @@
 //! evictable; stale entries are skipped when they reach the top and the
 //! heap is compacted once they outnumber the live ones.
 
+use super::heap::{Entry, LazyHeap};
+use super::slots::{Flags, LIVE, QUEUED};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
-use std::collections::BinaryHeap;
+
+/// A heap entry: (next use, depth, slot, stamp); the greatest is the victim.
+type Candidate = (u64, u32, u32, u32);
+
+impl Entry for Candidate {
+    /// The stamp.
+    type Id = u32;
+    #[inline]
+    fn slot(&self) -> u32 {
+        self.2
+    }
+    #[inline]
+    fn id(&self) -> u32 {
+        self.3
+    }
+}
 
 #[derive(Default)]
 pub struct Belady {
-    /// Max-heap of (next use, depth, slot, stamp).
-    heap: BinaryHeap<(u64, u32, u32, u32)>,
+    heap: LazyHeap<Candidate>,
     /// Per slot: next use, depth, stamp (bumped on every change, so older
-    /// entries go stale), whether the slot holds a block, whether it is
-    /// evictable, and whether an entry with the current stamp is queued.
+    /// entries go stale), and whether the slot holds a block and whether it
+    /// is evictable.
     next_use: Vec<u64>,
     depth: Vec<u32>,
     stamp: Vec<u32>,
-    live: Vec<bool>,
-    queued: Vec<bool>,
-    in_heap: Vec<bool>,
-    /// Slots with an entry of their current stamp in the heap.
-    current: usize,
+    flags: Flags,
 }
 
 impl Belady {
@@ -49,28 +61,13 @@ impl Belady {
     #[inline]
     fn restamp(&mut self, s: usize) {
         self.stamp[s] = self.stamp[s].wrapping_add(1);
-        if self.in_heap[s] {
-            self.in_heap[s] = false;
-            self.current -= 1;
-        }
+        self.heap.forget(s);
     }
 
     #[inline]
     fn push(&mut self, s: usize) {
         self.heap
             .push((self.next_use[s], self.depth[s], s as u32, self.stamp[s]));
-        self.in_heap[s] = true;
-        self.current += 1;
-        if self.heap.len() > 2 * self.current + 64 {
-            let (stamp, in_heap) = (&self.stamp, &self.in_heap);
-            self.heap
-                .retain(|&(_, _, s, t)| in_heap[s as usize] && stamp[s as usize] == t);
-        }
-    }
-
-    #[inline]
-    fn holds(&self, s: usize) -> bool {
-        self.live.get(s).copied().unwrap_or(false)
     }
 }
 
@@ -85,78 +82,60 @@ impl EvictionPolicy for Belady {
 
     fn on_insert(&mut self, slot: Slot, _key: BlockKey, a: &Access) {
         let s = slot.0 as usize;
-        if self.live.len() <= s {
+        if self.stamp.len() <= s {
             self.next_use.resize(s + 1, 0);
             self.depth.resize(s + 1, 0);
             self.stamp.resize(s + 1, 0);
-            self.live.resize(s + 1, false);
-            self.queued.resize(s + 1, false);
-            self.in_heap.resize(s + 1, false);
+            self.heap.ensure(s);
         }
         self.restamp(s);
         self.next_use[s] = a.next_use;
         self.depth[s] = a.depth;
-        self.live[s] = true;
-        self.queued[s] = true;
+        self.flags.insert(slot.0, 0);
         self.push(s);
     }
 
     fn on_hit(&mut self, slot: Slot, a: &Access) {
-        let s = slot.0 as usize;
-        if !self.holds(s) {
+        let (s, f) = (slot.0 as usize, self.flags.get(slot.0));
+        if f & LIVE == 0 {
             return;
         }
         self.restamp(s);
         self.next_use[s] = a.next_use;
         self.depth[s] = a.depth;
-        if self.queued[s] {
+        if f & QUEUED != 0 {
             self.push(s);
         }
     }
 
     fn on_unevictable(&mut self, slot: Slot) {
         // The heap entry stays and is skipped while the block is set aside.
-        if let Some(q) = self.queued.get_mut(slot.0 as usize) {
-            *q = false;
-        }
+        self.flags.unqueue(slot.0);
     }
 
     fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
         let s = slot.0 as usize;
-        if !self.holds(s) || self.queued[s] {
-            return;
-        }
-        self.queued[s] = true;
-        if !self.in_heap[s] {
+        if self.flags.requeue(slot.0).is_some() && self.heap.current(s).is_none() {
             self.push(s);
         }
     }
 
     fn on_remove(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        if self.holds(s) {
-            self.restamp(s);
-            self.live[s] = false;
-            self.queued[s] = false;
+        if self.flags.clear(slot.0).is_some() {
+            self.restamp(slot.0 as usize);
         }
     }
 
     fn evict(&mut self, _now: Nanos) -> Option<Slot> {
-        while let Some((_, _, s, t)) = self.heap.pop() {
-            let i = s as usize;
-            if self.stamp[i] != t || !self.in_heap[i] {
-                continue;
-            }
-            // The current entry: gone from the heap either way.
-            self.in_heap[i] = false;
-            self.current -= 1;
-            if !self.queued[i] {
+        while let Some((_, _, s, _)) = self.heap.pop() {
+            // The slot's entry left the heap either way.
+            if !self.flags.is_queued(s) {
                 // Set aside: pushed again when it returns.
                 continue;
             }
+            let i = s as usize;
             self.stamp[i] = self.stamp[i].wrapping_add(1);
-            self.live[i] = false;
-            self.queued[i] = false;
+            self.flags.evicted(s);
             return Some(Slot(s));
         }
         None
@@ -167,12 +146,11 @@ impl EvictionPolicy for Belady {
 mod tests {
     use super::Belady;
     use crate::eviction::testkit::{
-        check_contract_with, check_victims, facts, next_uses, Harness, VictimModel,
+        check_contract_with, check_victims, facts, hit_positions, next_uses, Harness, VictimRule,
     };
-    use crate::eviction::Access;
-    use crate::eviction::{EvictionPolicy, PolicyKind, Slot};
+    use crate::eviction::{Access, EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
-    use std::collections::BTreeMap;
+    use std::cmp::Reverse;
 
     #[test]
     fn textbook_min() {
@@ -195,8 +173,7 @@ mod tests {
             .zip(&nu)
             .map(|(&k, &n)| h.access_with(k, facts(1, 0, 1.0, n)))
             .collect();
-        let hit_at: Vec<usize> = (0..hits.len()).filter(|&i| hits[i]).collect();
-        assert_eq!(hit_at, vec![4, 5, 7, 8, 9]);
+        assert_eq!(hit_positions(&hits), vec![4, 5, 7, 8, 9]);
         assert_eq!(h.evicted, vec![4, 5, 4, 5]);
         assert_eq!(h.resident(), vec![1, 2, 3]);
     }
@@ -254,7 +231,7 @@ mod tests {
             p.on_evictable(Slot(0), now);
             p.on_hit(Slot(0), &facts(1, 0, 1.0, i));
         }
-        assert!(p.heap.len() <= 2 * p.current + 65);
+        assert!(p.heap.len() <= 2 * p.heap.live() + 65);
         p.on_remove(Slot(0));
         assert_eq!(p.evict(now), None);
     }
@@ -268,42 +245,25 @@ mod tests {
 
     /// MIN by brute force: farthest next use, then deepest, then highest
     /// slot.
-    #[derive(Default)]
-    struct Model {
-        blocks: BTreeMap<u32, (u64, u32, bool)>,
-    }
+    struct Min;
 
-    impl VictimModel for Model {
-        fn insert(&mut self, s: u32, a: &Access) {
-            self.blocks.insert(s, (a.next_use, a.depth, true));
+    impl VictimRule for Min {
+        /// (next use, depth)
+        type Block = (u64, u32);
+        type Rank = Reverse<(u64, u32, u32)>;
+        fn insert(&mut self, a: &Access) -> (u64, u32) {
+            (a.next_use, a.depth)
         }
-        fn hit(&mut self, s: u32, a: &Access) {
-            let b = self.blocks.get_mut(&s).unwrap();
-            b.0 = a.next_use;
-            b.1 = a.depth;
+        fn hit(&mut self, b: &mut (u64, u32), a: &Access) {
+            *b = (a.next_use, a.depth);
         }
-        fn set_aside(&mut self, s: u32) {
-            self.blocks.get_mut(&s).unwrap().2 = false;
-        }
-        fn give_back(&mut self, s: u32) {
-            self.blocks.get_mut(&s).unwrap().2 = true;
-        }
-        fn remove(&mut self, s: u32) {
-            self.blocks.remove(&s);
-        }
-        fn evict(&mut self) -> Option<u32> {
-            let (&s, _) = self
-                .blocks
-                .iter()
-                .filter(|(_, b)| b.2)
-                .max_by_key(|(&s, b)| (b.0, b.1, s))?;
-            self.blocks.remove(&s);
-            Some(s)
+        fn rank(&self, s: u32, b: &(u64, u32)) -> Self::Rank {
+            Reverse((b.0, b.1, s))
         }
     }
 
     #[test]
     fn victims_match_the_definition() {
-        check_victims(PolicyKind::Belady, || Box::new(Model::default()));
+        check_victims(PolicyKind::Belady, || Min);
     }
 }

@@ -20,10 +20,11 @@
 //! blocks are skipped at the top, and the heap is compacted once they
 //! outnumber the live ones.
 
+use super::heap::{Entry, LazyHeap};
+use super::slots::{Flags, LIVE, QUEUED};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
 /// An `f64` as a `u64` whose unsigned order is `f64::total_cmp`'s.
 #[inline]
@@ -36,24 +37,36 @@ fn ordered(x: f64) -> u64 {
     }
 }
 
+/// A heap entry: (ordered H, sequence, slot), least first.
+type Candidate = Reverse<(u64, u64, u32)>;
+
+impl Entry for Candidate {
+    /// The key: a slot's (H, sequence) never repeats, as every insert and
+    /// hit takes a new sequence number.
+    type Id = (u64, u64);
+    #[inline]
+    fn slot(&self) -> u32 {
+        self.0 .2
+    }
+    #[inline]
+    fn id(&self) -> (u64, u64) {
+        (self.0 .0, self.0 .1)
+    }
+}
+
 pub struct Gdsf {
-    /// Min-heap of (ordered H, sequence, slot).
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    /// Per slot: H, accesses since insertion, sequence of the last insert
-    /// or hit (0 = no block), and whether the block is evictable.
-    h: Vec<f64>,
-    freq: Vec<u64>,
-    seq: Vec<u64>,
-    queued: Vec<bool>,
-    /// Per slot: whether it has an entry in the heap, and that entry's
-    /// (ordered H, sequence). The entry may lag behind the block: a hit that
+    /// The candidates. A slot's entry may lag behind its block: a hit that
     /// raises (H, sequence) pushes nothing, and the entry is brought up to
     /// date when it reaches the top (it is a lower bound, so nothing is
     /// evicted out of order); a change that lowers them pushes a new entry.
-    in_heap: Vec<bool>,
-    stored: Vec<(u64, u64)>,
-    /// Slots with an entry in the heap.
-    current: usize,
+    heap: LazyHeap<Candidate>,
+    /// Per slot: H, accesses since insertion, sequence of the last insert
+    /// or hit, and whether the slot holds a block and whether it is
+    /// evictable.
+    h: Vec<f64>,
+    freq: Vec<u64>,
+    seq: Vec<u64>,
+    flags: Flags,
     next_seq: u64,
     /// The inflation value: H of the last victim.
     l: f64,
@@ -62,14 +75,11 @@ pub struct Gdsf {
 impl Default for Gdsf {
     fn default() -> Self {
         Gdsf {
-            heap: BinaryHeap::new(),
+            heap: LazyHeap::default(),
             h: Vec::new(),
             freq: Vec::new(),
             seq: Vec::new(),
-            queued: Vec::new(),
-            in_heap: Vec::new(),
-            stored: Vec::new(),
-            current: 0,
+            flags: Flags::default(),
             next_seq: 0,
             l: 0.0,
         }
@@ -86,12 +96,6 @@ impl Gdsf {
         self.l + freq as f64 * a.cost / f64::from(a.tokens.max(1))
     }
 
-    /// True if slot `s` holds a block.
-    #[inline]
-    fn holds(&self, s: usize) -> bool {
-        matches!(self.seq.get(s), Some(&q) if q != 0)
-    }
-
     /// The block's current heap key.
     #[inline]
     fn key(&self, s: usize) -> (u64, u64) {
@@ -101,37 +105,18 @@ impl Gdsf {
     /// Pushes the current key of slot `s`; an older entry goes stale.
     #[inline]
     fn push(&mut self, s: usize) {
-        let k = self.key(s);
-        self.heap.push(Reverse((k.0, k.1, s as u32)));
-        self.stored[s] = k;
-        if !self.in_heap[s] {
-            self.in_heap[s] = true;
-            self.current += 1;
-        }
-        if self.heap.len() > 2 * self.current + 64 {
-            let (in_heap, stored) = (&self.in_heap, &self.stored);
-            self.heap
-                .retain(|&Reverse((k, q, s))| in_heap[s as usize] && stored[s as usize] == (k, q));
-        }
+        let (h, q) = self.key(s);
+        self.heap.push(Reverse((h, q, s as u32)));
     }
 
     /// After the key of evictable slot `s` changed: push it if it fell
     /// below the heap entry (otherwise the entry is fixed lazily).
     #[inline]
     fn rekey(&mut self, s: usize) {
-        if !self.in_heap[s] || self.key(s) < self.stored[s] {
-            self.push(s);
+        match self.heap.current(s) {
+            Some(key) if self.key(s) >= key => {}
+            _ => self.push(s),
         }
-    }
-
-    /// Forgets the block in slot `s`.
-    fn clear(&mut self, s: usize) {
-        if self.in_heap[s] {
-            self.in_heap[s] = false;
-            self.current -= 1;
-        }
-        self.seq[s] = 0;
-        self.queued[s] = false;
     }
 }
 
@@ -146,77 +131,64 @@ impl EvictionPolicy for Gdsf {
             self.h.resize(s + 1, 0.0);
             self.freq.resize(s + 1, 0);
             self.seq.resize(s + 1, 0);
-            self.queued.resize(s + 1, false);
-            self.in_heap.resize(s + 1, false);
-            self.stored.resize(s + 1, (0, 0));
+            self.heap.ensure(s);
         }
-        self.clear(s);
+        self.heap.forget(s);
         self.next_seq += 1;
         self.seq[s] = self.next_seq;
         self.freq[s] = 1;
         self.h[s] = self.priority(1, a);
-        self.queued[s] = true;
+        self.flags.insert(slot.0, 0);
         self.push(s);
     }
 
     #[inline]
     fn on_hit(&mut self, slot: Slot, a: &Access) {
-        let s = slot.0 as usize;
-        if !self.holds(s) {
+        let (s, f) = (slot.0 as usize, self.flags.get(slot.0));
+        if f & LIVE == 0 {
             return;
         }
         self.next_seq += 1;
         self.seq[s] = self.next_seq;
         self.freq[s] = self.freq[s].saturating_add(1);
         self.h[s] = self.priority(self.freq[s], a);
-        if self.queued[s] {
+        if f & QUEUED != 0 {
             self.rekey(s);
         }
     }
 
     fn on_unevictable(&mut self, slot: Slot) {
         // The heap entry stays and is skipped while the block is set aside.
-        if let Some(q) = self.queued.get_mut(slot.0 as usize) {
-            *q = false;
-        }
+        self.flags.unqueue(slot.0);
     }
 
     fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
-        let s = slot.0 as usize;
-        if !self.holds(s) || self.queued[s] {
-            return;
+        if self.flags.requeue(slot.0).is_some() {
+            self.rekey(slot.0 as usize);
         }
-        self.queued[s] = true;
-        self.rekey(s);
     }
 
     fn on_remove(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        if s < self.seq.len() {
-            self.clear(s);
+        if self.flags.clear(slot.0).is_some() {
+            self.heap.forget(slot.0 as usize);
         }
     }
 
     fn evict(&mut self, _now: Nanos) -> Option<Slot> {
-        while let Some(Reverse((k, q, s))) = self.heap.pop() {
-            let i = s as usize;
-            if !self.in_heap[i] || self.stored[i] != (k, q) {
-                continue;
-            }
-            // The slot's entry left the heap.
-            self.in_heap[i] = false;
-            self.current -= 1;
-            if !self.queued[i] {
+        while let Some(Reverse((h, q, s))) = self.heap.pop() {
+            // The slot's entry left the heap either way.
+            if !self.flags.is_queued(s) {
                 // Set aside: pushed again when it returns.
                 continue;
             }
-            if self.key(i) != (k, q) {
+            let i = s as usize;
+            if self.key(i) != (h, q) {
                 // Hit since the entry was pushed: requeue with its key.
                 self.push(i);
                 continue;
             }
             self.l = self.h[i];
-            self.clear(i);
+            self.flags.evicted(s);
             return Some(Slot(s));
         }
         None
@@ -227,12 +199,10 @@ impl EvictionPolicy for Gdsf {
 mod tests {
     use super::{ordered, Gdsf};
     use crate::eviction::testkit::{
-        check_contract_with, check_victims, facts, Harness, VictimModel,
+        check_contract_with, check_victims, facts, hit_positions, Harness, VictimRule,
     };
-    use crate::eviction::Access;
-    use crate::eviction::{EvictionPolicy, PolicyKind, Slot};
+    use crate::eviction::{Access, EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
-    use std::collections::BTreeMap;
 
     #[test]
     fn greedy_dual_size_frequency_by_hand() {
@@ -266,8 +236,7 @@ mod tests {
             .iter()
             .map(|&(k, t, c)| h.access_with(k, facts(t, 0, c, 0)))
             .collect();
-        let hit_at: Vec<usize> = (0..hits.len()).filter(|&i| hits[i]).collect();
-        assert_eq!(hit_at, vec![4, 8]);
+        assert_eq!(hit_positions(&hits), vec![4, 8]);
         assert_eq!(h.evicted, vec![2, 5, 4, 6, 1]);
         assert_eq!(h.resident(), vec![2, 3, 7]);
     }
@@ -321,7 +290,7 @@ mod tests {
         for _ in 0..1000 {
             p.on_hit(Slot(0), &facts(1, 0, 1.0, 0));
         }
-        assert!(p.heap.len() <= 2 * p.current + 65);
+        assert!(p.heap.len() <= 2 * p.heap.live() + 65);
     }
 
     #[test]
@@ -355,48 +324,35 @@ mod tests {
     /// GDSF by brute force: the evictable block of least (H, sequence).
     #[derive(Default)]
     struct Model {
-        blocks: BTreeMap<u32, (f64, u64, u64, bool)>,
         seq: u64,
         l: f64,
     }
 
-    impl VictimModel for Model {
-        fn insert(&mut self, s: u32, a: &Access) {
+    impl VictimRule for Model {
+        /// (H, accesses since insertion, sequence)
+        type Block = (f64, u64, u64);
+        type Rank = (u64, u64);
+        fn insert(&mut self, a: &Access) -> (f64, u64, u64) {
             self.seq += 1;
             let h = self.l + 1.0 * a.cost / f64::from(a.tokens.max(1));
-            self.blocks.insert(s, (h, 1, self.seq, true));
+            (h, 1, self.seq)
         }
-        fn hit(&mut self, s: u32, a: &Access) {
+        fn hit(&mut self, b: &mut (f64, u64, u64), a: &Access) {
             self.seq += 1;
-            let l = self.l;
-            let b = self.blocks.get_mut(&s).unwrap();
             b.1 += 1;
-            b.0 = l + b.1 as f64 * a.cost / f64::from(a.tokens.max(1));
+            b.0 = self.l + b.1 as f64 * a.cost / f64::from(a.tokens.max(1));
             b.2 = self.seq;
         }
-        fn set_aside(&mut self, s: u32) {
-            self.blocks.get_mut(&s).unwrap().3 = false;
+        fn rank(&self, _s: u32, b: &(f64, u64, u64)) -> (u64, u64) {
+            (ordered(b.0), b.2)
         }
-        fn give_back(&mut self, s: u32) {
-            self.blocks.get_mut(&s).unwrap().3 = true;
-        }
-        fn remove(&mut self, s: u32) {
-            self.blocks.remove(&s);
-        }
-        fn evict(&mut self) -> Option<u32> {
-            let (&s, &(h, ..)) = self
-                .blocks
-                .iter()
-                .filter(|(_, b)| b.3)
-                .min_by_key(|(_, b)| (ordered(b.0), b.2))?;
-            self.l = h;
-            self.blocks.remove(&s);
-            Some(s)
+        fn evicted(&mut self, b: &(f64, u64, u64)) {
+            self.l = b.0;
         }
     }
 
     #[test]
     fn victims_match_the_definition() {
-        check_victims(PolicyKind::Gdsf, || Box::new(Model::default()));
+        check_victims(PolicyKind::Gdsf, Model::default);
     }
 }

@@ -18,6 +18,7 @@
 //! set-aside blocks.
 
 use super::list::{Links, List, NIL};
+use super::slots::{Flags, QUEUED};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
 
@@ -38,9 +39,10 @@ pub struct Lfu {
     free_buckets: Vec<u32>,
     /// The bucket of lowest frequency.
     lowest: u32,
-    /// Per slot: its bucket (`NIL` = no block) and whether it is linked.
+    /// Per slot: its bucket (`NIL` = no block), and whether it holds a
+    /// block and whether that block is linked.
     bucket_of: Vec<u32>,
-    queued: Vec<bool>,
+    flags: Flags,
 }
 
 impl Default for Lfu {
@@ -51,7 +53,7 @@ impl Default for Lfu {
             free_buckets: Vec::new(),
             lowest: NIL,
             bucket_of: Vec::new(),
-            queued: Vec::new(),
+            flags: Flags::default(),
         }
     }
 }
@@ -85,24 +87,15 @@ impl Lfu {
                 (self.buckets.len() - 1) as u32
             }
         };
-        if below == NIL {
-            self.lowest = id;
-        } else {
-            self.buckets[below as usize].higher = id;
-        }
-        if higher != NIL {
-            self.buckets[higher as usize].lower = id;
-        }
+        self.join(below, id);
+        self.join(id, higher);
         id
     }
 
-    /// Unlinks and frees bucket `b` if it has no members left.
-    fn drop_if_empty(&mut self, b: u32) {
-        let bucket = &self.buckets[b as usize];
-        if bucket.list.len > 0 || bucket.parked > 0 {
-            return;
-        }
-        let (lower, higher) = (bucket.lower, bucket.higher);
+    /// Makes buckets `lower` and `higher` neighbours (`NIL` = past an end
+    /// of the bucket list).
+    #[inline]
+    fn join(&mut self, lower: u32, higher: u32) {
         if lower == NIL {
             self.lowest = higher;
         } else {
@@ -111,6 +104,15 @@ impl Lfu {
         if higher != NIL {
             self.buckets[higher as usize].lower = lower;
         }
+    }
+
+    /// Unlinks and frees bucket `b` if it has no members left.
+    fn drop_if_empty(&mut self, b: u32) {
+        let bucket = &self.buckets[b as usize];
+        if bucket.list.len > 0 || bucket.parked > 0 {
+            return;
+        }
+        self.join(bucket.lower, bucket.higher);
         self.free_buckets.push(b);
     }
 
@@ -132,7 +134,6 @@ impl EvictionPolicy for Lfu {
         let s = slot.0 as usize;
         if self.bucket_of.len() <= s {
             self.bucket_of.resize(s + 1, NIL);
-            self.queued.resize(s + 1, false);
         }
         let b = if self.lowest != NIL && self.buckets[self.lowest as usize].freq == 1 {
             self.lowest
@@ -142,7 +143,7 @@ impl EvictionPolicy for Lfu {
         self.links
             .push_front(&mut self.buckets[b as usize].list, slot.0);
         self.bucket_of[s] = b;
-        self.queued[s] = true;
+        self.flags.insert(slot.0, 0);
     }
 
     #[inline]
@@ -158,8 +159,9 @@ impl EvictionPolicy for Lfu {
             let bucket = &self.buckets[b as usize];
             (bucket.freq, bucket.higher)
         };
+        let queued = self.flags.is_queued(slot.0);
         let Some(next_freq) = freq.checked_add(1) else {
-            if self.queued[s] {
+            if queued {
                 self.links
                     .move_to_front(&mut self.buckets[b as usize].list, slot.0);
             }
@@ -170,7 +172,7 @@ impl EvictionPolicy for Lfu {
         } else {
             self.new_bucket(next_freq, b)
         };
-        if self.queued[s] {
+        if queued {
             self.links
                 .unlink(&mut self.buckets[b as usize].list, slot.0);
             self.links
@@ -184,47 +186,34 @@ impl EvictionPolicy for Lfu {
     }
 
     fn on_unevictable(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        let Some(&b) = self.bucket_of.get(s) else {
-            return;
-        };
-        if b != NIL && self.queued[s] {
-            let bucket = &mut self.buckets[b as usize];
+        if self.flags.unqueue(slot.0).is_some() {
+            let bucket = &mut self.buckets[self.bucket_of[slot.0 as usize] as usize];
             self.links.unlink(&mut bucket.list, slot.0);
             bucket.parked += 1;
-            self.queued[s] = false;
         }
     }
 
     fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
-        let s = slot.0 as usize;
-        let Some(&b) = self.bucket_of.get(s) else {
-            return;
-        };
-        if b != NIL && !self.queued[s] {
-            let bucket = &mut self.buckets[b as usize];
+        if self.flags.requeue(slot.0).is_some() {
+            let bucket = &mut self.buckets[self.bucket_of[slot.0 as usize] as usize];
             bucket.parked -= 1;
             self.links.push_front(&mut bucket.list, slot.0);
-            self.queued[s] = true;
         }
     }
 
     fn on_remove(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        let Some(&b) = self.bucket_of.get(s) else {
+        let Some(f) = self.flags.clear(slot.0) else {
             return;
         };
-        if b == NIL {
-            return;
-        }
+        let s = slot.0 as usize;
+        let b = self.bucket_of[s];
         let bucket = &mut self.buckets[b as usize];
-        if self.queued[s] {
+        if f & QUEUED != 0 {
             self.links.unlink(&mut bucket.list, slot.0);
         } else {
             bucket.parked -= 1;
         }
         self.bucket_of[s] = NIL;
-        self.queued[s] = false;
         self.drop_if_empty(b);
     }
 
@@ -239,7 +228,7 @@ impl EvictionPolicy for Lfu {
         }
         let s = self.links.pop_back(&mut self.buckets[b as usize].list)?;
         self.bucket_of[s as usize] = NIL;
-        self.queued[s as usize] = false;
+        self.flags.evicted(s);
         self.drop_if_empty(b);
         Some(Slot(s))
     }
@@ -248,10 +237,11 @@ impl EvictionPolicy for Lfu {
 #[cfg(test)]
 mod tests {
     use super::Lfu;
-    use crate::eviction::testkit::{check_contract_with, check_victims, Harness, VictimModel};
+    use crate::eviction::testkit::{
+        check_contract_with, check_victims, hit_positions, Harness, LeastThenLru,
+    };
     use crate::eviction::{Access, EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
-    use std::collections::BTreeMap;
 
     #[test]
     fn least_frequent_then_least_recent() {
@@ -266,8 +256,7 @@ mod tests {
         // 6 (miss)       1: [6]: the newcomer is the least frequent: 6 goes
         let mut h = Harness::new(PolicyKind::Lfu, 3);
         let hits = h.run(&[1, 2, 3, 1, 2, 4, 5, 3, 1, 3, 3, 6]);
-        let hit_at: Vec<usize> = (0..hits.len()).filter(|&i| hits[i]).collect();
-        assert_eq!(hit_at, vec![3, 4, 8, 9, 10]);
+        assert_eq!(hit_positions(&hits), vec![3, 4, 8, 9, 10]);
         assert_eq!(h.evicted, vec![3, 4, 5, 6]);
         // 7 arrives again and is in use (set aside) at once, as is 2: the
         // candidates are 3: [3 1], and the tie at frequency 3 goes to the
@@ -282,14 +271,19 @@ mod tests {
         assert_eq!(h.resident(), vec![2, 3, 7]);
     }
 
-    #[test]
-    fn set_aside_block_keeps_counting() {
-        let a = Access::at(Nanos::ZERO);
-        let now = Nanos::ZERO;
+    /// A fresh LFU holding blocks in slots 0, 1 and 2, in that order.
+    fn three_blocks() -> Lfu {
         let mut p = Lfu::new();
         for s in 0..3 {
-            p.on_insert(Slot(s), BlockKey(s as u64), &a);
+            p.on_insert(Slot(s), BlockKey(s as u64), &Access::at(Nanos::ZERO));
         }
+        p
+    }
+
+    #[test]
+    fn set_aside_block_keeps_counting() {
+        let (a, now) = (Access::at(Nanos::ZERO), Nanos::ZERO);
+        let mut p = three_blocks();
         // 0 set aside and hit twice: frequency 3, bucket kept alive by it.
         p.on_unevictable(Slot(0));
         p.on_hit(Slot(0), &a);
@@ -313,12 +307,8 @@ mod tests {
 
     #[test]
     fn equal_frequency_returns_as_most_recent() {
-        let a = Access::at(Nanos::ZERO);
-        let now = Nanos::ZERO;
-        let mut p = Lfu::new();
-        for s in 0..3 {
-            p.on_insert(Slot(s), BlockKey(s as u64), &a);
-        }
+        let (a, now) = (Access::at(Nanos::ZERO), Nanos::ZERO);
+        let mut p = three_blocks();
         // 0 leaves and returns: it is now the most recent of frequency 1.
         p.on_unevictable(Slot(0));
         p.on_evictable(Slot(0), now);
@@ -342,50 +332,11 @@ mod tests {
         }
     }
 
-    /// LFU by brute force: least frequency, then least recent (insert, hit
-    /// or return).
-    #[derive(Default)]
-    struct Model {
-        blocks: BTreeMap<u32, (u64, u64, bool)>,
-        clock: u64,
-    }
-
-    impl VictimModel for Model {
-        fn insert(&mut self, s: u32, _a: &Access) {
-            self.clock += 1;
-            self.blocks.insert(s, (1, self.clock, true));
-        }
-        fn hit(&mut self, s: u32, _a: &Access) {
-            self.clock += 1;
-            let b = self.blocks.get_mut(&s).unwrap();
-            b.0 += 1;
-            b.1 = self.clock;
-        }
-        fn set_aside(&mut self, s: u32) {
-            self.blocks.get_mut(&s).unwrap().2 = false;
-        }
-        fn give_back(&mut self, s: u32) {
-            self.clock += 1;
-            let b = self.blocks.get_mut(&s).unwrap();
-            b.1 = self.clock;
-            b.2 = true;
-        }
-        fn remove(&mut self, s: u32) {
-            self.blocks.remove(&s);
-        }
-        fn evict(&mut self) -> Option<u32> {
-            let (&s, _) = self
-                .blocks
-                .iter()
-                .filter(|(_, b)| b.2)
-                .min_by_key(|(_, b)| (b.0, b.1))?;
-            self.blocks.remove(&s);
-            Some(s)
-        }
-    }
-
     #[test]
     fn victims_match_the_definition() {
-        check_victims(PolicyKind::Lfu, || Box::new(Model::default()));
+        // Least frequency, then least recent (insert, hit or return).
+        check_victims(PolicyKind::Lfu, || {
+            LeastThenLru::new(|freq: Option<u64>, _| freq.map_or(1, |f| f + 1))
+        });
     }
 }

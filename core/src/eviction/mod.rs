@@ -24,12 +24,14 @@ mod arc;
 mod belady;
 mod fifo;
 mod gdsf;
+mod heap;
 mod lfu;
 pub(crate) mod list;
 mod lru;
 mod prefix_aware;
 mod s3fifo;
 mod sieve;
+mod slots;
 
 pub use arc::Arc;
 pub use belady::Belady;

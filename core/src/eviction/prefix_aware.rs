@@ -21,6 +21,7 @@
 //! use).
 
 use super::list::{Links, List};
+use super::slots::{Flags, LIVE, QUEUED};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
 use std::collections::BTreeMap;
@@ -83,11 +84,10 @@ pub struct PrefixAware {
     deep: BTreeMap<u32, List>,
     /// Dense depths whose list is non-empty.
     nonempty: DepthBits,
-    /// Per slot: the block's depth, whether it is linked (evictable) and
-    /// whether the slot holds a block.
+    /// Per slot: the block's depth, and whether the slot holds a block and
+    /// whether that block is linked (evictable).
     depth: Vec<u32>,
-    queued: Vec<bool>,
-    live: Vec<bool>,
+    flags: Flags,
 }
 
 impl PrefixAware {
@@ -159,22 +159,20 @@ impl EvictionPolicy for PrefixAware {
         let s = slot.0 as usize;
         if self.depth.len() <= s {
             self.depth.resize(s + 1, 0);
-            self.queued.resize(s + 1, false);
-            self.live.resize(s + 1, false);
         }
         self.depth[s] = a.depth;
-        self.queued[s] = true;
-        self.live[s] = true;
+        self.flags.insert(slot.0, 0);
         self.link(slot.0);
     }
 
     #[inline]
     fn on_hit(&mut self, slot: Slot, a: &Access) {
         let s = slot.0 as usize;
-        if !self.live.get(s).copied().unwrap_or(false) {
+        let f = self.flags.get(slot.0);
+        if f & LIVE == 0 {
             return;
         }
-        if !self.queued[s] {
+        if f & QUEUED == 0 {
             self.depth[s] = a.depth;
         } else if self.depth[s] == a.depth {
             let d = a.depth;
@@ -187,25 +185,20 @@ impl EvictionPolicy for PrefixAware {
     }
 
     fn on_unevictable(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        if self.queued.get(s).copied().unwrap_or(false) {
+        if self.flags.unqueue(slot.0).is_some() {
             self.unlink(slot.0);
-            self.queued[s] = false;
         }
     }
 
     fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
-        let s = slot.0 as usize;
-        if self.live.get(s).copied().unwrap_or(false) && !self.queued[s] {
-            self.queued[s] = true;
+        if self.flags.requeue(slot.0).is_some() {
             self.link(slot.0);
         }
     }
 
     fn on_remove(&mut self, slot: Slot) {
-        self.on_unevictable(slot);
-        if let Some(l) = self.live.get_mut(slot.0 as usize) {
-            *l = false;
+        if self.flags.clear(slot.0).is_some_and(|f| f & QUEUED != 0) {
+            self.unlink(slot.0);
         }
     }
 
@@ -213,8 +206,7 @@ impl EvictionPolicy for PrefixAware {
     fn evict(&mut self, _now: Nanos) -> Option<Slot> {
         let d = self.max_depth()?;
         let s = self.with_list(d, |links, list| links.pop_back(list))?;
-        self.queued[s as usize] = false;
-        self.live[s as usize] = false;
+        self.flags.evicted(s);
         Some(Slot(s))
     }
 }
@@ -223,12 +215,11 @@ impl EvictionPolicy for PrefixAware {
 mod tests {
     use super::{DepthBits, PrefixAware, DENSE_DEPTHS};
     use crate::eviction::testkit::{
-        check_contract_with, check_victims, facts, Harness, VictimModel,
+        check_contract_with, check_victims, facts, hit_positions, Harness, LeastThenLru,
     };
-    use crate::eviction::Access;
     use crate::eviction::{EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
-    use std::collections::BTreeMap;
+    use std::cmp::Reverse;
 
     fn at_depth(h: &mut Harness, key: u64, depth: u32) -> bool {
         h.access_with(key, facts(1, depth, 1.0, 0))
@@ -259,8 +250,7 @@ mod tests {
             (8, 1),
         ];
         let hits: Vec<bool> = steps.iter().map(|&(k, d)| at_depth(&mut h, k, d)).collect();
-        let hit_at: Vec<usize> = (0..hits.len()).filter(|&i| hits[i]).collect();
-        assert_eq!(hit_at, vec![5, 7]);
+        assert_eq!(hit_positions(&hits), vec![5, 7]);
         assert_eq!(h.evicted, vec![3, 2, 1, 6, 5]);
         assert_eq!(h.resident(), vec![4, 7, 8]);
     }
@@ -346,50 +336,11 @@ mod tests {
         }
     }
 
-    /// PrefixAware by brute force: greatest depth, then least recent
-    /// (insert, hit or return).
-    #[derive(Default)]
-    struct Model {
-        blocks: BTreeMap<u32, (u32, u64, bool)>,
-        clock: u64,
-    }
-
-    impl VictimModel for Model {
-        fn insert(&mut self, s: u32, a: &Access) {
-            self.clock += 1;
-            self.blocks.insert(s, (a.depth, self.clock, true));
-        }
-        fn hit(&mut self, s: u32, a: &Access) {
-            self.clock += 1;
-            let b = self.blocks.get_mut(&s).unwrap();
-            b.0 = a.depth;
-            b.1 = self.clock;
-        }
-        fn set_aside(&mut self, s: u32) {
-            self.blocks.get_mut(&s).unwrap().2 = false;
-        }
-        fn give_back(&mut self, s: u32) {
-            self.clock += 1;
-            let b = self.blocks.get_mut(&s).unwrap();
-            b.1 = self.clock;
-            b.2 = true;
-        }
-        fn remove(&mut self, s: u32) {
-            self.blocks.remove(&s);
-        }
-        fn evict(&mut self) -> Option<u32> {
-            let (&s, _) = self
-                .blocks
-                .iter()
-                .filter(|(_, b)| b.2)
-                .min_by_key(|(_, b)| (std::cmp::Reverse(b.0), b.1))?;
-            self.blocks.remove(&s);
-            Some(s)
-        }
-    }
-
     #[test]
     fn victims_match_the_definition() {
-        check_victims(PolicyKind::PrefixAware, || Box::new(Model::default()));
+        // Greatest depth, then least recent (insert, hit or return).
+        check_victims(PolicyKind::PrefixAware, || {
+            LeastThenLru::new(|_, a| Reverse(a.depth))
+        });
     }
 }

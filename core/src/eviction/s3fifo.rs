@@ -20,17 +20,13 @@
 //! queue order decides. With an unbounded capacity the ghost structures stay
 //! empty until something is evicted.
 
-use super::list::{Links, List, NIL};
+use super::list::{TwoQueues, SECOND as IN_MAIN};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
 
-/// Per-slot flags: bits 0-1 frequency, then queue membership (M or S),
-/// whether the block is linked (evictable) and whether the slot holds a
-/// block at all.
+/// Per-slot flag bits 0-1: the frequency (next to the queue, M or S, and
+/// residency kept by [`TwoQueues`]).
 const FREQ: u8 = 0b11;
-const IN_MAIN: u8 = 0b100;
-const QUEUED: u8 = 0b1000;
-const LIVE: u8 = 0b1_0000;
 
 /// The ghost FIFO G, built the way the S3-FIFO paper implements it (§4.2):
 /// ghost entries live in a bucket-based hash table as (key, insertion
@@ -137,12 +133,9 @@ impl Ghost {
 }
 
 pub struct S3Fifo {
-    links: Links,
-    /// Evictable blocks of S and of M; front = head (newest).
-    small: List,
-    main: List,
-    flags: Vec<u8>,
-    keys: Vec<BlockKey>,
+    /// S (`first`) and M (`second`): evictable blocks linked, front = head
+    /// (newest).
+    queues: TwoQueues,
     /// Resident blocks belonging to S, set-aside ones included.
     small_count: u64,
     /// `⌈capacity / 10⌉`: S is evicted from while `small_count` reaches it.
@@ -155,51 +148,27 @@ impl S3Fifo {
     pub fn new(capacity_blocks: u64) -> S3Fifo {
         let small_target = capacity_blocks.div_ceil(10);
         S3Fifo {
-            links: Links::default(),
-            small: List::default(),
-            main: List::default(),
-            flags: Vec::new(),
-            keys: Vec::new(),
+            queues: TwoQueues::default(),
             small_count: 0,
             small_target,
             ghost: Ghost::new(capacity_blocks - small_target),
         }
     }
 
-    #[inline]
-    fn link(&mut self, s: u32, in_main: bool) {
-        if in_main {
-            self.links.push_front(&mut self.main, s);
-        } else {
-            self.links.push_front(&mut self.small, s);
-        }
-    }
-
-    #[inline]
-    fn unlink(&mut self, s: u32, in_main: bool) {
-        if in_main {
-            self.links.unlink(&mut self.main, s);
-        } else {
-            self.links.unlink(&mut self.small, s);
-        }
-    }
-
     /// Evicts from S's tail, promoting frequently hit blocks to M on the
     /// way; `None` if S ran out of evictable blocks first.
     fn evict_small(&mut self) -> Option<u32> {
+        let q = &mut self.queues;
         loop {
-            let t = self.small.tail;
-            if t == NIL {
-                return None;
-            }
-            self.links.unlink(&mut self.small, t);
+            let t = q.pop_back(false)?;
             self.small_count -= 1;
-            if self.flags[t as usize] & FREQ > 1 {
-                self.flags[t as usize] = LIVE | QUEUED | IN_MAIN;
-                self.links.push_front(&mut self.main, t);
+            if q.flags.get(t) & FREQ > 1 {
+                // To M's head, its frequency reset to 0.
+                q.flags.insert(t, IN_MAIN);
+                q.push_front(t, true);
             } else {
-                self.flags[t as usize] = 0;
-                self.ghost.push(self.keys[t as usize]);
+                q.flags.evicted(t);
+                self.ghost.push(q.keys[t as usize]);
                 return Some(t);
             }
         }
@@ -208,21 +177,17 @@ impl S3Fifo {
     /// Evicts from M's tail, giving blocks with a frequency left another lap.
     fn evict_main(&mut self) -> Option<u32> {
         // Each reinsertion lowers a frequency of at most 3.
-        let mut budget = 3 * self.main.len + 1;
+        let q = &mut self.queues;
+        let mut budget = 3 * q.second.len + 1;
         loop {
-            let t = self.main.tail;
-            if t == NIL {
-                return None;
-            }
-            let f = self.flags[t as usize];
+            let t = q.pop_back(true)?;
+            let f = q.flags.get(t);
             if f & FREQ > 0 && budget > 0 {
                 budget -= 1;
-                self.flags[t as usize] = f - 1;
-                self.links.unlink(&mut self.main, t);
-                self.links.push_front(&mut self.main, t);
+                q.flags.set(t, f - 1);
+                q.push_front(t, true);
             } else {
-                self.links.unlink(&mut self.main, t);
-                self.flags[t as usize] = 0;
+                q.flags.evicted(t);
                 return Some(t);
             }
         }
@@ -236,25 +201,16 @@ impl EvictionPolicy for S3Fifo {
 
     #[inline]
     fn on_insert(&mut self, slot: Slot, key: BlockKey, _a: &Access) {
-        let s = slot.0 as usize;
-        if self.flags.len() <= s {
-            self.flags.resize(s + 1, 0);
-            self.keys.resize(s + 1, BlockKey(0));
-        }
-        self.keys[s] = key;
         let in_main = self.ghost.take(key);
-        if in_main {
-            self.flags[s] = LIVE | QUEUED | IN_MAIN;
-        } else {
-            self.flags[s] = LIVE | QUEUED;
+        if !in_main {
             self.small_count += 1;
         }
-        self.link(slot.0, in_main);
+        self.queues.insert(slot.0, key, in_main);
     }
 
     #[inline]
     fn on_hit(&mut self, slot: Slot, _a: &Access) {
-        if let Some(f) = self.flags.get_mut(slot.0 as usize) {
+        if let Some(f) = self.queues.flags.get_mut(slot.0) {
             if *f & FREQ != FREQ {
                 *f += 1;
             }
@@ -262,47 +218,22 @@ impl EvictionPolicy for S3Fifo {
     }
 
     fn on_unevictable(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        let Some(&f) = self.flags.get(s) else {
-            return;
-        };
-        if f & QUEUED != 0 {
-            self.unlink(slot.0, f & IN_MAIN != 0);
-            self.flags[s] = f & !QUEUED;
-        }
+        self.queues.set_aside(slot.0);
     }
 
     fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
-        let s = slot.0 as usize;
-        let Some(&f) = self.flags.get(s) else {
-            return;
-        };
-        if f & (LIVE | QUEUED) == LIVE {
-            self.flags[s] = f | QUEUED;
-            self.link(slot.0, f & IN_MAIN != 0);
-        }
+        self.queues.give_back(slot.0);
     }
 
     fn on_remove(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        let Some(&f) = self.flags.get(s) else {
-            return;
-        };
-        if f & LIVE == 0 {
-            return;
-        }
-        if f & QUEUED != 0 {
-            self.unlink(slot.0, f & IN_MAIN != 0);
-        }
-        if f & IN_MAIN == 0 {
+        if self.queues.remove(slot.0) == Some(false) {
             self.small_count -= 1;
         }
-        self.flags[s] = 0;
     }
 
     #[inline]
     fn evict(&mut self, _now: Nanos) -> Option<Slot> {
-        if self.small_count >= self.small_target || self.main.len == 0 {
+        if self.small_count >= self.small_target || self.queues.second.len == 0 {
             if let Some(s) = self.evict_small() {
                 return Some(Slot(s));
             }
@@ -315,7 +246,7 @@ impl EvictionPolicy for S3Fifo {
 #[cfg(test)]
 mod tests {
     use super::{Ghost, S3Fifo};
-    use crate::eviction::testkit::{check_contract_with, Harness};
+    use crate::eviction::testkit::{check_contract_with, hit_positions, Harness};
     use crate::eviction::{Access, EvictionPolicy, PolicyKind, Slot};
     use crate::types::{BlockKey, Nanos};
 
@@ -346,8 +277,7 @@ mod tests {
             1, 2, 3, 4, 1, 1, 2, 2, 3, 3, 5, 5, 5, 1, 6, 7, 4, 2, 8, 6, 8,
         ];
         let hits = h.run(&seq);
-        let hit_at: Vec<usize> = (0..seq.len()).filter(|&i| hits[i]).collect();
-        assert_eq!(hit_at, vec![4, 5, 6, 7, 8, 9, 11, 12, 13]);
+        assert_eq!(hit_positions(&hits), vec![4, 5, 6, 7, 8, 9, 11, 12, 13]);
         assert_eq!(h.evicted, vec![4, 6, 7, 2, 2, 8, 6, 3]);
         assert_eq!(h.resident(), vec![1, 4, 5, 8]);
         // 7 left G when 6 was queued: a miss that goes to S and out again.
@@ -394,7 +324,7 @@ mod tests {
         p.on_insert(Slot(5), BlockKey(15), &a);
         assert_eq!(p.evict(now), Some(Slot(5)));
         p.on_evictable(Slot(4), now);
-        assert!(p.flags[4] & super::IN_MAIN != 0);
+        assert!(p.queues.flags.get(4) & super::IN_MAIN != 0);
         // 4 has freq 1: one more lap, then it goes.
         assert_eq!(p.evict(now), Some(Slot(4)));
         assert_eq!(p.evict(now), None);
@@ -409,7 +339,7 @@ mod tests {
         p.on_insert(Slot(0), BlockKey(1), &a);
         assert_eq!(p.evict(Nanos::ZERO), Some(Slot(0)));
         p.on_insert(Slot(0), BlockKey(1), &a);
-        assert!(p.flags[0] & super::IN_MAIN != 0);
+        assert!(p.queues.flags.get(0) & super::IN_MAIN != 0);
         p.on_unevictable(Slot(0));
         p.on_insert(Slot(1), BlockKey(2), &a);
         // |S| = 1 < 10 but M has nothing evictable: S's block goes.
@@ -435,7 +365,7 @@ mod tests {
         // A ghost hit sends the block to M.
         p.ghost.push(BlockKey(5));
         p.on_insert(Slot(0), BlockKey(5), &a);
-        assert!(p.flags[0] & super::IN_MAIN != 0);
+        assert!(p.queues.flags.get(0) & super::IN_MAIN != 0);
     }
 
     #[test]

@@ -17,19 +17,20 @@
 //! to the tail. There are no ties: the queue order decides.
 
 use super::list::{Links, List, NIL};
+use super::slots::{Flags, QUEUED};
 use super::{Access, EvictionPolicy, Slot};
 use crate::types::{BlockKey, Nanos};
 
-/// Per-slot flag: the block is in the queue (evictable).
-const QUEUED: u8 = 1;
-/// Per-slot flag: the block was hit since the hand last passed it.
-const VISITED: u8 = 2;
+/// Per-slot flag (one of [`Flags`]' own bits): the block was hit since the
+/// hand last passed it.
+const VISITED: u8 = 1;
 
 pub struct Sieve {
     links: Links,
     /// Front (head) = newest, back (tail) = oldest.
     queue: List,
-    flags: Vec<u8>,
+    /// Per slot: residency, whether the block is in the queue, [`VISITED`].
+    flags: Flags,
     /// Where the hand rests; `NIL` = start from the tail.
     hand: u32,
 }
@@ -39,7 +40,7 @@ impl Default for Sieve {
         Sieve {
             links: Links::default(),
             queue: List::default(),
-            flags: Vec::new(),
+            flags: Flags::default(),
             hand: NIL,
         }
     }
@@ -67,41 +68,32 @@ impl EvictionPolicy for Sieve {
 
     #[inline]
     fn on_insert(&mut self, slot: Slot, _key: BlockKey, _a: &Access) {
-        let s = slot.0 as usize;
-        if self.flags.len() <= s {
-            self.flags.resize(s + 1, 0);
-        }
-        self.flags[s] = QUEUED;
+        self.flags.insert(slot.0, 0);
         self.links.push_front(&mut self.queue, slot.0);
     }
 
     #[inline]
     fn on_hit(&mut self, slot: Slot, _a: &Access) {
-        if let Some(f) = self.flags.get_mut(slot.0 as usize) {
+        if let Some(f) = self.flags.get_mut(slot.0) {
             *f |= VISITED;
         }
     }
 
     fn on_unevictable(&mut self, slot: Slot) {
-        let s = slot.0 as usize;
-        if self.flags.get(s).is_some_and(|f| f & QUEUED != 0) {
+        if self.flags.unqueue(slot.0).is_some() {
             self.unlink(slot.0);
-            self.flags[s] &= !QUEUED;
         }
     }
 
     fn on_evictable(&mut self, slot: Slot, _now: Nanos) {
-        let s = slot.0 as usize;
-        if self.flags.get(s).is_some_and(|f| f & QUEUED == 0) {
-            self.flags[s] |= QUEUED;
+        if self.flags.requeue(slot.0).is_some() {
             self.links.push_front(&mut self.queue, slot.0);
         }
     }
 
     fn on_remove(&mut self, slot: Slot) {
-        self.on_unevictable(slot);
-        if let Some(f) = self.flags.get_mut(slot.0 as usize) {
-            *f = 0;
+        if self.flags.clear(slot.0).is_some_and(|f| f & QUEUED != 0) {
+            self.unlink(slot.0);
         }
     }
 
@@ -118,7 +110,7 @@ impl EvictionPolicy for Sieve {
         // At most one lap clears every visited bit, so this ends within
         // len + 1 steps.
         loop {
-            let f = &mut self.flags[h as usize];
+            let f = self.flags.get_mut(h).expect("a queued slot has flags");
             if *f & VISITED == 0 {
                 break;
             }
@@ -130,7 +122,7 @@ impl EvictionPolicy for Sieve {
         }
         self.hand = self.links.prev(h);
         self.links.unlink(&mut self.queue, h);
-        self.flags[h as usize] = 0;
+        self.flags.evicted(h);
         Some(Slot(h))
     }
 }

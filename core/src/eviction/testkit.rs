@@ -1,9 +1,31 @@
 //! Test helpers shared by the policies' unit tests: a driver for hand-worked
-//! access sequences and a randomized check of the trait contract.
+//! access sequences, a randomized check of the trait contract, and a
+//! randomized check of each choice against a brute-force rule.
 
 use super::{Access, EvictionPolicy, PolicyKind, Slot};
 use crate::types::{BlockKey, Nanos};
 use std::collections::BTreeMap;
+
+/// Slot numbers handed out as the cache does: a freed one first (the most
+/// recently freed), else the next unused one.
+#[derive(Default)]
+pub struct SlotPool {
+    free: Vec<u32>,
+    next: u32,
+}
+
+impl SlotPool {
+    pub fn take(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    pub fn put(&mut self, s: u32) {
+        self.free.push(s);
+    }
+}
 
 /// A minimal cache of unit-size blocks around one policy, keyed by small
 /// integers, for hand-worked sequences: `access(k)` inserts or hits `k`, then
@@ -13,8 +35,7 @@ pub struct Harness {
     pub capacity: usize,
     key_to_slot: BTreeMap<u64, u32>,
     slot_to_key: BTreeMap<u32, u64>,
-    free: Vec<u32>,
-    next_slot: u32,
+    slots: SlotPool,
     pub clock: u64,
     pub evicted: Vec<u64>,
 }
@@ -30,8 +51,7 @@ impl Harness {
             capacity,
             key_to_slot: BTreeMap::new(),
             slot_to_key: BTreeMap::new(),
-            free: vec![],
-            next_slot: 0,
+            slots: SlotPool::default(),
             clock: 0,
             evicted: vec![],
         }
@@ -53,10 +73,7 @@ impl Harness {
             self.policy.on_hit(Slot(s), &a);
             true
         } else {
-            let s = self.free.pop().unwrap_or_else(|| {
-                self.next_slot += 1;
-                self.next_slot - 1
-            });
+            let s = self.slots.take();
             self.key_to_slot.insert(key, s);
             self.slot_to_key.insert(s, key);
             self.policy.on_insert(Slot(s), BlockKey(key), &a);
@@ -96,7 +113,7 @@ impl Harness {
         self.policy.on_remove(s);
         self.key_to_slot.remove(&key);
         self.slot_to_key.remove(&s.0);
-        self.free.push(s.0);
+        self.slots.put(s.0);
     }
 
     /// Accesses each key in turn; returns the hit flags.
@@ -112,10 +129,15 @@ impl Harness {
                 .expect("policy has evictable blocks");
             let k = self.slot_to_key.remove(&s.0).expect("victim is resident");
             self.key_to_slot.remove(&k);
-            self.free.push(s.0);
+            self.slots.put(s.0);
             self.evicted.push(k);
         }
     }
+}
+
+/// The positions of the hits in `hits`, as [`Harness::run`] returns them.
+pub fn hit_positions(hits: &[bool]) -> Vec<usize> {
+    (0..hits.len()).filter(|&i| hits[i]).collect()
 }
 
 /// Access facts for [`Harness::access_with`] (time is set by the harness).
@@ -180,8 +202,7 @@ pub fn check_contract_with(
         // slot -> evictable?
         let mut resident: BTreeMap<u32, bool> = BTreeMap::new();
         let mut keys_of: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut free: Vec<u32> = vec![];
-        let mut next_slot = 0u32;
+        let mut slots = SlotPool::default();
         let mut key = 0u64;
         for step in 0..400u64 {
             let now = Nanos(step);
@@ -194,10 +215,7 @@ pub fn check_contract_with(
             };
             match rng.below(10) {
                 0..=2 => {
-                    let s = free.pop().unwrap_or_else(|| {
-                        next_slot += 1;
-                        next_slot - 1
-                    });
+                    let s = slots.take();
                     key = match key_pool {
                         None => key + 1,
                         Some(n) => {
@@ -216,13 +234,12 @@ pub fn check_contract_with(
                     keys_of.insert(s, key);
                 }
                 3..=4 if !resident.is_empty() => {
-                    let i = rng.below(resident.len() as u64) as usize;
-                    let s = *resident.keys().nth(i).unwrap();
+                    let s = pick(&mut rng, &resident);
                     p.on_hit(Slot(s), &access);
                 }
                 5 if !resident.is_empty() => {
-                    let i = rng.below(resident.len() as u64) as usize;
-                    let (&s, ev) = resident.iter_mut().nth(i).unwrap();
+                    let s = pick(&mut rng, &resident);
+                    let ev = resident.get_mut(&s).unwrap();
                     if *ev {
                         p.on_unevictable(Slot(s));
                         *ev = false;
@@ -232,12 +249,11 @@ pub fn check_contract_with(
                     }
                 }
                 6 if !resident.is_empty() => {
-                    let i = rng.below(resident.len() as u64) as usize;
-                    let s = *resident.keys().nth(i).unwrap();
+                    let s = pick(&mut rng, &resident);
                     p.on_remove(Slot(s));
                     resident.remove(&s);
                     keys_of.remove(&s);
-                    free.push(s);
+                    slots.put(s);
                 }
                 _ => {
                     let any = resident.values().any(|&e| e);
@@ -250,7 +266,7 @@ pub fn check_contract_with(
                             );
                             resident.remove(&s);
                             keys_of.remove(&s);
-                            free.push(s);
+                            slots.put(s);
                         }
                         None => assert!(
                             !any,
@@ -280,31 +296,74 @@ pub fn check_contract_with(
     }
 }
 
-/// A brute-force statement of a policy's choice, for [`check_victims`]: it
-/// mirrors the events and names the victim by scanning every block.
-pub trait VictimModel {
-    fn insert(&mut self, slot: u32, a: &Access);
-    fn hit(&mut self, slot: u32, a: &Access);
-    fn set_aside(&mut self, slot: u32);
-    fn give_back(&mut self, slot: u32);
-    fn remove(&mut self, slot: u32);
-    /// The block the policy must evict now, forgotten by the model; `None`
-    /// when nothing is evictable.
-    fn evict(&mut self) -> Option<u32>;
+/// A brute-force statement of a policy's choice, for [`check_victims`]: the
+/// facts the policy keeps per block and the rank it chooses by. The victim
+/// is the evictable block of least rank, found by scanning every block.
+pub trait VictimRule {
+    type Block;
+    type Rank: Ord;
+    fn insert(&mut self, a: &Access) -> Self::Block;
+    fn hit(&mut self, b: &mut Self::Block, a: &Access);
+    /// A set-aside block became evictable again; by default nothing changes.
+    fn give_back(&mut self, _b: &mut Self::Block) {}
+    fn rank(&self, slot: u32, b: &Self::Block) -> Self::Rank;
+    /// The victim left; by default nothing else changes.
+    fn evicted(&mut self, _b: &Self::Block) {}
 }
 
-/// Drives `kind` and a fresh `model()` through the same random events
+/// "Least key, then least recently used", where an insert, a hit and a
+/// return each count as a use, and `key` gives a block's key at each access
+/// from the one it had (`None` on insert).
+pub struct LeastThenLru<K> {
+    key: fn(Option<K>, &Access) -> K,
+    clock: u64,
+}
+
+impl<K> LeastThenLru<K> {
+    pub fn new(key: fn(Option<K>, &Access) -> K) -> Self {
+        LeastThenLru { key, clock: 0 }
+    }
+}
+
+impl<K: Ord + Copy> VictimRule for LeastThenLru<K> {
+    /// (key, time of the last use)
+    type Block = (K, u64);
+    type Rank = (K, u64);
+    fn insert(&mut self, a: &Access) -> (K, u64) {
+        self.clock += 1;
+        ((self.key)(None, a), self.clock)
+    }
+    fn hit(&mut self, b: &mut (K, u64), a: &Access) {
+        self.clock += 1;
+        *b = ((self.key)(Some(b.0), a), self.clock);
+    }
+    fn give_back(&mut self, b: &mut (K, u64)) {
+        self.clock += 1;
+        b.1 = self.clock;
+    }
+    fn rank(&self, _slot: u32, b: &(K, u64)) -> (K, u64) {
+        *b
+    }
+}
+
+/// A resident slot drawn at random.
+fn pick<V>(rng: &mut Rng, resident: &BTreeMap<u32, V>) -> u32 {
+    let i = rng.below(resident.len() as u64) as usize;
+    *resident.keys().nth(i).unwrap()
+}
+
+/// Drives `kind` and a fresh `rule()` through the same random events
 /// (inserts, hits, set-asides and returns, removals, evictions; facts drawn
 /// from small ranges so ties happen) and checks that every eviction picks
-/// the model's victim.
-pub fn check_victims(kind: PolicyKind, model: impl Fn() -> Box<dyn VictimModel>) {
+/// the rule's victim.
+pub fn check_victims<R: VictimRule>(kind: PolicyKind, rule: impl Fn() -> R) {
     for seed in 1..=30u64 {
         let mut rng = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
         let mut p = kind.build(Some(6));
-        let mut m = model();
-        let mut resident: BTreeMap<u32, bool> = BTreeMap::new();
-        let mut free: Vec<u32> = vec![];
-        let mut next_slot = 0u32;
+        let mut m = rule();
+        // slot -> (the rule's facts, evictable?)
+        let mut resident: BTreeMap<u32, (R::Block, bool)> = BTreeMap::new();
+        let mut slots = SlotPool::default();
         for step in 0..600u64 {
             let a = Access {
                 now: Nanos(step),
@@ -313,51 +372,46 @@ pub fn check_victims(kind: PolicyKind, model: impl Fn() -> Box<dyn VictimModel>)
                 cost: [0.0, 1.0, 2.0, 3.0][rng.below(4) as usize],
                 next_use: step + rng.below(6),
             };
-            let pick = |rng: &mut Rng, r: &BTreeMap<u32, bool>| {
-                let i = rng.below(r.len() as u64) as usize;
-                r.keys().nth(i).copied()
-            };
             match rng.below(12) {
                 0..=3 => {
-                    let s = free.pop().unwrap_or_else(|| {
-                        next_slot += 1;
-                        next_slot - 1
-                    });
+                    let s = slots.take();
                     p.on_insert(Slot(s), BlockKey(step), &a);
-                    m.insert(s, &a);
-                    resident.insert(s, true);
+                    resident.insert(s, (m.insert(&a), true));
                 }
                 4..=6 if !resident.is_empty() => {
-                    let s = pick(&mut rng, &resident).unwrap();
+                    let s = pick(&mut rng, &resident);
                     p.on_hit(Slot(s), &a);
-                    m.hit(s, &a);
+                    m.hit(&mut resident.get_mut(&s).unwrap().0, &a);
                 }
                 7 if !resident.is_empty() => {
-                    let s = pick(&mut rng, &resident).unwrap();
-                    let ev = resident.get_mut(&s).unwrap();
+                    let s = pick(&mut rng, &resident);
+                    let (b, ev) = resident.get_mut(&s).unwrap();
                     if *ev {
                         p.on_unevictable(Slot(s));
-                        m.set_aside(s);
                     } else {
                         p.on_evictable(Slot(s), a.now);
-                        m.give_back(s);
+                        m.give_back(b);
                     }
                     *ev = !*ev;
                 }
                 8 if !resident.is_empty() => {
-                    let s = pick(&mut rng, &resident).unwrap();
+                    let s = pick(&mut rng, &resident);
                     p.on_remove(Slot(s));
-                    m.remove(s);
                     resident.remove(&s);
-                    free.push(s);
+                    slots.put(s);
                 }
                 _ => {
                     let got = p.evict(a.now).map(|s| s.0);
-                    let want = m.evict();
+                    let want = resident
+                        .iter()
+                        .filter(|(_, (_, ev))| *ev)
+                        .min_by_key(|(&s, (b, _))| m.rank(s, b))
+                        .map(|(&s, _)| s);
                     assert_eq!(got, want, "{kind}: seed {seed} step {step}");
                     if let Some(s) = got {
-                        resident.remove(&s);
-                        free.push(s);
+                        let (b, _) = resident.remove(&s).unwrap();
+                        m.evicted(&b);
+                        slots.put(s);
                     }
                 }
             }
