@@ -6,7 +6,7 @@ use crate::trace_cmd::InputArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use moonlab_sim::cluster::{
-    replica_series, simulate, summarize, ClusterConfig, RequestRecord, SimOutput,
+    replica_series, simulate, summarize, ClusterConfig, RequestRecord, SimOutput, REPLICA_RANKS,
 };
 use moonlab_traces::read_all;
 use std::fmt::Write as _;
@@ -190,7 +190,7 @@ fn render_timeseries(out: &SimOutput, prefill_instances: u32) -> String {
 /// 10000th by use (the paper's Figure 11).
 fn render_replicas(out: &SimOutput) -> String {
     let mut s = String::from("time_s,rank,key,replicas\n");
-    for series in replica_series(&out.samples, &[10, 100, 1000, 10000]) {
+    for series in replica_series(out, &REPLICA_RANKS) {
         for (sample, n) in out.samples.iter().zip(&series.replicas) {
             let _ = writeln!(
                 s,

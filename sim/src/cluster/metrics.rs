@@ -2,10 +2,9 @@
 //! effective request capacity) and what operators pay (GPU time, bytes,
 //! utilisation). Definitions follow the paper's §5.1.
 
-use super::world::{RequestRecord, Sample, SimOutput};
+use super::world::{RequestRecord, SimOutput};
 use moonlab_core::sched::Slo;
 use moonlab_core::BlockKey;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -140,25 +139,27 @@ pub struct ReplicaSeries {
     pub replicas: Vec<u16>,
 }
 
-/// The paper's Figure 11 method: record every resident key's replica count
-/// at each sample, rank keys by their cumulative count over all samples
-/// (ties to the smaller key), and return the series of the keys at the
-/// given ranks (ranks beyond the number of keys are skipped).
-pub fn replica_series(samples: &[Sample], ranks: &[usize]) -> Vec<ReplicaSeries> {
-    let mut total: FxHashMap<BlockKey, u64> = FxHashMap::default();
-    for s in samples {
-        for &(k, n) in &s.replicas {
-            *total.entry(k).or_default() += n as u64;
-        }
-    }
-    let mut ranked: Vec<(BlockKey, u64)> = total.into_iter().collect();
+/// Keys ranked by their summed replica count (descending, ties to the
+/// smaller key); returns `(rank, key)` for each of `ranks` that exists.
+pub fn rank_keys(totals: &[(BlockKey, u64)], ranks: &[usize]) -> Vec<(usize, BlockKey)> {
+    let mut ranked: Vec<(BlockKey, u64)> = totals.to_vec();
     ranked.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     ranks
         .iter()
         .filter(|&&r| r >= 1 && r <= ranked.len())
-        .map(|&rank| {
-            let key = ranked[rank - 1].0;
-            let replicas = samples
+        .map(|&r| (r, ranked[r - 1].0))
+        .collect()
+}
+
+/// The paper's Figure 11 method: every resident key's replica count summed
+/// over the samples ranks the keys; the series of the keys at `ranks` come
+/// from the samples (which record the tracked keys' counts).
+pub fn replica_series(out: &SimOutput, ranks: &[usize]) -> Vec<ReplicaSeries> {
+    rank_keys(&out.replica_totals, ranks)
+        .into_iter()
+        .map(|(rank, key)| {
+            let replicas = out
+                .samples
                 .iter()
                 .map(|s| match s.replicas.binary_search_by_key(&key, |e| e.0) {
                     Ok(i) => s.replicas[i].1,
@@ -177,38 +178,18 @@ pub fn replica_series(samples: &[Sample], ranks: &[usize]) -> Vec<ReplicaSeries>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use moonlab_core::Nanos;
-
-    fn sample(t: u64, reps: &[(u64, u16)]) -> Sample {
-        Sample {
-            time: Nanos(t),
-            prefill_queue: vec![],
-            prefill_cache_blocks: vec![],
-            decode_batch: vec![],
-            decode_waiting: vec![],
-            replicas: reps.iter().map(|&(k, n)| (BlockKey(k), n)).collect(),
-        }
-    }
 
     #[test]
-    fn ranks_by_cumulative_replicas() {
-        let s = vec![
-            sample(1, &[(1, 1), (2, 3)]),
-            sample(2, &[(1, 4), (3, 1)]),
-            sample(3, &[(2, 1)]),
-        ];
+    fn ranks_by_summed_replicas() {
         // totals: key 1 -> 5, key 2 -> 4, key 3 -> 1
-        let r = replica_series(&s, &[1, 2, 3, 10]);
-        assert_eq!(r.len(), 3);
+        let totals = vec![(BlockKey(1), 5), (BlockKey(2), 4), (BlockKey(3), 1)];
+        let r = rank_keys(&totals, &[1, 2, 3, 10]);
         assert_eq!(
-            (r[0].key, r[0].replicas.clone()),
-            (BlockKey(1), vec![1, 4, 0])
+            r,
+            vec![(1, BlockKey(1)), (2, BlockKey(2)), (3, BlockKey(3))]
         );
-        assert_eq!(
-            (r[1].key, r[1].replicas.clone()),
-            (BlockKey(2), vec![3, 0, 1])
-        );
-        assert_eq!(r[2].key, BlockKey(3));
+        let tie = vec![(BlockKey(9), 2), (BlockKey(4), 2)];
+        assert_eq!(rank_keys(&tie, &[1]), vec![(1, BlockKey(4))]);
     }
 
     #[test]

@@ -16,5 +16,5 @@ pub use config::{
     parse_profile, ClusterConfig, ConfigError, Deployment, PoolCost, QueuePolicy, Resolved,
     WorkloadConfig,
 };
-pub use metrics::{replica_series, summarize, ReplicaSeries, Summary};
-pub use world::{simulate, RequestRecord, Sample, SimOutput};
+pub use metrics::{rank_keys, replica_series, summarize, ReplicaSeries, Summary};
+pub use world::{simulate, RequestRecord, Sample, SimOutput, REPLICA_RANKS};

@@ -180,7 +180,7 @@ pub struct Sample {
     pub prefill_cache_blocks: Vec<u32>,
     pub decode_batch: Vec<u32>,
     pub decode_waiting: Vec<u32>,
-    /// Replicas of every resident key across the prefill nodes, by key.
+    /// Replicas across the prefill nodes of the tracked keys, by key.
     pub replicas: Vec<(BlockKey, u16)>,
 }
 
@@ -199,6 +199,9 @@ pub struct SimOutput {
     pub utilization: Vec<Vec<f64>>,
     pub sample_interval: Nanos,
     pub samples: Vec<Sample>,
+    /// Every key's replica count summed over all samples (Figure 11's
+    /// ranking), sorted by key.
+    pub replica_totals: Vec<(BlockKey, u64)>,
     /// `--explain`: per placed request, every candidate's estimate.
     pub explain: Vec<(u32, Vec<CandidateEstimate>, String)>,
 }
@@ -224,6 +227,9 @@ pub struct World<'t> {
     samples: Vec<Sample>,
     /// Reads of each block from a prefill node's DRAM, for soft pinning.
     reads: rustc_hash::FxHashMap<BlockKey, u64>,
+    replica_totals: rustc_hash::FxHashMap<BlockKey, u64>,
+    /// Keys whose replica counts each sample records (sorted).
+    tracked: Vec<BlockKey>,
     colocated: bool,
     kv_bytes_per_token: u64,
     block_bytes: u64,
@@ -375,6 +381,8 @@ impl<'t> World<'t> {
             sample_interval,
             samples: Vec::new(),
             reads: Default::default(),
+            replica_totals: Default::default(),
+            tracked: Vec::new(),
             colocated: c.deployment == Deployment::Colocated,
             trace,
             prefill_ids: (0..c.prefill.instances).map(InstanceId).collect(),
@@ -483,19 +491,25 @@ impl<'t> World<'t> {
             utilization,
             sample_interval: self.sample_interval,
             samples: self.samples,
+            replica_totals: {
+                let mut v: Vec<(BlockKey, u64)> = self.replica_totals.into_iter().collect();
+                v.sort_unstable();
+                v
+            },
             explain: self.explain.unwrap_or_default(),
         }
     }
 
     fn sample(&mut self) {
-        let mut counts: rustc_hash::FxHashMap<BlockKey, u16> = rustc_hash::FxHashMap::default();
+        let mut replicas: Vec<(BlockKey, u16)> = self.tracked.iter().map(|&k| (k, 0)).collect();
         for p in &self.prefill {
             for k in p.cache.keys() {
-                *counts.entry(k).or_default() += 1;
+                *self.replica_totals.entry(k).or_default() += 1;
+                if let Ok(i) = self.tracked.binary_search(&k) {
+                    replicas[i].1 += 1;
+                }
             }
         }
-        let mut replicas: Vec<(BlockKey, u16)> = counts.into_iter().collect();
-        replicas.sort_unstable();
         self.samples.push(Sample {
             time: self.now,
             prefill_queue: self
@@ -1038,25 +1052,46 @@ fn access(now: Nanos, req: &Request, j: usize, block_tokens: u32) -> Access {
     }
 }
 
+/// The ranks of Figure 11: the keys ranked 10th, 100th, 1000th and 10000th
+/// by replica count summed over all samples.
+pub const REPLICA_RANKS: [usize; 4] = [10, 100, 1000, 10_000];
+
 /// Runs the simulation of `trace` on the resolved configuration.
+///
+/// Figure 11's replica series need the keys' ranks, known only at the end,
+/// so the run is made twice: the first finds the ranked keys, the second
+/// (identical, the simulation being deterministic) records their replica
+/// counts at every sample. Memory stays proportional to the keys ever
+/// cached, not to samples × keys.
 pub fn simulate(
     trace: &[Request],
     cfg: Resolved,
     explain: bool,
-    progress: impl FnMut(u64),
+    mut progress: impl FnMut(u64),
 ) -> SimOutput {
-    match cfg.config.workload.output_tokens {
+    let forced: Vec<Request>;
+    let trace = match cfg.config.workload.output_tokens {
         // The paper's §5.3.2 fixes every output to 1 token to isolate prefill.
         Some(n) => {
-            let forced: Vec<Request> = trace
+            forced = trace
                 .iter()
                 .map(|r| Request {
                     output_tokens: n,
                     ..r.clone()
                 })
                 .collect();
-            World::new(&forced, cfg, explain).run(progress)
+            &forced[..]
         }
-        None => World::new(trace, cfg, explain).run(progress),
-    }
+        None => trace,
+    };
+    let first = World::new(trace, cfg.clone(), false).run(|_| {});
+    let mut keys: Vec<BlockKey> = super::metrics::rank_keys(&first.replica_totals, &REPLICA_RANKS)
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut world = World::new(trace, cfg, explain);
+    world.tracked = keys;
+    world.run(&mut progress)
 }
