@@ -42,13 +42,13 @@ impl Entry for Candidate {
 
 #[derive(Default)]
 pub struct Belady {
+    /// The candidates; a slot's stamp goes up by one with each entry pushed
+    /// for it.
     heap: LazyHeap<Candidate>,
-    /// Per slot: next use, depth, stamp (bumped on every change, so older
-    /// entries go stale), and whether the slot holds a block and whether it
-    /// is evictable.
+    /// Per slot: next use, depth, and whether the slot holds a block and
+    /// whether it is evictable.
     next_use: Vec<u64>,
     depth: Vec<u32>,
-    stamp: Vec<u32>,
     flags: Flags,
 }
 
@@ -57,17 +57,12 @@ impl Belady {
         Belady::default()
     }
 
-    /// Makes the current entry of slot `s`, if queued, stale.
-    #[inline]
-    fn restamp(&mut self, s: usize) {
-        self.stamp[s] = self.stamp[s].wrapping_add(1);
-        self.heap.forget(s);
-    }
-
+    /// Pushes the current entry of slot `s`, with a new stamp.
     #[inline]
     fn push(&mut self, s: usize) {
+        let stamp = self.heap.last_id(s).wrapping_add(1);
         self.heap
-            .push((self.next_use[s], self.depth[s], s as u32, self.stamp[s]));
+            .push((self.next_use[s], self.depth[s], s as u32, stamp));
     }
 }
 
@@ -82,13 +77,12 @@ impl EvictionPolicy for Belady {
 
     fn on_insert(&mut self, slot: Slot, _key: BlockKey, a: &Access) {
         let s = slot.0 as usize;
-        if self.stamp.len() <= s {
+        if self.next_use.len() <= s {
             self.next_use.resize(s + 1, 0);
             self.depth.resize(s + 1, 0);
-            self.stamp.resize(s + 1, 0);
             self.heap.ensure(s);
         }
-        self.restamp(s);
+        self.heap.forget(s);
         self.next_use[s] = a.next_use;
         self.depth[s] = a.depth;
         self.flags.insert(slot.0, 0);
@@ -100,7 +94,7 @@ impl EvictionPolicy for Belady {
         if f & LIVE == 0 {
             return;
         }
-        self.restamp(s);
+        self.heap.forget(s);
         self.next_use[s] = a.next_use;
         self.depth[s] = a.depth;
         if f & QUEUED != 0 {
@@ -122,7 +116,7 @@ impl EvictionPolicy for Belady {
 
     fn on_remove(&mut self, slot: Slot) {
         if self.flags.clear(slot.0).is_some() {
-            self.restamp(slot.0 as usize);
+            self.heap.forget(slot.0 as usize);
         }
     }
 
@@ -133,8 +127,6 @@ impl EvictionPolicy for Belady {
                 // Set aside: pushed again when it returns.
                 continue;
             }
-            let i = s as usize;
-            self.stamp[i] = self.stamp[i].wrapping_add(1);
             self.flags.evicted(s);
             return Some(Slot(s));
         }

@@ -54,6 +54,13 @@ impl<E: Entry> LazyHeap<E> {
         self.in_heap[s].then(|| self.ids[s])
     }
 
+    /// The id of the last entry pushed for slot `s`, current or stale
+    /// (the default if none was).
+    #[inline]
+    pub fn last_id(&self, s: usize) -> E::Id {
+        self.ids[s]
+    }
+
     /// Pushes `e` as its slot's current entry; an older one goes stale.
     #[inline]
     pub fn push(&mut self, e: E) {
@@ -68,7 +75,7 @@ impl<E: Entry> LazyHeap<E> {
             let (in_heap, ids) = (&self.in_heap, &self.ids);
             self.heap.retain(|e| {
                 let s = e.slot() as usize;
-                in_heap[s] && ids[s] == e.id()
+                ids[s] == e.id() && in_heap[s]
             });
         }
     }
@@ -88,7 +95,7 @@ impl<E: Entry> LazyHeap<E> {
     pub fn pop(&mut self) -> Option<E> {
         while let Some(e) = self.heap.pop() {
             let s = e.slot() as usize;
-            if self.in_heap[s] && self.ids[s] == e.id() {
+            if self.ids[s] == e.id() && self.in_heap[s] {
                 self.in_heap[s] = false;
                 self.live -= 1;
                 return Some(e);
