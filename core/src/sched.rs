@@ -338,10 +338,19 @@ impl RandomScheduler {
     }
 }
 
-fn plain_estimate(req: &Request, view: &dyn ClusterView, p: InstanceId) -> Nanos {
+/// Places `req` on prefill instance `p` with its own prefix (no fetch),
+/// estimating TTFT as queue + prefill, then picks decode and admits.
+fn place_on(
+    req: &Request,
+    view: &dyn ClusterView,
+    p: InstanceId,
+    params: SchedulerParams,
+) -> Placement {
     let local = view.local_prefix_blocks(p, &req.blocks);
-    view.prefill_queue_time(p)
-        .saturating_add(estimate_prefill(view, p, req, local))
+    let ttft = view
+        .prefill_queue_time(p)
+        .saturating_add(estimate_prefill(view, p, req, local));
+    finish(req, view, p, None, ttft, params.admission, params.slo)
 }
 
 impl Scheduler for RandomScheduler {
@@ -359,16 +368,7 @@ impl Scheduler for RandomScheduler {
             return Placement::Reject(RejectReason::NoInstance);
         }
         let p = ps[(self.next() % ps.len() as u64) as usize];
-        let ttft = plain_estimate(req, view, p);
-        finish(
-            req,
-            view,
-            p,
-            None,
-            ttft,
-            self.params.admission,
-            self.params.slo,
-        )
+        place_on(req, view, p, self.params)
     }
 }
 
@@ -393,16 +393,7 @@ impl Scheduler for RoundRobin {
         }
         let p = ps[self.next % ps.len()];
         self.next = (self.next + 1) % ps.len();
-        let ttft = plain_estimate(req, view, p);
-        finish(
-            req,
-            view,
-            p,
-            None,
-            ttft,
-            self.params.admission,
-            self.params.slo,
-        )
+        place_on(req, view, p, self.params)
     }
 }
 
@@ -444,7 +435,8 @@ impl Scheduler for CacheAware {
         let kv_bytes_per_block =
             |p: InstanceId| view.cost(p).kv_bytes_per_token() * view.block_tokens() as u64;
         // (key, instance, fetch, ttft)
-        let mut winner: Option<(Nanos, InstanceId, Option<PrefixFetch>)> = None;
+        // (ranking key, instance, fetch, TTFT estimate)
+        let mut winner: Option<(Nanos, InstanceId, Option<PrefixFetch>, Nanos)> = None;
         for &p in view.prefill_instances() {
             let local = view.local_prefix_blocks(p, &req.blocks);
             let queue = view.prefill_queue_time(p);
@@ -484,21 +476,11 @@ impl Scheduler for CacheAware {
                 });
             }
             if winner.is_none_or(|w| key < w.0) {
-                winner = Some((key, p, fetch));
+                winner = Some((key, p, fetch, ttft));
             }
         }
-        let Some((_, p, fetch)) = winner else {
+        let Some((_, p, fetch, ttft)) = winner else {
             return Placement::Reject(RejectReason::NoInstance);
-        };
-        let ttft = match fetch {
-            Some(f) => {
-                let local = view.local_prefix_blocks(p, &req.blocks);
-                let bytes = (f.blocks - local) as u64 * kv_bytes_per_block(p);
-                view.transfer_time(f.from, p, bytes)
-                    .saturating_add(view.prefill_queue_time(p))
-                    .saturating_add(estimate_prefill(view, p, req, f.blocks))
-            }
-            None => plain_estimate(req, view, p),
         };
         finish(
             req,
