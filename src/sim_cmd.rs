@@ -5,9 +5,8 @@ use crate::output::write_bytes_atomic;
 use crate::trace_cmd::InputArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use moonlab_sim::cluster::{
-    replica_series, simulate, summarize, ClusterConfig, RequestRecord, SimOutput, REPLICA_RANKS,
-};
+use moonlab_core::metrics::requests_csv;
+use moonlab_sim::cluster::{simulate, summarize, ClusterConfig, SimOutput};
 use moonlab_traces::read_all;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -102,6 +101,13 @@ pub fn run(a: SimArgs) -> Result<()> {
     });
     let wall_s = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    if !out.violations.is_empty() {
+        bail!(
+            "the run broke {} end-of-run invariants (a simulator bug; nothing was written):\n  {}",
+            out.violations.len(),
+            out.violations.join("\n  ")
+        );
+    }
     let mut summary = summarize(&out, config.scheduler.name.name(), config.slo);
     summary.wall_s = wall_s;
     // Everything is rendered first, then written: a failure leaves no file.
@@ -110,7 +116,7 @@ pub fn run(a: SimArgs) -> Result<()> {
             "requests.parquet",
             moonlab_experiments::tables::requests_parquet(&out.records)?,
         ),
-        TableFormat::Csv => ("requests.csv", render_requests(&out.records).into_bytes()),
+        TableFormat::Csv => ("requests.csv", requests_csv(&out.records).into_bytes()),
     };
     let series = render_timeseries(&out, config.prefill.instances);
     let replicas = render_replicas(&out);
@@ -190,7 +196,7 @@ fn render_timeseries(out: &SimOutput, prefill_instances: u32) -> String {
 /// 10000th by use (the paper's Figure 11).
 fn render_replicas(out: &SimOutput) -> String {
     let mut s = String::from("time_s,rank,key,replicas\n");
-    for series in replica_series(out, &REPLICA_RANKS) {
+    for series in &out.replicas {
         for (sample, n) in out.samples.iter().zip(&series.replicas) {
             let _ = writeln!(
                 s,
@@ -200,41 +206,6 @@ fn render_replicas(out: &SimOutput) -> String {
                 series.key.0
             );
         }
-    }
-    s
-}
-
-fn opt<T: ToString>(v: Option<T>) -> String {
-    v.map_or(String::new(), |x| x.to_string())
-}
-
-fn render_requests(records: &[RequestRecord]) -> String {
-    let mut s = moonlab_experiments::tables::REQUEST_COLUMNS.join(",")
-        + "
-";
-    for r in records {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            r.id,
-            r.arrival_s,
-            r.served,
-            r.reject_reason.unwrap_or(""),
-            opt(r.prefill),
-            opt(r.decode),
-            r.input_tokens,
-            r.output_tokens,
-            r.prefix_tokens,
-            r.ssd_tokens,
-            r.fetched_tokens,
-            r.fetch_bytes,
-            r.fetch_s,
-            r.queue_s,
-            r.prefill_s,
-            r.ttft_s,
-            r.tbt_s,
-            r.finish_s
-        );
     }
     s
 }

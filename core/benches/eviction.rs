@@ -1,10 +1,10 @@
 //! Criterion benches of each policy's access path: a replay of a synthetic
-//! prefix-chained block stream through a `BlockCache` holding ~25 % of the
+//! prefix-chained block stream through a store `Segment` holding ~25 % of the
 //! working set. Throughput is reported in block accesses per second.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use moonlab_core::cache::BlockCache;
 use moonlab_core::eviction::{Access, PolicyKind};
+use moonlab_core::store::{Segment, SegmentConfig};
 use moonlab_core::{BlockKey, Nanos};
 
 /// A deterministic skewed stream: 200k accesses over 40k keys, hot keys
@@ -38,7 +38,8 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(kind), &kind, |b, &kind| {
             b.iter(|| {
                 let cap = 10_000;
-                let mut cache = BlockCache::new(kind.build(Some(cap)), Some(cap));
+                let mut cache =
+                    Segment::new(kind.build(Some(cap)), SegmentConfig::exact(Some(cap)));
                 let mut evicted = Vec::new();
                 for (i, &k) in keys.iter().enumerate() {
                     let a = Access {
@@ -48,9 +49,9 @@ fn bench(c: &mut Criterion) {
                         cost: 1.0 + (k % 32) as f64,
                         next_use: next_use[i],
                     };
-                    cache.touch(BlockKey(k), &a);
+                    cache.access(BlockKey(k), 1, &a);
                     evicted.clear();
-                    cache.evict_to_capacity(Nanos(i as u64), &mut evicted);
+                    cache.evict(Nanos(i as u64), &mut evicted);
                 }
                 cache.counters().hits
             })

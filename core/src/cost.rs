@@ -28,6 +28,36 @@ pub trait CostModel: Send + Sync {
     fn decode_step_time(&self, batch_requests: u32, batch_context_tokens: u64) -> Nanos;
     /// KV bytes per token of the model.
     fn kv_bytes_per_token(&self) -> u64;
+
+    /// Seconds to recompute tokens `[start, end)` given the KV of
+    /// `[0, start)`, unrounded: the cost an eviction policy weighs a lost
+    /// block by.
+    fn recompute_seconds(&self, start: u64, end: u64) -> f64 {
+        self.prefill_time(end, start).as_secs_f64()
+    }
+
+    /// Time of a chunked prefill of tokens `[cached_tokens, input_tokens)`,
+    /// `chunk_tokens` at a time (0 = all at once): each chunk `[s, e)` is
+    /// computed given everything before it, `prefill_time(e, s)`.
+    fn chunked_prefill_time(
+        &self,
+        input_tokens: u64,
+        cached_tokens: u64,
+        chunk_tokens: u64,
+    ) -> Nanos {
+        let mut total = Nanos::ZERO;
+        let mut s = cached_tokens.min(input_tokens);
+        while s < input_tokens {
+            let e = if chunk_tokens == 0 {
+                input_tokens
+            } else {
+                (s + chunk_tokens).min(input_tokens)
+            };
+            total = total.saturating_add(self.prefill_time(e, s));
+            s = e;
+        }
+        total
+    }
 }
 
 /// A GPU's public data-sheet numbers.
@@ -299,6 +329,11 @@ impl CostModel for AnalyticCost {
 
     fn kv_bytes_per_token(&self) -> u64 {
         self.model.kv_bytes_per_token
+    }
+
+    fn recompute_seconds(&self, start: u64, end: u64) -> f64 {
+        self.model.recompute_flops(start, end.max(start))
+            / (self.node.flops_per_s() * self.prefill_mfu)
     }
 }
 

@@ -5,13 +5,15 @@
 //! never reads a clock (time is handed in as [`Nanos`]) and never seeds a
 //! random generator of its own.
 
-pub mod cache;
 pub mod capacity;
 pub mod cost;
 pub mod eviction;
 pub mod lease;
+pub mod metrics;
+pub mod placement;
 pub mod sched;
+pub mod store;
 pub mod types;
 
 pub use capacity::{Capacity, CapacityError};
-pub use types::{BlockKey, Nanos, Request};
+pub use types::{BlockKey, InstanceId, Nanos, Request};

@@ -5,15 +5,16 @@
 //!
 //! The simulator implements [`ClusterView`] from its model state; the real
 //! backend will implement it from the master's metadata. Schedulers never
-//! read a clock: `view.now()` is the time.
+//! read a clock: `view.now()` is the time. What a placement then takes (the
+//! source's pins, the fetch's size, the decode reservation) is carried out
+//! by [`crate::placement`], the same for both backends.
 
 use crate::cost::CostModel;
+use crate::store::{PoolPrefix, SegmentId};
 use crate::types::{BlockKey, Nanos, Request};
 use serde::{Deserialize, Serialize};
 
-/// An instance (one serving node) of the cluster.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct InstanceId(pub u32);
+pub use crate::types::InstanceId;
 
 /// A decode instance's load as the scheduler sees it.
 #[derive(Copy, Clone, Debug, Default, PartialEq)]
@@ -37,21 +38,29 @@ pub struct DecodingRequest {
     pub reserved_kv_tokens: u64,
 }
 
-/// What a scheduler may look at.
+/// What a scheduler may look at. Roles come from the view (an instance is
+/// in `prefill_instances` or `decode_instances`), never from id numbering.
 pub trait ClusterView {
     fn now(&self) -> Nanos;
     fn block_tokens(&self) -> u32;
     fn prefill_instances(&self) -> &[InstanceId];
     fn decode_instances(&self) -> &[InstanceId];
-    /// Leading blocks of `keys` held in `instance`'s own cache.
+    /// The decode instances a request prefilled on `prefill` may decode on
+    /// (every decode instance when disaggregated; the same node when
+    /// prefill and decode are colocated).
+    fn decode_candidates(&self, prefill: InstanceId) -> &[InstanceId];
+    /// Leading blocks of `keys` held in `instance`'s own segments.
     fn local_prefix_blocks(&self, instance: InstanceId, keys: &[BlockKey]) -> usize;
-    /// The longest prefix held by any prefill instance, and the holder
-    /// (lowest id among equals); `None` if no instance holds block 0.
-    fn best_prefix(&self, keys: &[BlockKey]) -> Option<(InstanceId, usize)>;
+    /// The longest prefix of `keys` in the segments other instances may
+    /// fetch from, with every replica of each span.
+    fn pool_prefix(&self, keys: &[BlockKey]) -> PoolPrefix;
+    /// The instance whose node holds segment `segment` (`None`: a
+    /// storage-only node).
+    fn segment_owner(&self, segment: SegmentId) -> Option<InstanceId>;
     /// Estimated time until `instance` could start a new request.
     fn prefill_queue_time(&self, instance: InstanceId) -> Nanos;
-    /// Estimated time to move `bytes` of KV from one instance to another.
-    fn transfer_time(&self, from: InstanceId, to: InstanceId, bytes: u64) -> Nanos;
+    /// Estimated time to move `bytes` of KV from segment `from` to instance `to`.
+    fn transfer_time(&self, from: SegmentId, to: InstanceId, bytes: u64) -> Nanos;
     fn decode_load(&self, instance: InstanceId) -> DecodeLoad;
     /// The requests a decode instance is running or will run (batch and
     /// waiting), for predictions of its future load.
@@ -79,10 +88,11 @@ impl RejectReason {
     }
 }
 
-/// Copy a prefix from its holder to the chosen prefill instance first.
+/// Copy a prefix from the segment holding it to the chosen prefill
+/// instance first.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct PrefixFetch {
-    pub from: InstanceId,
+    pub from: SegmentId,
     /// Total prefix blocks the request will find on the prefill instance
     /// once the fetch is done (the holder's match length).
     pub blocks: usize,
@@ -188,12 +198,17 @@ pub fn predict_decode_load(view: &dyn ClusterView, d: InstanceId, at: Nanos) -> 
 }
 
 /// The decode instance with the smallest predicted step time once `req`
-/// joins, among those with room for its KV (all of them if none has room);
-/// returns it and that predicted step time (the TBT estimate).
-pub fn select_decode(req: &Request, view: &dyn ClusterView) -> Option<(InstanceId, Nanos)> {
+/// joins, among the candidates for prefill instance `prefill` with room for
+/// its KV (all candidates if none has room); returns it and that predicted
+/// step time (the TBT estimate).
+pub fn select_decode(
+    req: &Request,
+    view: &dyn ClusterView,
+    prefill: InstanceId,
+) -> Option<(InstanceId, Nanos)> {
     let need = req.input_tokens as u64 + req.output_tokens as u64;
     let mut best: Option<(bool, Nanos, InstanceId)> = None;
-    for &d in view.decode_instances() {
+    for &d in view.decode_candidates(prefill) {
         let load = view.decode_load(d);
         let fits = load.free_kv_tokens >= need;
         let step = view.cost(d).decode_step_time(
@@ -214,8 +229,7 @@ fn estimate_prefill(
     req: &Request,
     prefix_blocks: usize,
 ) -> Nanos {
-    let cached =
-        (prefix_blocks as u64 * view.block_tokens() as u64).min(req.input_tokens as u64 - 1);
+    let cached = req.reusable_tokens(prefix_blocks, view.block_tokens());
     view.cost(p).prefill_time(req.input_tokens as u64, cached)
 }
 
@@ -229,7 +243,7 @@ fn finish(
     admission: Admission,
     slo: Slo,
 ) -> Placement {
-    let Some((decode, mut tbt)) = select_decode(req, view) else {
+    let Some((decode, mut tbt)) = select_decode(req, view, prefill) else {
         return Placement::Reject(RejectReason::NoInstance);
     };
     if admission == Admission::Predictive {
@@ -428,7 +442,7 @@ impl Scheduler for CacheAware {
         mut explain: Option<&mut Vec<CandidateEstimate>>,
     ) -> Placement {
         let best = if self.mode == Mode::Global {
-            view.best_prefix(&req.blocks)
+            view.pool_prefix(&req.blocks).best_single()
         } else {
             None
         };
@@ -442,7 +456,7 @@ impl Scheduler for CacheAware {
             let queue = view.prefill_queue_time(p);
             let (prefix, transfer, fetch) = match best {
                 Some((holder, best_len))
-                    if holder != p
+                    if view.segment_owner(holder) != Some(p)
                         && best_len > local
                         && best_len as f64 > local as f64 * self.params.balancing_threshold =>
                 {
@@ -549,21 +563,36 @@ mod tests {
         fn decode_instances(&self) -> &[InstanceId] {
             &self.decode
         }
+        fn decode_candidates(&self, _prefill: InstanceId) -> &[InstanceId] {
+            &self.decode
+        }
         fn local_prefix_blocks(&self, i: InstanceId, _keys: &[BlockKey]) -> usize {
             self.matches[i.0 as usize]
         }
-        fn best_prefix(&self, _keys: &[BlockKey]) -> Option<(InstanceId, usize)> {
-            let (i, &m) = self
-                .matches
-                .iter()
-                .enumerate()
-                .max_by_key(|(i, &m)| (m, std::cmp::Reverse(*i)))?;
-            (m > 0).then_some((InstanceId(i as u32), m))
+        fn pool_prefix(&self, _keys: &[BlockKey]) -> PoolPrefix {
+            // Instance i's segment is SegmentId(i).
+            let best = self.matches.iter().copied().max().unwrap_or(0);
+            if best == 0 {
+                return PoolPrefix::default();
+            }
+            PoolPrefix {
+                spans: vec![crate::store::PrefixSpan {
+                    start: 0,
+                    end: best,
+                    replicas: (0..self.matches.len())
+                        .filter(|&i| self.matches[i] == best)
+                        .map(|i| SegmentId(i as u32))
+                        .collect(),
+                }],
+            }
+        }
+        fn segment_owner(&self, segment: SegmentId) -> Option<InstanceId> {
+            Some(InstanceId(segment.0))
         }
         fn prefill_queue_time(&self, i: InstanceId) -> Nanos {
             self.queues[i.0 as usize]
         }
-        fn transfer_time(&self, _from: InstanceId, _to: InstanceId, bytes: u64) -> Nanos {
+        fn transfer_time(&self, _from: SegmentId, _to: InstanceId, bytes: u64) -> Nanos {
             Nanos((bytes as f64 / 100e9 * 1e9) as u64)
         }
         fn decode_load(&self, i: InstanceId) -> DecodeLoad {
@@ -638,7 +667,7 @@ mod tests {
             (
                 1,
                 Some(PrefixFetch {
-                    from: InstanceId(0),
+                    from: SegmentId(0),
                     blocks: 30
                 })
             )

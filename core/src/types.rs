@@ -1,10 +1,17 @@
 //! The plain domain types every crate shares: virtual or wall time
-//! ([`Nanos`]), block keys ([`BlockKey`]) and a trace request ([`Request`]).
+//! ([`Nanos`]), block keys ([`BlockKey`]), serving instances
+//! ([`InstanceId`]) and a trace request ([`Request`]).
 
 use serde::{Deserialize, Serialize};
 
-/// Time since the start of a run in nanoseconds: virtual in the simulator,
-/// monotonic wall time on the real backend. Policies receive it, never read it.
+/// A count of nanoseconds, used for both instants and durations.
+///
+/// As an instant it is measured from one epoch per run: in the simulator,
+/// time zero of the trace (a request's `arrival` is its trace timestamp);
+/// on the real backend, the start of the master's monotonic clock, which
+/// every process of a cluster receives from the master. A duration is the
+/// difference of two instants of the same run (`saturating_sub`), never an
+/// instant of its own. Policies receive time, never read it.
 #[derive(
     Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -41,6 +48,10 @@ impl Nanos {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BlockKey(pub u64);
 
+/// An instance (one serving node) of the cluster.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct InstanceId(pub u32);
+
 /// One request of a trace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -70,6 +81,15 @@ impl Request {
     /// `min(hit_blocks × block_tokens, input_tokens)`.
     pub fn hit_tokens(&self, hit_blocks: usize, block_tokens: u32) -> u64 {
         (hit_blocks as u64 * block_tokens as u64).min(self.input_tokens as u64)
+    }
+
+    /// Prefix tokens a prefill can skip when the first `prefix_blocks`
+    /// blocks are cached: `min(prefix_blocks × block_tokens, input − 1)`.
+    /// At least one token is always computed, since the first output token
+    /// comes from the last prompt token's forward pass.
+    pub fn reusable_tokens(&self, prefix_blocks: usize, block_tokens: u32) -> u64 {
+        (prefix_blocks as u64 * block_tokens as u64)
+            .min((self.input_tokens as u64).saturating_sub(1))
     }
 }
 

@@ -1,64 +1,63 @@
-//! The simulator's per-request table as Parquet, column for column the same
-//! as the CSV variant (`moonlab sim --table-format csv`): nullable columns
-//! for the instances and the rejection reason, seconds as f64.
+//! The per-request table as Parquet, column for column the same as the CSV
+//! variant (`moonlab sim --table-format csv`): both follow core's column
+//! list ([`REQUEST_COLUMNS`]), so a new column appears in both at once.
+//! Nullable columns for the instances and the rejection reason, seconds as
+//! f64.
 
-use moonlab_sim::cluster::RequestRecord;
+use moonlab_core::metrics::{Cell, ColumnType, RequestRecord, REQUEST_COLUMNS};
 use polars::prelude::*;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the Parquet table: {0}")]
 pub struct TableError(#[from] PolarsError);
 
-/// Column names, in order (shared with the CSV writer).
-pub const REQUEST_COLUMNS: [&str; 18] = [
-    "id",
-    "arrival_s",
-    "served",
-    "reject_reason",
-    "prefill",
-    "decode",
-    "input_tokens",
-    "output_tokens",
-    "prefix_tokens",
-    "ssd_tokens",
-    "fetched_tokens",
-    "fetch_bytes",
-    "fetch_s",
-    "queue_s",
-    "prefill_s",
-    "ttft_s",
-    "tbt_s",
-    "finish_s",
-];
-
 fn frame(records: &[RequestRecord]) -> Result<DataFrame, TableError> {
-    fn column<T>(name: &str, records: &[RequestRecord], f: impl Fn(&RequestRecord) -> T) -> Column
-    where
-        Series: NamedFrom<Vec<T>, [T]>,
-    {
-        Series::new(name.into(), records.iter().map(f).collect::<Vec<T>>()).into()
-    }
-    let r = records;
-    let columns = vec![
-        column("id", r, |x| x.id),
-        column("arrival_s", r, |x| x.arrival_s),
-        column("served", r, |x| x.served),
-        column("reject_reason", r, |x| x.reject_reason),
-        column("prefill", r, |x| x.prefill),
-        column("decode", r, |x| x.decode),
-        column("input_tokens", r, |x| x.input_tokens),
-        column("output_tokens", r, |x| x.output_tokens),
-        column("prefix_tokens", r, |x| x.prefix_tokens),
-        column("ssd_tokens", r, |x| x.ssd_tokens),
-        column("fetched_tokens", r, |x| x.fetched_tokens),
-        column("fetch_bytes", r, |x| x.fetch_bytes),
-        column("fetch_s", r, |x| x.fetch_s),
-        column("queue_s", r, |x| x.queue_s),
-        column("prefill_s", r, |x| x.prefill_s),
-        column("ttft_s", r, |x| x.ttft_s),
-        column("tbt_s", r, |x| x.tbt_s),
-        column("finish_s", r, |x| x.finish_s),
-    ];
+    let columns: Vec<Column> = REQUEST_COLUMNS
+        .iter()
+        .map(|c| {
+            let name = c.name.into();
+            let cells = records.iter().map(|r| (c.get)(r));
+            let series = match c.ty {
+                ColumnType::U32 => Series::new(
+                    name,
+                    cells
+                        .map(|v| if let Cell::U32(x) = v { x } else { 0 })
+                        .collect::<Vec<u32>>(),
+                ),
+                ColumnType::U64 => Series::new(
+                    name,
+                    cells
+                        .map(|v| if let Cell::U64(x) = v { x } else { 0 })
+                        .collect::<Vec<u64>>(),
+                ),
+                ColumnType::F64 => Series::new(
+                    name,
+                    cells
+                        .map(|v| if let Cell::F64(x) = v { x } else { f64::NAN })
+                        .collect::<Vec<f64>>(),
+                ),
+                ColumnType::Bool => Series::new(
+                    name,
+                    cells
+                        .map(|v| matches!(v, Cell::Bool(true)))
+                        .collect::<Vec<bool>>(),
+                ),
+                ColumnType::OptU32 => Series::new(
+                    name,
+                    cells
+                        .map(|v| if let Cell::OptU32(x) = v { x } else { None })
+                        .collect::<Vec<Option<u32>>>(),
+                ),
+                ColumnType::OptStr => Series::new(
+                    name,
+                    cells
+                        .map(|v| if let Cell::OptStr(x) = v { x } else { None })
+                        .collect::<Vec<Option<&str>>>(),
+                ),
+            };
+            series.into()
+        })
+        .collect();
     Ok(DataFrame::new(records.len(), columns)?)
 }
 
@@ -111,7 +110,13 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(names, REQUEST_COLUMNS.map(String::from).to_vec());
+        assert_eq!(
+            names,
+            REQUEST_COLUMNS
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect::<Vec<_>>()
+        );
         let ttft = df.column("ttft_s").unwrap().f64().unwrap().get(0);
         assert_eq!(ttft, Some(0.25));
         let prefill = df.column("prefill").unwrap().u32().unwrap();

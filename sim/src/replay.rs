@@ -19,26 +19,28 @@
 //!   conversation trace's system-prompt block, then pins all traffic to one
 //!   node).
 //!
-//! Costs handed to cost-aware policies: a block's recompute cost is the
-//! prefill FLOPs of its tokens given its prefix (Eq. 1, LLaMA3-70B of
-//! Table 1), in TFLOPs.
+//! The facts handed to policies come from
+//! [`moonlab_core::eviction::AccessFacts`], as in the cluster simulator: a
+//! block's recompute cost is the seconds its tokens take to prefill given
+//! its prefix (Eq. 1, LLaMA3-70B on Table 1's 8×A800 at MFU 0.5), and an
+//! offline policy sees each block's next use from the trace's index. Every
+//! block weighs one unit in its segment, so capacities count blocks.
 
-use moonlab_core::cache::BlockCache;
-use moonlab_core::cost::ModelSpec;
-use moonlab_core::eviction::{Access, EvictionPolicy, PolicyKind};
-use moonlab_core::{BlockKey, Request};
+use moonlab_core::cost::{AnalyticCost, ModelSpec, NodeSpec};
+use moonlab_core::eviction::{AccessFacts, PolicyKind, TraceIndex};
+use moonlab_core::store::{Segment, SegmentConfig};
+use moonlab_core::Request;
 use rayon::prelude::*;
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use std::sync::OnceLock;
 
-/// A trace prepared for replay: requests plus, computed on first need, each
-/// block access's next use (for offline policies).
+/// A trace prepared for replay: requests plus, computed on first need, the
+/// index of each block's next use (for offline policies).
 pub struct PreparedTrace {
     pub name: String,
     pub block_tokens: u32,
     pub requests: Vec<Request>,
-    next_use: OnceLock<Vec<u32>>,
+    index: OnceLock<TraceIndex>,
 }
 
 impl PreparedTrace {
@@ -51,7 +53,7 @@ impl PreparedTrace {
             name: name.into(),
             block_tokens,
             requests,
-            next_use: OnceLock::new(),
+            index: OnceLock::new(),
         }
     }
 
@@ -60,29 +62,9 @@ impl PreparedTrace {
         self.requests.iter().map(|r| r.blocks.len() as u64).sum()
     }
 
-    /// For every block access (requests in order, blocks in order), the
-    /// index of the next request that carries the same key; `u32::MAX` if
-    /// none.
-    fn next_use(&self) -> &[u32] {
-        self.next_use.get_or_init(|| {
-            let total = self.block_accesses() as usize;
-            let mut out = vec![u32::MAX; total];
-            let mut next: FxHashMap<BlockKey, u32> = FxHashMap::default();
-            let mut end = total;
-            for (i, r) in self.requests.iter().enumerate().rev() {
-                let start = end - r.blocks.len();
-                for (j, k) in r.blocks.iter().enumerate() {
-                    if let Some(&n) = next.get(k) {
-                        out[start + j] = n;
-                    }
-                }
-                for k in &r.blocks {
-                    next.insert(*k, i as u32);
-                }
-                end = start;
-            }
-            out
-        })
+    fn index(&self) -> &TraceIndex {
+        self.index
+            .get_or_init(|| TraceIndex::new(&self.requests, self.block_tokens))
     }
 }
 
@@ -119,38 +101,6 @@ pub struct ReplayResult {
     pub evictions: u64,
 }
 
-/// Recompute cost of every full block by depth is the same for all
-/// requests: memoised per depth.
-struct CostTable {
-    shape: ModelSpec,
-    block_tokens: u32,
-    full: Vec<f64>,
-}
-
-impl CostTable {
-    fn new(block_tokens: u32) -> CostTable {
-        CostTable {
-            shape: ModelSpec::llama3_70b(),
-            block_tokens,
-            full: Vec::new(),
-        }
-    }
-
-    fn cost(&mut self, depth: usize, tokens: u32) -> f64 {
-        let bt = self.block_tokens as u64;
-        let start = depth as u64 * bt;
-        if tokens as u64 != bt {
-            return self.shape.recompute_flops(start, start + tokens as u64) / 1e12;
-        }
-        while self.full.len() <= depth {
-            let d = self.full.len() as u64;
-            self.full
-                .push(self.shape.recompute_flops(d * bt, (d + 1) * bt) / 1e12);
-        }
-        self.full[depth]
-    }
-}
-
 /// Replays `trace` under `cfg`.
 pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
     let nodes = cfg.nodes.max(1) as u64;
@@ -160,18 +110,18 @@ pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
                 .map(|c| c / nodes + u64::from(i < c % nodes))
         })
         .collect();
-    let mut caches: Vec<BlockCache<Box<dyn EvictionPolicy>>> = caps
+    let mut caches: Vec<Segment> = caps
         .iter()
-        .map(|&c| BlockCache::new(cfg.policy.build(c), c))
+        .map(|&c| Segment::new(cfg.policy.build(c), SegmentConfig::exact(c)))
         .collect();
-    let oracle = caches[0].policy().needs_future();
-    let next_use: &[u32] = if oracle { trace.next_use() } else { &[] };
-    let mut costs = CostTable::new(trace.block_tokens);
+    let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+    let mut facts = AccessFacts::for_trace(cfg.policy, trace.block_tokens, Box::new(cost), || {
+        trace.index()
+    });
     let mut load = vec![0u64; nodes as usize];
     let mut evicted = Vec::new();
     let (mut input_tokens, mut hit_tokens, mut blocks, mut hit_blocks) = (0u64, 0u64, 0u64, 0u64);
-    let mut offset = 0usize;
-    for r in &trace.requests {
+    for (ri, r) in trace.requests.iter().enumerate() {
         let node = if nodes == 1 {
             0
         } else {
@@ -200,34 +150,19 @@ pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
         let n = r.blocks.len();
         let mut first_miss = n;
         for j in (0..n).rev() {
-            let tokens = r.block_tokens_at(j, trace.block_tokens);
-            let access = Access {
-                now: r.arrival,
-                tokens,
-                depth: j as u32,
-                cost: costs.cost(j, tokens),
-                next_use: if oracle {
-                    match next_use[offset + j] {
-                        u32::MAX => u64::MAX,
-                        x => x as u64,
-                    }
-                } else {
-                    0
-                },
-            };
-            if !cache.touch(r.blocks[j], &access) {
+            let access = facts.block(r.arrival, ri, r, j);
+            if !cache.access(r.blocks[j], 1, &access) {
                 first_miss = j;
             }
         }
         evicted.clear();
-        cache.evict_to_capacity(r.arrival, &mut evicted);
+        cache.evict(r.arrival, &mut evicted);
         let hit = r.hit_tokens(first_miss, trace.block_tokens);
         load[node] += r.input_tokens as u64 - hit;
         input_tokens += r.input_tokens as u64;
         hit_tokens += hit;
         blocks += n as u64;
         hit_blocks += first_miss as u64;
-        offset += n;
     }
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     ReplayResult {
@@ -254,7 +189,7 @@ pub fn replay_grid(traces: &[PreparedTrace], configs: &[ReplayConfig]) -> Vec<Re
     // Prepare oracles once per trace before fanning out.
     if configs.iter().any(|c| c.policy == PolicyKind::Belady) {
         traces.par_iter().for_each(|t| {
-            t.next_use();
+            t.index();
         });
     }
     let jobs: Vec<(usize, usize)> = (0..traces.len())

@@ -1,11 +1,13 @@
 //! Block-granular eviction: the [`EvictionPolicy`] trait, the [`Access`] facts
 //! a policy may rank by, and the catalogue of policies ([`PolicyKind`]).
 //!
-//! Division of labour: the [`crate::cache::BlockCache`] owns the blocks, maps
-//! keys to dense [`Slot`]s and decides which blocks may go (not in use, not
-//! leased). A policy only ranks the slots it was told are evictable, so it
-//! never scans past pinned entries, and it never reads a clock: time arrives
-//! in [`Access::now`] and in the `now` arguments.
+//! Division of labour: the [`crate::store::Segment`] owns the objects, maps
+//! keys to dense [`Slot`]s and decides which may go (committed, not in use,
+//! not leased, not soft-pinned). A policy only ranks the slots it was told
+//! are evictable, so it never scans past pinned entries, and it never reads
+//! a clock: time arrives in [`Access::now`] and in the `now` arguments. The
+//! facts in an [`Access`] are built by [`facts::AccessFacts`], the same for
+//! every caller.
 //!
 //! Contract every policy keeps (checked by `tests` below for all of them):
 //! - `on_insert(slot, ..)`: the slot now holds a new block, resident and
@@ -22,6 +24,7 @@
 
 mod arc;
 mod belady;
+pub mod facts;
 mod fifo;
 mod gdsf;
 mod heap;
@@ -35,6 +38,7 @@ mod slots;
 
 pub use arc::Arc;
 pub use belady::Belady;
+pub use facts::{AccessFacts, NeedsFuture, TraceIndex};
 pub use fifo::Fifo;
 pub use gdsf::Gdsf;
 pub use lfu::Lfu;
@@ -60,8 +64,9 @@ pub struct Access {
     pub tokens: u32,
     /// Position of the block in its prefix chain (0 = first block).
     pub depth: u32,
-    /// Cost of recomputing the block if it is lost (e.g. the prefill FLOPs of
-    /// its tokens given its prefix, [`crate::cost::ModelSpec::recompute_flops`]).
+    /// Cost of recomputing the block if it is lost: the seconds the cost
+    /// model needs to prefill its tokens given its prefix
+    /// ([`crate::cost::CostModel::recompute_seconds`]).
     pub cost: f64,
     /// Oracle only: the logical time of the next access to this block
     /// (`u64::MAX` = never). Filled in for policies whose
@@ -173,6 +178,11 @@ impl PolicyKind {
             PolicyKind::PrefixAware => "prefix",
             PolicyKind::Belady => "belady",
         }
+    }
+
+    /// True for offline policies, which need each block's next use.
+    pub fn needs_future(self) -> bool {
+        self == PolicyKind::Belady
     }
 
     pub fn names() -> Vec<&'static str> {

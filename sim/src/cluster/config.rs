@@ -4,8 +4,9 @@
 
 use moonlab_core::cost::{AnalyticCost, CostModel, ModelSpec, NodeSpec, ProfileCost, ProfilePoint};
 use moonlab_core::eviction::PolicyKind;
-use moonlab_core::lease::MooncakeLeases;
+use moonlab_core::lease::{LeaseKind, LeaseParams};
 use moonlab_core::sched::{Admission, SchedulerKind, Slo};
+use moonlab_core::store::Watermarks;
 use moonlab_core::Nanos;
 use serde::{Deserialize, Serialize};
 
@@ -77,8 +78,19 @@ pub struct DecodeConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Eviction policy of each node's DRAM segment.
+    /// Eviction policy of each node's DRAM segment (and SSD tier): lru,
+    /// fifo, lfu, sieve, s3fifo, arc, gdsf, prefix, belady (offline: it
+    /// sees the trace's future).
     pub eviction: String,
+    /// Eviction starts when a segment holds more than this share of its
+    /// capacity (upstream Mooncake Store: 0.90; 1.0 = exactly at capacity).
+    pub high_watermark: f64,
+    /// Share of the capacity one eviction frees below the high watermark
+    /// (upstream: 0.05; 0 = evict back to the high watermark exactly).
+    pub eviction_ratio: f64,
+    /// Lease policy by name: mooncake (leases on reads, soft pins of hot
+    /// blocks) or none.
+    pub lease_policy: String,
     /// A read grants a lease of this many seconds (upstream default 10 s):
     /// the blocks cannot be evicted meanwhile.
     pub lease_s: f64,
@@ -206,6 +218,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             eviction: "lru".into(),
+            high_watermark: 1.0,
+            eviction_ratio: 0.0,
+            lease_policy: "mooncake".into(),
             lease_s: 10.0,
             soft_pin_s: 1800.0,
             soft_pin_after_reads: 0,
@@ -280,6 +295,12 @@ impl CostModel for PoolCost {
             PoolCost::Profile(c) => c.kv_bytes_per_token(),
         }
     }
+    fn recompute_seconds(&self, start: u64, end: u64) -> f64 {
+        match self {
+            PoolCost::Analytic(c) => c.recompute_seconds(start, end),
+            PoolCost::Profile(c) => c.recompute_seconds(start, end),
+        }
+    }
 }
 
 /// Parses a cost-profile CSV (`phase,x,y,seconds`); errors name the source,
@@ -342,7 +363,9 @@ pub fn parse_profile(
 #[derive(Clone, Debug)]
 pub struct Resolved {
     pub config: ClusterConfig,
-    pub leases: MooncakeLeases,
+    pub lease_kind: LeaseKind,
+    pub lease_params: LeaseParams,
+    pub watermarks: Watermarks,
     pub prefill_cost: PoolCost,
     pub decode_cost: PoolCost,
     pub prefill_node: NodeSpec,
@@ -574,6 +597,21 @@ impl ClusterConfig {
         }
         let eviction = PolicyKind::parse(&self.store.eviction)
             .map_err(|e| bad("store.eviction", e.to_string()))?;
+        let lease_kind = LeaseKind::parse(&self.store.lease_policy)
+            .map_err(|e| bad("store.lease_policy", e.to_string()))?;
+        for (key, v) in [
+            ("store.high_watermark", self.store.high_watermark),
+            ("store.eviction_ratio", self.store.eviction_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(
+                    key,
+                    format!("{v} is out of range (expected 0 <= x <= 1)"),
+                ));
+            }
+        }
+        let watermarks =
+            Watermarks::from_ratio(self.store.high_watermark, self.store.eviction_ratio);
         let pool_cost =
             |key: &str, node: &NodeSpec, mfu: f64, profile: &Option<String>| match profile {
                 Some(path) => {
@@ -612,11 +650,13 @@ impl ClusterConfig {
             (free * self.decode.kv_memory_fraction / model.kv_bytes_per_token as f64) as u64;
         Ok(Resolved {
             config: self.clone(),
-            leases: MooncakeLeases {
+            lease_kind,
+            lease_params: LeaseParams {
                 lease: Nanos((self.store.lease_s * 1e9) as u64),
                 soft_pin: Nanos((self.store.soft_pin_s * 1e9) as u64),
                 hot_after_reads: self.store.soft_pin_after_reads,
             },
+            watermarks,
             prefill_cost,
             decode_cost,
             prefill_node: pnode,

@@ -2,7 +2,8 @@
 //! DRAM→HBM load, a KV stream to a decode node) is a flow over links (a
 //! node's NIC send side, another's NIC receive side, a node's host-to-device
 //! path). Rates are max-min fair shares, recomputed by progressive filling
-//! whenever a flow starts or ends — not fixed delays.
+//! whenever a flow starts or ends — not fixed delays. A flow carries what it
+//! is for (the simulator's `FlowPurpose`), handed back when it completes.
 
 use moonlab_core::Nanos;
 
@@ -26,21 +27,26 @@ struct Link {
     kind: LinkKind,
 }
 
-struct Flow {
+struct Flow<T> {
     links: Vec<LinkId>,
+    total_bytes: f64,
     remaining_bytes: f64,
     rate_bytes_per_s: f64,
-    tag: u64,
+    tag: T,
 }
 
-/// Links, active flows and their max-min fair rates.
-pub struct Network {
+/// Links, active flows and their max-min fair rates. `T` says what a flow
+/// is for; it comes back when the flow completes.
+pub struct Network<T> {
     links: Vec<Link>,
-    flows: Vec<Option<Flow>>,
+    flows: Vec<Option<Flow<T>>>,
     free: Vec<u32>,
     now: Nanos,
     /// Bytes carried, per link kind (NicTx, NicRx, H2d, Ssd).
     pub bytes_by_kind: [f64; 4],
+    /// Bytes of every flow started, and of every flow completed.
+    pub bytes_started: f64,
+    pub bytes_completed: f64,
 }
 
 fn kind_index(k: LinkKind) -> usize {
@@ -52,20 +58,22 @@ fn kind_index(k: LinkKind) -> usize {
     }
 }
 
-impl Default for Network {
+impl<T: Copy> Default for Network<T> {
     fn default() -> Self {
         Network::new()
     }
 }
 
-impl Network {
-    pub fn new() -> Network {
+impl<T: Copy> Network<T> {
+    pub fn new() -> Network<T> {
         Network {
             links: Vec::new(),
             flows: Vec::new(),
             free: Vec::new(),
             now: Nanos::ZERO,
             bytes_by_kind: [0.0; 4],
+            bytes_started: 0.0,
+            bytes_completed: 0.0,
         }
     }
 
@@ -75,6 +83,11 @@ impl Network {
             kind,
         });
         LinkId(self.links.len() as u32 - 1)
+    }
+
+    /// Bytes carried so far on the links of `kind`.
+    pub fn bytes(&self, kind: LinkKind) -> f64 {
+        self.bytes_by_kind[kind_index(kind)]
     }
 
     pub fn link_capacity(&self, l: LinkId) -> f64 {
@@ -143,10 +156,12 @@ impl Network {
 
     /// Starts a flow of `bytes` over `links` at `now`; `tag` comes back when
     /// it completes.
-    pub fn start(&mut self, now: Nanos, links: Vec<LinkId>, bytes: f64, tag: u64) -> FlowId {
+    pub fn start(&mut self, now: Nanos, links: Vec<LinkId>, bytes: f64, tag: T) -> FlowId {
         self.advance(now);
+        self.bytes_started += bytes.max(0.0);
         let flow = Flow {
             links,
+            total_bytes: bytes.max(0.0),
             remaining_bytes: bytes.max(0.0),
             rate_bytes_per_s: 0.0,
             tag,
@@ -183,7 +198,7 @@ impl Network {
 
     /// Advances to `now` and removes the flows that are done, pushing their
     /// tags (in flow-id order) to `done`.
-    pub fn complete_due(&mut self, now: Nanos, done: &mut Vec<u64>) {
+    pub fn complete_due(&mut self, now: Nanos, done: &mut Vec<T>) {
         self.advance(now);
         let mut any = false;
         for (i, slot) in self.flows.iter_mut().enumerate() {
@@ -192,6 +207,7 @@ impl Network {
                 .is_some_and(|f| f.remaining_bytes <= f.rate_bytes_per_s * 1e-9 + 1e-3);
             if finished {
                 if let Some(f) = slot.take() {
+                    self.bytes_completed += f.total_bytes;
                     // Account the sliver below the completion tolerance.
                     for l in &f.links {
                         self.bytes_by_kind[kind_index(self.links[l.0 as usize].kind)] +=
@@ -238,7 +254,7 @@ mod tests {
         // One 100 B/s link; flow A (100 B) starts at 0, flow B (50 B) at 0.5 s.
         // 0-0.5 s: A alone at 100 B/s -> 50 B left. Then both at 50 B/s:
         // B needs 1 s (ends 1.5 s), A's 50 B also end at 1.5 s.
-        let mut n = Network::new();
+        let mut n = Network::<u64>::new();
         let l = n.add_link(100.0, LinkKind::NicTx);
         n.start(Nanos::ZERO, vec![l], 100.0, 1);
         assert_eq!(n.next_completion(), Some(Nanos::from_millis(1000)));
@@ -256,7 +272,7 @@ mod tests {
     fn max_min_fairness_across_links() {
         // Links X (10) and Y (100). F1 uses X and Y, F2 uses Y only.
         // F1 is held to 10 by X; F2 gets the rest of Y: 90.
-        let mut n = Network::new();
+        let mut n = Network::<u64>::new();
         let x = n.add_link(10.0, LinkKind::NicTx);
         let y = n.add_link(100.0, LinkKind::NicRx);
         n.start(Nanos::ZERO, vec![x, y], 1e6, 1);

@@ -1,0 +1,191 @@
+//! Arrivals: the scheduler (core's `Scheduler`, through [`View`]) places a
+//! request or rejects it; the placement is then carried out by core's
+//! `placement` module, as the real backend does: the decode instance's KV
+//! is reserved, and a remote prefix, if the scheduler chose one, is read and
+//! pinned at its source and flows NIC to NIC into the prefill node's DRAM,
+//! where it becomes a replica (this is how hot prefixes get replicated).
+//! The request then waits in its prefill instance's queue.
+
+use super::request::Phase;
+use super::view::View;
+use super::world::{FlowPurpose, Role, World};
+use moonlab_core::cost::CostModel;
+use moonlab_core::metrics::LongestIntervals;
+use moonlab_core::placement::{finish_fetch, plan_fetch};
+use moonlab_core::sched::{InstanceId, Placement, RejectReason};
+use moonlab_core::BlockKey;
+
+impl World<'_> {
+    fn pool_index(&self, i: InstanceId, role: Role) -> usize {
+        let (r, idx) = self.ids.role[i.0 as usize];
+        debug_assert_eq!(r, role);
+        idx as usize
+    }
+
+    /// Request `i` arrives: placed (and carried out) or rejected.
+    pub(super) fn arrive(&mut self, i: u32) {
+        let now = self.engine.now();
+        let req = &self.trace[i as usize];
+        let mut cands = Vec::new();
+        let want = self.explain.is_some();
+        let placement = {
+            let view = View {
+                now,
+                cfg: &self.cfg,
+                ids: &self.ids,
+                store: &self.store,
+                prefill: &self.prefill,
+                decode: &self.decode,
+                trace: self.trace,
+                reqs: &self.reqs,
+                net: &self.net,
+            };
+            self.scheduler.place(req, &view, want.then_some(&mut cands))
+        };
+        let (prefill, decode, fetch, ttft_estimate) = match placement {
+            Placement::Reject(reason) => {
+                self.reject(i, reason);
+                if let Some(log) = self.explain.as_mut() {
+                    log.push((i, cands, format!("rejected: {}", reason.name())));
+                }
+                return;
+            }
+            Placement::Run {
+                prefill,
+                decode,
+                fetch,
+                ttft_estimate,
+                ..
+            } => (prefill, decode, fetch, ttft_estimate),
+        };
+        let p = self.pool_index(prefill, Role::Prefill);
+        debug_assert!(
+            self.ids.decode_candidates[p].contains(&decode),
+            "the scheduler chose decode instance {} outside prefill {}'s candidates",
+            decode.0,
+            prefill.0
+        );
+        if let Some(log) = self.explain.as_mut() {
+            let why = match fetch {
+                Some(f) => format!(
+                    "prefill {} (smallest estimated TTFT {:.3} s, fetching {} prefix blocks from {}), decode {}",
+                    prefill.0,
+                    ttft_estimate.as_secs_f64(),
+                    f.blocks,
+                    self.store.pool.info(f.from).owner.map_or(f.from.0, |o| o.0),
+                    decode.0
+                ),
+                None => format!(
+                    "prefill {} (estimated TTFT {:.3} s), decode {}",
+                    prefill.0,
+                    ttft_estimate.as_secs_f64(),
+                    decode.0
+                ),
+            };
+            log.push((i, cands, why));
+        }
+        let d = self.pool_index(decode, Role::Decode);
+        let need = req.input_tokens as u64 + req.output_tokens as u64;
+        // Reserve the decode instance's KV and load from now on.
+        let inst = &mut self.decode[d];
+        let kv = inst.kv.reserve(need);
+        inst.context_tokens += req.input_tokens as u64;
+        inst.incoming.insert(i);
+        let st = &mut self.reqs[i as usize];
+        st.prefill = p as u32;
+        st.decode = d as u32;
+        st.queued_at = now;
+        st.intervals = LongestIntervals::for_output(req.output_tokens);
+        st.kv = Some(kv);
+        st.phase = Phase::Queued;
+        let dram = self.store.dram(p);
+        if let Some(f) = fetch {
+            let plan = plan_fetch(
+                &mut self.store.pool,
+                req,
+                f,
+                dram,
+                self.leases.as_ref(),
+                now,
+            );
+            if let Some(plan) = plan {
+                let bt = self.cfg.config.block_tokens as u64;
+                let rec = &mut self.records[i as usize];
+                rec.fetch_bytes = plan.bytes;
+                rec.fetched_tokens =
+                    ((plan.blocks - plan.first) as u64 * bt).min(req.input_tokens as u64);
+                let holder = self
+                    .store
+                    .pool
+                    .info(plan.source)
+                    .owner
+                    .map(|o| self.pool_index(o, Role::Prefill));
+                let mut links = Vec::with_capacity(2);
+                links.extend(holder.map(|h| self.prefill[h].nic_tx));
+                links.push(self.prefill[p].nic_rx);
+                let bytes = plan.bytes;
+                let st = &mut self.reqs[i as usize];
+                st.phase = Phase::Fetching;
+                st.fetch_started = now;
+                st.fetch = Some(plan);
+                self.start_flow(links, bytes, FlowPurpose::Fetch(i));
+            }
+        }
+        let estimate = {
+            let local = self.store.pool.segment(dram).prefix_len(&req.blocks);
+            let blocks = fetch.map_or(local, |f| f.blocks.max(local));
+            let cached = req.reusable_tokens(blocks, self.cfg.config.block_tokens);
+            self.cfg
+                .prefill_cost
+                .prefill_time(req.input_tokens as u64, cached)
+        };
+        self.reqs[i as usize].estimate = estimate;
+        let inst = &mut self.prefill[p];
+        inst.queue.push_back(i);
+        inst.queued_work = inst.queued_work.saturating_add(estimate);
+        self.try_start_prefill(p);
+    }
+
+    fn reject(&mut self, i: u32, reason: RejectReason) {
+        let now = self.now();
+        let st = &mut self.reqs[i as usize];
+        st.phase = Phase::Rejected;
+        st.ends += 1;
+        let rec = &mut self.records[i as usize];
+        rec.served = false;
+        rec.reject_reason = Some(reason.name());
+        rec.finish_s = now.as_secs_f64();
+    }
+
+    /// Request `r`'s remote prefix arrived: the source's pins end, the
+    /// blocks become replicas in the prefill node's DRAM, pinned for it.
+    pub(super) fn fetch_done(&mut self, r: u32) {
+        let now = self.now();
+        let req = &self.trace[r as usize];
+        let st = &mut self.reqs[r as usize];
+        let Some(plan) = st.fetch.take() else {
+            debug_assert!(false, "a fetch completed for a request without one");
+            return;
+        };
+        st.phase = Phase::Queued;
+        let p = st.prefill as usize;
+        self.records[r as usize].fetch_s = now.saturating_sub(st.fetch_started).as_secs_f64();
+        let dram = self.store.pool.segment(plan.target);
+        let arriving: Vec<BlockKey> = req.blocks[..plan.blocks]
+            .iter()
+            .copied()
+            .filter(|k| !dram.contains(*k))
+            .collect();
+        let hold = finish_fetch(
+            &mut self.store.pool,
+            plan,
+            req,
+            r as usize,
+            &mut self.facts,
+            now,
+        );
+        self.store.log_fetched(&arriving);
+        self.reqs[r as usize].fetched = hold;
+        self.try_start_prefill(p);
+    }
+}

@@ -1,0 +1,105 @@
+//! End-of-run invariants, checked from outside the code under test: after a
+//! run the checker reads the world's final state and reports every rule
+//! that does not hold, in words. Every run is checked (debug builds also
+//! assert); the tests check them on the bundled traces.
+//!
+//! 1. Every request ended exactly once: served, or rejected at arrival.
+//! 2. Nothing held by finished requests remains: no pin and no reservation
+//!    in any segment, no hold or fetch left in any request.
+//! 3. Every segment was within its capacity at every eviction point, and
+//!    is at the end; every segment's own bookkeeping adds up.
+//! 4. Bytes sent equal bytes received: no flow is left, every started flow
+//!    completed, and the NICs' send and receive sides carried the same bytes.
+//! 5. Decode KV reservations returned to zero, and every queue and batch
+//!    is empty.
+
+use super::flows::LinkKind;
+use super::request::Phase;
+use super::world::World;
+
+pub fn check(w: &World<'_>) -> Vec<String> {
+    let mut v = Vec::new();
+    for (i, st) in w.reqs.iter().enumerate() {
+        let rec = &w.records[i];
+        if st.ends != 1 {
+            v.push(format!("request {i} ended {} times", st.ends));
+        }
+        match st.phase {
+            Phase::Done if rec.served => {}
+            Phase::Rejected if !rec.served && rec.reject_reason.is_some() => {}
+            phase => v.push(format!(
+                "request {i} finished the run in phase {phase:?} (served: {})",
+                rec.served
+            )),
+        }
+        if !(st.dram.is_empty() && st.ssd.is_empty() && st.fetched.is_empty()) || st.fetch.is_some()
+        {
+            v.push(format!("request {i} still holds pins or a fetch"));
+        }
+        if st.kv.is_some() {
+            v.push(format!("request {i} still holds a decode KV reservation"));
+        }
+    }
+    if let Err(e) = w.store.pool.check() {
+        v.push(e);
+    }
+    for (id, seg, info) in w.store.pool.iter() {
+        let h = seg.held();
+        if h.pins > 0 || h.reserved_objects > 0 {
+            v.push(format!(
+                "segment {} ({:?} of instance {:?}): {} objects still pinned ({} pins), {} reserved",
+                id.0,
+                info.tier,
+                info.owner.map(|o| o.0),
+                h.pinned_objects,
+                h.pins,
+                h.reserved_objects
+            ));
+        }
+        if !seg.within_capacity() {
+            v.push(format!(
+                "segment {} ends over capacity: {} of {:?} bytes",
+                id.0,
+                seg.used_bytes(),
+                seg.capacity_bytes()
+            ));
+        }
+    }
+    v.extend(w.store.over_capacity.iter().cloned());
+    if w.net.active_flows() != 0 {
+        v.push(format!("{} flows still running", w.net.active_flows()));
+    }
+    let tol = 1e-6 * w.net.bytes_started.max(1.0);
+    if (w.net.bytes_started - w.net.bytes_completed).abs() > tol {
+        v.push(format!(
+            "flows started with {} bytes but completed {}",
+            w.net.bytes_started, w.net.bytes_completed
+        ));
+    }
+    let (tx, rx) = (w.net.bytes(LinkKind::NicTx), w.net.bytes(LinkKind::NicRx));
+    if (tx - rx).abs() > 1e-6 * tx.max(1.0) {
+        v.push(format!("NICs sent {tx} bytes but received {rx}"));
+    }
+    for (d, inst) in w.decode.iter().enumerate() {
+        if inst.kv.reserved_tokens() != 0 || inst.kv.reservations() != 0 {
+            v.push(format!(
+                "decode instance {d}: {} KV tokens still reserved by {} reservations",
+                inst.kv.reserved_tokens(),
+                inst.kv.reservations()
+            ));
+        }
+        if inst.context_tokens != 0
+            || !inst.batch.is_empty()
+            || !inst.waiting.is_empty()
+            || !inst.incoming.is_empty()
+        {
+            v.push(format!("decode instance {d} still has requests"));
+        }
+    }
+    for (p, inst) in w.prefill.iter().enumerate() {
+        if inst.running.is_some() || !inst.queue.is_empty() {
+            v.push(format!("prefill instance {p} still has requests"));
+        }
+    }
+    v
+}

@@ -1,0 +1,190 @@
+//! Prefill instances: a queue per instance (FIFO or shortest estimated
+//! prefill first), one request running at a time. At its start the cached
+//! prefix is read from the node's DRAM or SSD tier and pinned; it loads into
+//! HBM (a flow over the node's H2D link) while the unmatched tokens are
+//! computed chunk by chunk (the cost model), and the KV streams to the
+//! decode node layer by layer (a flow over both NICs, overlapped with
+//! compute). The first token exists when compute, load and any SSD read are
+//! all done (TTFT). The prompt's blocks then enter the node's DRAM segment,
+//! the request's pins end, and eviction brings the segment back within its
+//! watermarks (what leaves DRAM is demoted to the SSD tier).
+
+use super::config::QueuePolicy;
+use super::flows::LinkId;
+use super::request::Phase;
+use super::sampler::BusyBuckets;
+use super::world::{FlowPurpose, World};
+use moonlab_core::cost::CostModel;
+use moonlab_core::Nanos;
+use std::collections::VecDeque;
+
+pub struct PrefillInst {
+    pub queue: VecDeque<u32>,
+    pub running: Option<u32>,
+    /// Estimated end of the running request and estimated work queued.
+    pub running_end: Nanos,
+    pub queued_work: Nanos,
+    pub nic_tx: LinkId,
+    pub nic_rx: LinkId,
+    pub h2d: LinkId,
+    pub ssd_link: LinkId,
+    pub busy: Nanos,
+    pub busy_buckets: BusyBuckets,
+}
+
+impl World<'_> {
+    /// Starts the next ready request on prefill instance `p` if it is idle.
+    pub(super) fn try_start_prefill(&mut self, p: usize) {
+        if self.prefill[p].running.is_some() {
+            return;
+        }
+        if self.colocated && self.decode[p].stepping {
+            return; // the GPU finishes its decode step first
+        }
+        let pick = match self.cfg.config.prefill.queue {
+            // FIFO: the head runs next, and waits for its prefix if fetching.
+            QueuePolicy::Fifo => self.prefill[p]
+                .queue
+                .front()
+                .filter(|&&r| !self.reqs[r as usize].fetching())
+                .map(|_| 0),
+            // Shortest estimated prefill first among the ready requests
+            // (earliest arrival among equals).
+            QueuePolicy::ShortestFirst => self.prefill[p]
+                .queue
+                .iter()
+                .enumerate()
+                .filter(|(_, &r)| !self.reqs[r as usize].fetching())
+                .min_by_key(|(i, &r)| (self.reqs[r as usize].estimate, *i))
+                .map(|(i, _)| i),
+        };
+        let Some(r) = pick.and_then(|i| self.prefill[p].queue.remove(i)) else {
+            return;
+        };
+        let now = self.now();
+        let req = &self.trace[r as usize];
+        let bt = self.cfg.config.block_tokens;
+        let estimate = self.reqs[r as usize].estimate;
+        let inst = &mut self.prefill[p];
+        inst.queued_work = inst.queued_work.saturating_sub(estimate);
+        self.store.advance(p, now);
+        let k = self.store.local_prefix(p, &req.blocks);
+        let (dram, ssd) = self
+            .store
+            .read_prefix(p, &req.blocks[..k], self.leases.as_ref(), now);
+        let cached = req.reusable_tokens(k, bt);
+        let input = req.input_tokens as u64;
+        let compute = self.cfg.prefill_cost.chunked_prefill_time(
+            input,
+            cached,
+            self.cfg.config.prefill.chunk_tokens as u64,
+        );
+        let inst = &mut self.prefill[p];
+        inst.running = Some(r);
+        inst.running_end = now.saturating_add(compute);
+        inst.busy = inst.busy.saturating_add(compute);
+        inst.busy_buckets
+            .add(now, now.saturating_add(compute), self.sample_interval.0);
+        let (h2d, tx, ssd_link) = (inst.h2d, inst.nic_tx, inst.ssd_link);
+        let ssd_blocks = ssd.len() as u64;
+        let decode = self.reqs[r as usize].decode;
+        let st = &mut self.reqs[r as usize];
+        st.dram = dram;
+        st.ssd = ssd;
+        st.phase = Phase::Prefilling;
+        // Compute, plus the HBM load and the SSD read when there are any.
+        st.prefill_parts = 1 + u8::from(cached > 0) + u8::from(ssd_blocks > 0);
+        let rec = &mut self.records[r as usize];
+        rec.prefix_tokens = req.hit_tokens(k, bt);
+        rec.ssd_tokens = (ssd_blocks * bt as u64).min(rec.prefix_tokens);
+        rec.queue_s = now.saturating_sub(st.queued_at).as_secs_f64();
+        rec.prefill_s = compute.as_secs_f64();
+        rec.prefill = Some(self.ids.prefill[p].0);
+        rec.decode = Some(self.ids.decode[decode as usize].0);
+        self.engine.push(
+            now.saturating_add(compute),
+            super::engine::Event::PrefillComputeDone(r),
+        );
+        if ssd_blocks > 0 {
+            // The SSD part of the prefix is read back while the layers load.
+            let bytes = ssd_blocks * self.store.block_bytes();
+            self.start_flow(vec![ssd_link], bytes, FlowPurpose::SsdRead(r));
+        }
+        if cached > 0 {
+            let bytes = cached * self.kv_bytes_per_token;
+            self.start_flow(vec![h2d], bytes, FlowPurpose::H2d(r));
+        }
+        if req.output_tokens > 1 && !self.colocated {
+            let d_rx = self.decode[decode as usize].nic_rx;
+            let bytes = input * self.kv_bytes_per_token;
+            self.start_flow(vec![tx, d_rx], bytes, FlowPurpose::KvToDecode(r));
+        } else {
+            self.reqs[r as usize].kv_arrived = true;
+        }
+    }
+
+    /// One part of request `r`'s prefill (compute, HBM load, SSD read) ended.
+    pub(super) fn prefill_part_done(&mut self, r: u32) {
+        let st = &mut self.reqs[r as usize];
+        debug_assert!(st.phase == Phase::Prefilling && st.prefill_parts > 0);
+        st.prefill_parts -= 1;
+        if st.prefill_parts == 0 {
+            self.prefill_done(r);
+        }
+    }
+
+    /// Request `r`'s first token is out: its blocks enter the node's DRAM,
+    /// its pins end, eviction restores the segment, and it moves on to
+    /// decode (or ends, with a single output token).
+    fn prefill_done(&mut self, r: u32) {
+        let now = self.now();
+        let p = self.reqs[r as usize].prefill as usize;
+        let req = &self.trace[r as usize];
+        // The prompt's blocks enter the DRAM segment (tail first), then the
+        // pins of this request end and eviction restores capacity.
+        self.store
+            .write_prompt(p, r as usize, req, &mut self.facts, now);
+        let st = &mut self.reqs[r as usize];
+        let holds = [
+            std::mem::take(&mut st.dram),
+            std::mem::take(&mut st.fetched),
+            std::mem::take(&mut st.ssd),
+        ];
+        for h in holds {
+            h.release(&mut self.store.pool, now);
+        }
+        let stored = self.store.settle(p, r as usize, &mut self.facts, now);
+        let inst = &mut self.prefill[p];
+        inst.running = None;
+        let ssd_link = inst.ssd_link;
+        if stored.demoted > 0 {
+            // Demotion is a write that shares the drive with reads.
+            let bytes = stored.demoted * self.store.block_bytes();
+            self.start_flow(vec![ssd_link], bytes, FlowPurpose::SsdWrite);
+        }
+        let st = &mut self.reqs[r as usize];
+        st.tokens = 1;
+        st.last_token = now;
+        self.records[r as usize].ttft_s = now.saturating_sub(req.arrival).as_secs_f64();
+        if req.output_tokens <= 1 {
+            self.finish(r);
+        } else if self.reqs[r as usize].kv_arrived {
+            self.join_decode(r);
+        } else {
+            self.reqs[r as usize].phase = Phase::AwaitingKv;
+        }
+        self.try_start_prefill(p);
+        if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
+            self.start_decode_step(p);
+        }
+    }
+
+    /// Request `r`'s KV stream reached its decode node.
+    pub(super) fn kv_arrived(&mut self, r: u32) {
+        let st = &mut self.reqs[r as usize];
+        st.kv_arrived = true;
+        if st.phase == Phase::AwaitingKv {
+            self.join_decode(r);
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! One request's life in the simulated cluster: an explicit [`Phase`], and
+//! the handles of everything it holds (pins in the pool, a fetch in flight,
+//! its decode KV reservation), each released through the handle that took
+//! it. Following one request through the simulator means following its
+//! phase: `Queued` (or `Fetching`, then `Queued`) → `Prefilling` →
+//! `AwaitingKv` (if its KV is still on the way) → `Decoding` → `Done`; or
+//! `Rejected` at arrival.
+
+use moonlab_core::metrics::LongestIntervals;
+use moonlab_core::placement::{FetchPlan, Hold, KvReservation};
+use moonlab_core::Nanos;
+
+/// Where a request is in its workflow (the paper's §3.1).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Phase {
+    /// Not yet arrived.
+    #[default]
+    Pending,
+    /// In its prefill instance's queue, a remote prefix on its way there.
+    Fetching,
+    /// In its prefill instance's queue, ready to run.
+    Queued,
+    /// Prefill running: compute, the prefix's load into HBM and any SSD
+    /// read (`prefill_parts` of them still running).
+    Prefilling,
+    /// Prefill done; the KV stream to the decode instance is still running.
+    AwaitingKv,
+    /// In its decode instance's waiting queue or running batch.
+    Decoding,
+    /// Served: the last token is out.
+    Done,
+    /// Turned away at arrival.
+    Rejected,
+}
+
+/// What the simulator tracks of one request.
+#[derive(Default)]
+pub struct RequestState {
+    pub phase: Phase,
+    /// Index of its prefill instance in the prefill pool.
+    pub prefill: u32,
+    /// Index of its decode instance in the decode pool.
+    pub decode: u32,
+    /// The prefix fetch in flight (source pins included).
+    pub fetch: Option<FetchPlan>,
+    pub fetch_started: Nanos,
+    /// Fetched replicas pinned on the prefill node until prefill ends.
+    pub fetched: Hold,
+    /// The prefix read at prefill start, pinned in DRAM and in the SSD tier.
+    pub dram: Hold,
+    pub ssd: Hold,
+    /// Parts of the prefill still running (compute, HBM load, SSD read).
+    pub prefill_parts: u8,
+    /// The KV stream to the decode instance has arrived (or was not needed).
+    pub kv_arrived: bool,
+    /// The decode instance's KV memory reserved for this request.
+    pub kv: Option<KvReservation>,
+    pub queued_at: Nanos,
+    /// The estimated prefill time the queue counts for it.
+    pub estimate: Nanos,
+    /// Tokens emitted so far (the first comes from prefill).
+    pub tokens: u32,
+    pub last_token: Nanos,
+    pub intervals: LongestIntervals,
+    /// How many times the request ended (served or rejected): exactly once
+    /// by the end of a run.
+    pub ends: u8,
+}
+
+impl RequestState {
+    /// True while the request waits in a prefill queue for its fetch.
+    pub fn fetching(&self) -> bool {
+        self.phase == Phase::Fetching
+    }
+}

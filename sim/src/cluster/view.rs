@@ -1,0 +1,120 @@
+//! The scheduler's window onto the simulated cluster: [`View`] implements
+//! core's `ClusterView` from the model state, borrowing exactly the parts a
+//! scheduler may look at. Roles and pools come from the instance table,
+//! never from id arithmetic.
+
+use super::config::Resolved;
+use super::decode::DecodeInst;
+use super::flows::Network;
+use super::node_store::NodeStore;
+use super::prefill::PrefillInst;
+use super::request::RequestState;
+use super::world::{FlowPurpose, Instances, Role};
+use moonlab_core::cost::CostModel;
+use moonlab_core::sched::{ClusterView, DecodeLoad, DecodingRequest, InstanceId};
+use moonlab_core::store::{PoolPrefix, SegmentId};
+use moonlab_core::{BlockKey, Nanos, Request};
+
+pub struct View<'a> {
+    pub now: Nanos,
+    pub cfg: &'a Resolved,
+    pub ids: &'a Instances,
+    pub store: &'a NodeStore,
+    pub prefill: &'a [PrefillInst],
+    pub decode: &'a [DecodeInst],
+    pub trace: &'a [Request],
+    pub reqs: &'a [RequestState],
+    pub net: &'a Network<FlowPurpose>,
+}
+
+impl View<'_> {
+    fn index(&self, i: InstanceId, role: Role) -> usize {
+        let (r, idx) = self.ids.role[i.0 as usize];
+        debug_assert_eq!(r, role, "instance {} asked for as {role:?}", i.0);
+        idx as usize
+    }
+    fn decode_inst(&self, i: InstanceId) -> &DecodeInst {
+        &self.decode[self.index(i, Role::Decode)]
+    }
+}
+
+impl ClusterView for View<'_> {
+    fn now(&self) -> Nanos {
+        self.now
+    }
+    fn block_tokens(&self) -> u32 {
+        self.cfg.config.block_tokens
+    }
+    fn prefill_instances(&self) -> &[InstanceId] {
+        &self.ids.prefill
+    }
+    fn decode_instances(&self) -> &[InstanceId] {
+        &self.ids.decode
+    }
+    fn decode_candidates(&self, prefill: InstanceId) -> &[InstanceId] {
+        &self.ids.decode_candidates[self.index(prefill, Role::Prefill)]
+    }
+    fn local_prefix_blocks(&self, instance: InstanceId, keys: &[BlockKey]) -> usize {
+        self.store
+            .local_prefix(self.index(instance, Role::Prefill), keys)
+    }
+    fn pool_prefix(&self, keys: &[BlockKey]) -> PoolPrefix {
+        self.store.pool.prefix(keys, |info| info.shared)
+    }
+    fn segment_owner(&self, segment: SegmentId) -> Option<InstanceId> {
+        self.store.pool.info(segment).owner
+    }
+    fn prefill_queue_time(&self, instance: InstanceId) -> Nanos {
+        let p = &self.prefill[self.index(instance, Role::Prefill)];
+        let running = if p.running.is_some() {
+            p.running_end.saturating_sub(self.now)
+        } else {
+            Nanos::ZERO
+        };
+        running.saturating_add(p.queued_work)
+    }
+    fn transfer_time(&self, from: SegmentId, to: InstanceId, bytes: u64) -> Nanos {
+        let Some(owner) = self.segment_owner(from) else {
+            return Nanos::MAX;
+        };
+        let a = self
+            .net
+            .link_capacity(self.prefill[self.index(owner, Role::Prefill)].nic_tx);
+        let b = self
+            .net
+            .link_capacity(self.prefill[self.index(to, Role::Prefill)].nic_rx);
+        Nanos((bytes as f64 / a.min(b) * 1e9).ceil() as u64)
+    }
+    fn decode_load(&self, instance: InstanceId) -> DecodeLoad {
+        let d = self.decode_inst(instance);
+        DecodeLoad {
+            requests: (d.batch.len() + d.waiting.len()) as u32,
+            context_tokens: d.context_tokens,
+            free_kv_tokens: d.kv.free_tokens(),
+        }
+    }
+    fn decode_requests(&self, instance: InstanceId) -> Vec<DecodingRequest> {
+        let d = self.decode_inst(instance);
+        d.batch
+            .iter()
+            .chain(d.waiting.iter())
+            .chain(d.incoming.iter())
+            .map(|&r| {
+                let q = &self.trace[r as usize];
+                let st = &self.reqs[r as usize];
+                DecodingRequest {
+                    remaining_tokens: q.output_tokens.saturating_sub(st.tokens),
+                    context_tokens: q.input_tokens as u64 + st.tokens as u64,
+                    reserved_kv_tokens: q.input_tokens as u64 + q.output_tokens as u64,
+                }
+            })
+            .collect()
+    }
+    fn cost(&self, instance: InstanceId) -> &dyn CostModel {
+        // Each pool answers with its own hardware's model.
+        match self.ids.role[instance.0 as usize].0 {
+            Role::Prefill => &self.cfg.prefill_cost,
+            Role::Decode => &self.cfg.decode_cost,
+        }
+    }
+}
