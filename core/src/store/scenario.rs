@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! # comments start with '#'
-//! store capacity=16KiB high=0.9 ratio=0.05 lease=10s soft_pin=30min put_timeout=30s policy=lru
+//! store capacity=16KiB high=0.9 ratio=0.05 lease=10s soft_pin=30min put_timeout=600s preempt_after=30s policy=lru
 //! put a 1KiB                 # PutStart + PutEnd (add `soft` to soft-pin it)
 //! start b 1KiB               # PutStart only: b is written but not visible
 //! end b                      # PutEnd
@@ -13,7 +13,9 @@
 //! pin a / unpin a            # in use by a transfer
 //! remove a [force]
 //! advance 5s                 # the clock
-//! evict                      # one eviction run (by the watermarks)
+//! evict                      # one eviction run: by the watermarks, and
+//!                            # room for a put that found none since the last
+
 //! expect a kept | missing | not-ready
 //! expect lease a valid | expired   # the token of a's last read, now
 //! expect used 3KiB | expect count 3
@@ -89,6 +91,7 @@ pub struct StoreSetup {
     pub lease: Nanos,
     pub soft_pin: Nanos,
     pub put_timeout: Nanos,
+    pub preempt_after: Nanos,
     pub policy: PolicyKind,
 }
 
@@ -100,7 +103,8 @@ impl Default for StoreSetup {
             watermarks: Watermarks::MOONCAKE,
             lease: l.lease,
             soft_pin: l.soft_pin,
-            put_timeout: Nanos::from_secs(30),
+            put_timeout: Nanos::from_secs(600),
+            preempt_after: Nanos::from_secs(30),
             policy: PolicyKind::Lru,
         }
     }
@@ -127,8 +131,9 @@ pub trait ObjectStore {
     fn remove(&mut self, key: &str, force: bool, now: Nanos) -> Result<(), StoreError>;
     fn evict(&mut self, now: Nanos);
     fn state(&self, key: &str, now: Nanos) -> KeyState;
-    fn used_bytes(&self) -> u64;
-    fn count(&self) -> u64;
+    /// Bytes in use at `now` (reservations that timed out are gone).
+    fn used_bytes(&mut self, now: Nanos) -> u64;
+    fn count(&mut self, now: Nanos) -> u64;
 }
 
 /// A scenario failure, naming the line.
@@ -203,10 +208,11 @@ fn parse_setup(words: &[&str]) -> Result<StoreSetup, String> {
             "lease" => s.lease = dur(v)?,
             "soft_pin" => s.soft_pin = dur(v)?,
             "put_timeout" => s.put_timeout = dur(v)?,
+            "preempt_after" => s.preempt_after = dur(v)?,
             "policy" => s.policy = PolicyKind::parse(v).map_err(|e| e.to_string())?,
             _ => {
                 return Err(format!(
-                    "unknown store key `{k}` (expected capacity, high, low, ratio, lease, soft_pin, put_timeout, policy)"
+                    "unknown store key `{k}` (expected capacity, high, low, ratio, lease, soft_pin, put_timeout, preempt_after, policy)"
                 ))
             }
         }
@@ -358,14 +364,14 @@ pub fn run(
                 match (arg(1)?, words.get(2).copied()) {
                     ("used", Some(v)) => {
                         let want = parse_size(v).ok_or_else(|| fail(format!("`{v}`: expected a size")))?;
-                        let got = st.used_bytes();
+                        let got = st.used_bytes(now);
                         if got != want {
                             return Err(fail(format!("used: {got} bytes, expected {want}")));
                         }
                     }
                     ("count", Some(v)) => {
                         let want: u64 = v.parse().map_err(|_| fail(format!("`{v}`: expected a number")))?;
-                        let got = st.count();
+                        let got = st.count(now);
                         if got != want {
                             return Err(fail(format!("count: {got} objects, expected {want}")));
                         }
@@ -424,6 +430,10 @@ pub struct SegmentStore {
     reservations: HashMap<BlockKey, (Reservation, bool)>,
     pins: HashMap<BlockKey, Vec<Pin>>,
     tokens: HashMap<BlockKey, LeaseToken>,
+    /// Bytes a put could not find since the last eviction run: the next
+    /// run makes room for them even below the high watermark (upstream's
+    /// `need_mem_eviction_`).
+    pending_room: u64,
 }
 
 impl SegmentStore {
@@ -440,6 +450,7 @@ impl SegmentStore {
                     capacity_bytes: Some(setup.capacity_bytes),
                     watermarks: setup.watermarks,
                     put_timeout: setup.put_timeout,
+                    preempt_after: setup.preempt_after,
                 },
             ),
             leases,
@@ -448,6 +459,7 @@ impl SegmentStore {
             reservations: HashMap::new(),
             pins: HashMap::new(),
             tokens: HashMap::new(),
+            pending_room: 0,
         }
     }
 
@@ -481,13 +493,23 @@ impl ObjectStore for SegmentStore {
                 Ok(())
             }
             Err(ReserveError::Exists) => Err(StoreError::Exists),
-            Err(ReserveError::NoSpace { .. }) => Err(StoreError::NoSpace),
+            Err(ReserveError::NoSpace { .. }) => {
+                self.pending_room = self.pending_room.max(bytes);
+                Err(StoreError::NoSpace)
+            }
         }
     }
 
     fn put_end(&mut self, key: &str, now: Nanos) -> Result<(), StoreError> {
         let k = self.known(key).ok_or(StoreError::NotFound)?;
-        let (r, soft) = self.reservations.remove(&k).ok_or(StoreError::NotFound)?;
+        let Some((r, soft)) = self.reservations.remove(&k) else {
+            // PutEnd of a committed object is an idempotent retry (upstream).
+            return if self.segment.contains(k) {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound)
+            };
+        };
         match self.segment.commit(r, &Access::at(now), now) {
             Ok(()) => {
                 if soft && self.soft_pin > Nanos::ZERO {
@@ -564,7 +586,12 @@ impl ObjectStore for SegmentStore {
     }
 
     fn evict(&mut self, now: Nanos) {
-        self.segment.evict(now, &mut Vec::new());
+        let mut out = Vec::new();
+        if self.pending_room > 0 {
+            self.segment.make_room(self.pending_room, now, &mut out);
+            self.pending_room = 0;
+        }
+        self.segment.evict(now, &mut out);
     }
 
     fn state(&self, key: &str, now: Nanos) -> KeyState {
@@ -583,11 +610,13 @@ impl ObjectStore for SegmentStore {
         }
     }
 
-    fn used_bytes(&self) -> u64 {
+    fn used_bytes(&mut self, now: Nanos) -> u64 {
+        self.segment.advance(now);
         self.segment.used_bytes()
     }
 
-    fn count(&self) -> u64 {
+    fn count(&mut self, now: Nanos) -> u64 {
+        self.segment.advance(now);
         self.segment.len() as u64
     }
 }

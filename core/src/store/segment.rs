@@ -8,7 +8,9 @@
 //!   [`Segment::reserve`] takes space and hands back a [`Reservation`]; the
 //!   object is invisible to lookups, reads and eviction until
 //!   [`Segment::commit`], and [`Segment::revoke`] gives the space back. A
-//!   reservation older than [`SegmentConfig::put_timeout`] is reclaimed.
+//!   reservation older than [`SegmentConfig::put_timeout`] is reclaimed; one
+//!   older than [`SegmentConfig::preempt_after`] may be taken over by a new
+//!   write of the same key.
 //!   [`Segment::access`] is the one-phase form (a hit, or a write committed
 //!   at once) that replays use.
 //! - **Leases**: [`Segment::read`] grants a lease as the [`LeasePolicy`]
@@ -39,10 +41,12 @@
 //! Upstream semantics and defaults: kvcache-ai/Mooncake `mooncake-store`
 //! (`include/types.h`, `src/master_service.cpp`): lease 10 s, soft pin 30 min,
 //! high watermark 0.90, eviction ratio 0.05 ([`Watermarks::MOONCAKE`]).
-//! Where we differ: a reclaimed reservation frees its space at once
-//! (upstream parks it until `put_start_release_timeout`), and victims come
-//! from the configured [`EvictionPolicy`] (upstream: oldest lease first,
-//! which is approximately LRU).
+//! Where we differ: a preempted reservation frees its space at once
+//! (upstream parks it until `put_start_release_timeout`); eviction runs when
+//! the owner calls [`Segment::evict`] (upstream: a thread every 10 ms, and
+//! on a failed PutStart); watermarks apply per segment (upstream: to the
+//! whole pool); and victims come from the configured [`EvictionPolicy`]
+//! (upstream: oldest lease first, which is approximately LRU).
 
 use crate::eviction::{Access, EvictionPolicy, Slot};
 use crate::lease::LeasePolicy;
@@ -94,8 +98,11 @@ pub struct SegmentConfig {
     pub capacity_bytes: Option<u64>,
     pub watermarks: Watermarks,
     /// A reservation not committed or revoked within this time is reclaimed
-    /// (upstream's `put_start_discard_timeout`, 30 s).
+    /// and its space freed (upstream's `put_start_release_timeout`, 600 s).
     pub put_timeout: Nanos,
+    /// After this time a new write of the same key may take over an
+    /// uncommitted reservation (upstream's `put_start_discard_timeout`, 30 s).
+    pub preempt_after: Nanos,
 }
 
 impl SegmentConfig {
@@ -104,7 +111,8 @@ impl SegmentConfig {
         SegmentConfig {
             capacity_bytes,
             watermarks: Watermarks::EXACT,
-            put_timeout: Nanos::from_secs(30),
+            put_timeout: Nanos::from_secs(600),
+            preempt_after: Nanos::from_secs(30),
         }
     }
 }
@@ -126,8 +134,8 @@ struct SlotState {
     soft_until: Nanos,
     /// Reads of the object since it entered this segment.
     reads: u64,
-    /// A reservation's deadline (reclaimed at it).
-    deadline: Nanos,
+    /// When a reservation was taken.
+    reserved_at: Nanos,
     /// Bumped whenever the slot is freed, so stale handles and heap entries
     /// are recognised.
     generation: u32,
@@ -370,13 +378,13 @@ impl<P: EvictionPolicy> Segment<P> {
             .is_some_and(|s| self.slots[s as usize].soft_until != Nanos::ZERO)
     }
 
-    /// The deadline of `key`'s reservation, if it is being written.
+    /// When `key`'s reservation will be reclaimed, if it is being written.
     pub fn reserved_until(&self, key: BlockKey) -> Option<Nanos> {
         self.map
             .get(&key)
             .map(|&s| &self.slots[s as usize])
             .filter(|st| st.state == State::Reserved)
-            .map(|st| st.deadline)
+            .map(|st| st.reserved_at.saturating_add(self.config.put_timeout))
     }
 
     /// Reads of `key` since it entered this segment.
@@ -449,8 +457,17 @@ impl<P: EvictionPolicy> Segment<P> {
         now: Nanos,
     ) -> Result<Reservation, ReserveError> {
         self.advance(now);
-        if self.map.contains_key(&key) {
-            return Err(ReserveError::Exists);
+        if let Some(&s) = self.map.get(&key) {
+            let st = &self.slots[s as usize];
+            let stale = st.state == State::Reserved
+                && now >= st.reserved_at.saturating_add(self.config.preempt_after);
+            if !stale {
+                return Err(ReserveError::Exists);
+            }
+            // An abandoned write: the new one takes over (its holder's
+            // commit will fail).
+            self.counters.expired_reservations += 1;
+            self.release(s);
         }
         if let Some(cap) = self.config.capacity_bytes {
             if self.used_bytes + bytes > cap {
@@ -463,7 +480,7 @@ impl<P: EvictionPolicy> Segment<P> {
         let s = self.alloc(key, bytes, State::Reserved);
         let generation = self.slots[s as usize].generation;
         let deadline = now.saturating_add(self.config.put_timeout);
-        self.slots[s as usize].deadline = deadline;
+        self.slots[s as usize].reserved_at = now;
         self.reservations.push(Reverse((deadline, s, generation)));
         Ok(Reservation {
             key,
@@ -783,7 +800,7 @@ impl<P: EvictionPolicy> Segment<P> {
                 st.lease_until = Nanos::ZERO;
                 st.soft_until = Nanos::ZERO;
                 st.reads = 0;
-                st.deadline = Nanos::ZERO;
+                st.reserved_at = Nanos::ZERO;
                 s
             }
             None => {
@@ -795,7 +812,7 @@ impl<P: EvictionPolicy> Segment<P> {
                     lease_until: Nanos::ZERO,
                     soft_until: Nanos::ZERO,
                     reads: 0,
-                    deadline: Nanos::ZERO,
+                    reserved_at: Nanos::ZERO,
                     generation: 0,
                 });
                 (self.slots.len() - 1) as u32
@@ -861,5 +878,270 @@ impl<P: EvictionPolicy> Segment<P> {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eviction::PolicyKind;
+    use crate::lease::{MooncakeLeases, NoLeases};
+
+    fn seg(cap: u64) -> Segment {
+        Segment::new(
+            PolicyKind::Lru.build(Some(cap)),
+            SegmentConfig::exact(Some(cap)),
+        )
+    }
+
+    fn at(t: u64) -> Access {
+        Access::at(Nanos(t))
+    }
+
+    fn lease_for(ns: u64) -> MooncakeLeases {
+        MooncakeLeases {
+            lease: Nanos(ns),
+            ..MooncakeLeases::default()
+        }
+    }
+
+    #[test]
+    fn sizes_in_bytes_and_eviction_back_to_capacity() {
+        let mut s = seg(100);
+        let mut out = vec![];
+        s.access(BlockKey(1), 40, &at(1));
+        s.access(BlockKey(2), 40, &at(2));
+        s.access(BlockKey(3), 30, &at(3));
+        assert_eq!((s.used_bytes(), s.len()), (110, 3));
+        let o = s.evict(Nanos(3), &mut out);
+        assert_eq!(out, vec![(BlockKey(1), 40)]);
+        assert_eq!((o.objects, o.bytes, o.within_capacity), (1, 40, true));
+        assert_eq!(s.prefix_len(&[BlockKey(2), BlockKey(3), BlockKey(1)]), 2);
+        assert!(s.check().is_ok());
+    }
+
+    #[test]
+    fn pinned_and_leased_objects_survive_and_leases_end_by_the_clock() {
+        let mut s = seg(1);
+        let mut out = vec![];
+        s.access(BlockKey(1), 1, &at(0));
+        s.access(BlockKey(2), 1, &at(1));
+        let pin = s.pin(BlockKey(1)).unwrap();
+        let token = s.read(BlockKey(2), Nanos(0), &lease_for(100)).unwrap();
+        assert_eq!(token.expiry, Nanos(100));
+        let o = s.evict(Nanos(2), &mut out);
+        assert!(!o.within_capacity && out.is_empty());
+        assert!(s.lease_valid(&token, Nanos(99)));
+        // No explicit expiry call: the eviction's own clock ends the lease.
+        assert!(!s.evict(Nanos(99), &mut out).within_capacity);
+        assert!(s.evict(Nanos(100), &mut out).within_capacity);
+        assert_eq!(out, vec![(BlockKey(2), 1)]);
+        assert!(
+            !s.lease_valid(&token, Nanos(100)),
+            "a read that outlived its lease"
+        );
+        assert!(s.unpin(pin, Nanos(101)));
+        assert!(s.is_evictable(BlockKey(1), Nanos(101)));
+    }
+
+    #[test]
+    fn an_extended_lease_is_not_ended_by_the_old_expiry() {
+        let mut s = seg(0);
+        let mut out = vec![];
+        s.access(BlockKey(7), 1, &at(0));
+        s.read(BlockKey(7), Nanos(0), &lease_for(10));
+        let t = s.read(BlockKey(7), Nanos(10), &lease_for(10)).unwrap();
+        assert_eq!(t.expiry, Nanos(20));
+        assert!(!s.evict(Nanos(15), &mut out).within_capacity);
+        assert!(s.evict(Nanos(20), &mut out).within_capacity);
+        assert_eq!(out, vec![(BlockKey(7), 1)]);
+    }
+
+    #[test]
+    fn tokens_and_pins_of_a_departed_object_are_stale() {
+        let mut s = seg(1);
+        let mut out = vec![];
+        s.access(BlockKey(1), 1, &at(0));
+        let t = s.read(BlockKey(1), Nanos(0), &lease_for(10)).unwrap();
+        assert_eq!(s.remove(BlockKey(1), Nanos(1), true), Ok(1));
+        // The slot is reused by another object, pinned.
+        s.access(BlockKey(2), 1, &at(1));
+        let p2 = s.pin(BlockKey(2)).unwrap();
+        assert!(!s.lease_valid(&t, Nanos(2)));
+        s.evict(Nanos(10), &mut out);
+        assert!(
+            out.is_empty() && s.contains(BlockKey(2)),
+            "the old lease's expiry left the new object alone"
+        );
+        // The same key put again is another object: the old token stays stale.
+        assert!(s.unpin(p2, Nanos(11)));
+        s.access(BlockKey(1), 1, &at(11));
+        s.evict(Nanos(11), &mut out);
+        assert!(!s.lease_valid(&t, Nanos(11)));
+    }
+
+    #[test]
+    fn soft_pins_are_taken_only_in_the_second_pass() {
+        let mut s = seg(2);
+        let mut out = vec![];
+        for k in 1..=3 {
+            s.access(BlockKey(k), 1, &at(k));
+        }
+        // LRU would drop 1; soft-pinned, 2 goes instead.
+        s.soft_pin(BlockKey(1), Nanos(100));
+        s.evict(Nanos(4), &mut out);
+        assert_eq!(out, vec![(BlockKey(2), 1)]);
+        // Capacity 0 is reached only by the soft-pinned objects, the pin
+        // that ends first first, and never a leased one.
+        let mut z = seg(0);
+        z.access(BlockKey(7), 1, &at(0));
+        z.access(BlockKey(8), 1, &at(1));
+        z.soft_pin(BlockKey(7), Nanos(50));
+        z.soft_pin(BlockKey(8), Nanos(40));
+        z.lease(BlockKey(8), Nanos(60));
+        let mut out = vec![];
+        let o = z.evict(Nanos(2), &mut out);
+        assert_eq!(out, vec![(BlockKey(7), 1)]);
+        assert_eq!((o.soft_pinned, o.within_capacity), (1, false));
+        assert_eq!(z.counters().soft_pin_evictions, 1);
+        // Expiry hands the object back to the policy, at the MRU end.
+        let mut c = seg(1);
+        c.access(BlockKey(1), 1, &at(0));
+        c.access(BlockKey(2), 1, &at(1));
+        c.soft_pin(BlockKey(1), Nanos(10));
+        let mut out = vec![];
+        c.evict(Nanos(11), &mut out);
+        assert!(!c.is_soft_pinned(BlockKey(1)));
+        assert_eq!(out, vec![(BlockKey(2), 1)]);
+    }
+
+    #[test]
+    fn watermarks_evict_in_batches() {
+        // 100 bytes, high 0.9, low 0.6: nothing happens at 90; at 91 the
+        // oldest go until 60 remain.
+        let mut s = Segment::new(
+            PolicyKind::Lru.build(None),
+            SegmentConfig {
+                watermarks: Watermarks::from_ratio(0.9, 0.3),
+                ..SegmentConfig::exact(Some(100))
+            },
+        );
+        let mut out = vec![];
+        for k in 0..9 {
+            s.access(BlockKey(k), 10, &at(k));
+        }
+        assert_eq!(s.evict(Nanos(9), &mut out).objects, 0);
+        s.access(BlockKey(9), 1, &at(9));
+        let o = s.evict(Nanos(10), &mut out);
+        assert_eq!(o.objects, 4, "{out:?}");
+        assert_eq!(s.used_bytes(), 51);
+        assert_eq!(
+            out.iter().map(|e| e.0 .0).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn two_phase_writes() {
+        let mut s = seg(10);
+        let r = s.reserve(BlockKey(1), 6, Nanos(0)).unwrap();
+        assert_eq!(s.used_bytes(), 6);
+        assert!(!s.contains(BlockKey(1)) && s.prefix_len(&[BlockKey(1)]) == 0);
+        assert!(s.read(BlockKey(1), Nanos(0), &NoLeases).is_none());
+        assert_eq!(
+            s.remove(BlockKey(1), Nanos(0), true),
+            Err(RemoveError::NotReady)
+        );
+        assert_eq!(
+            s.reserve(BlockKey(1), 6, Nanos(1)),
+            Err(ReserveError::Exists)
+        );
+        assert_eq!(
+            s.reserve(BlockKey(2), 5, Nanos(1)),
+            Err(ReserveError::NoSpace { needed: 5, free: 4 })
+        );
+        // Invisible to eviction: over-full by reservations alone, nothing goes.
+        let mut out = vec![];
+        s.access(BlockKey(3), 5, &at(1));
+        s.evict(Nanos(1), &mut out);
+        assert_eq!(out, vec![(BlockKey(3), 5)]);
+        assert_eq!(s.commit(r, &at(2), Nanos(2)), Ok(()));
+        assert!(s.contains(BlockKey(1)));
+        let r2 = s.reserve(BlockKey(2), 4, Nanos(3)).unwrap();
+        assert!(s.revoke(r2));
+        assert_eq!(s.used_bytes(), 6);
+        // No room for 8 more: make_room evicts what may go.
+        assert!(s.make_room(8, Nanos(4), &mut out));
+        assert_eq!(s.used_bytes(), 0);
+        assert!(s.check().is_ok());
+    }
+
+    #[test]
+    fn abandoned_reservations_are_taken_over_then_reclaimed() {
+        let mut s = Segment::new(
+            PolicyKind::Lru.build(None),
+            SegmentConfig {
+                put_timeout: Nanos::from_secs(600),
+                preempt_after: Nanos::from_secs(30),
+                ..SegmentConfig::exact(Some(100))
+            },
+        );
+        let old = s.reserve(BlockKey(1), 10, Nanos::ZERO).unwrap();
+        assert_eq!(
+            s.reserve(BlockKey(1), 10, Nanos::from_secs(29)),
+            Err(ReserveError::Exists)
+        );
+        let new = s.reserve(BlockKey(1), 10, Nanos::from_secs(30)).unwrap();
+        assert_eq!(s.used_bytes(), 10);
+        assert_eq!(
+            s.commit(old, &at(0), Nanos::from_secs(31)),
+            Err(CommitError::Expired)
+        );
+        assert_eq!(s.reserved_until(BlockKey(1)), Some(Nanos::from_secs(630)));
+        s.advance(Nanos::from_secs(630));
+        assert_eq!(s.used_bytes(), 0);
+        assert_eq!(
+            s.commit(new, &at(0), Nanos::from_secs(631)),
+            Err(CommitError::Expired)
+        );
+        assert_eq!(s.counters().expired_reservations, 2);
+        assert_eq!(s.held(), Held::default());
+    }
+
+    #[test]
+    fn remove_refuses_what_is_in_use_or_leased() {
+        let mut s = seg(10);
+        s.access(BlockKey(1), 1, &at(0));
+        assert_eq!(
+            s.remove(BlockKey(9), Nanos(0), false),
+            Err(RemoveError::NotFound)
+        );
+        let p = s.pin(BlockKey(1)).unwrap();
+        assert_eq!(
+            s.remove(BlockKey(1), Nanos(0), true),
+            Err(RemoveError::Busy)
+        );
+        assert!(s.unpin(p, Nanos(0)));
+        s.read(BlockKey(1), Nanos(0), &lease_for(10));
+        assert_eq!(
+            s.remove(BlockKey(1), Nanos(5), false),
+            Err(RemoveError::Leased)
+        );
+        assert_eq!(s.remove(BlockKey(1), Nanos(10), false), Ok(1));
+        s.access(BlockKey(2), 1, &at(11));
+        s.read(BlockKey(2), Nanos(11), &lease_for(10));
+        assert_eq!(s.remove(BlockKey(2), Nanos(12), true), Ok(1));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn unbounded_never_evicts() {
+        let mut s: Segment = Segment::new(PolicyKind::Lru.build(None), SegmentConfig::exact(None));
+        let mut out = vec![];
+        for k in 0..1000 {
+            s.access(BlockKey(k), 7, &at(k));
+        }
+        assert!(s.evict(Nanos(1000), &mut out).within_capacity);
+        assert_eq!((s.len(), s.used_bytes()), (1000, 7000));
     }
 }

@@ -72,6 +72,11 @@ pub struct DecodeConfig {
     pub max_batch: u32,
     /// Share of the HBM left after the weights that holds KV.
     pub kv_memory_fraction: f64,
+    /// Simulate a batch's iterations until its membership next changes in
+    /// one event (same times and token intervals as one event per
+    /// iteration, far fewer events); false = one event per iteration.
+    /// Colocated deployments always step one iteration at a time.
+    pub fast_forward: bool,
 }
 
 /// The Mooncake Store parameters that matter to the simulator.
@@ -210,6 +215,7 @@ impl Default for DecodeConfig {
             cost_profile: None,
             max_batch: 128,
             kv_memory_fraction: 0.9,
+            fast_forward: true,
         }
     }
 }

@@ -6,6 +6,17 @@
 //! 10 %). In a colocated deployment the node's GPUs are shared with
 //! prefill, prefill first: a waiting prefill takes the GPU between two
 //! iterations.
+//!
+//! Fast-forward (`decode.fast_forward`, on by default when disaggregated):
+//! a batch's membership changes only when a request finishes or a waiting
+//! one is admitted, both at iteration boundaries. So one event covers the
+//! whole run of iterations until the first request in the batch finishes
+//! (a [`Stretch`]); each iteration's time is still the cost model's for
+//! its own batch context, and each request still gets every interval. When
+//! a request joins the waiting queue mid-stretch, the stretch is cut at the
+//! end of the iteration in progress, where step-by-step simulation would
+//! admit it. Between boundaries the tokens a request has emitted are
+//! counted from the stretch, so the scheduler's view matches step by step.
 
 use super::flows::LinkId;
 use super::request::Phase;
@@ -17,6 +28,25 @@ use moonlab_core::placement::KvBudget;
 use moonlab_core::Nanos;
 use std::collections::{BTreeSet, VecDeque};
 
+/// A run of decode iterations with the same batch.
+#[derive(Default)]
+pub struct Stretch {
+    /// When the first iteration started.
+    pub start: Nanos,
+    /// The end of each iteration planned, in order.
+    pub ends: Vec<Nanos>,
+    /// Iterations that will run (the event fires at `ends[steps - 1]`).
+    pub steps: usize,
+}
+
+impl Stretch {
+    /// Iterations finished by `now` (an iteration ending at `now` counts:
+    /// iteration ends come first among an instant's events).
+    pub fn done_by(&self, now: Nanos) -> usize {
+        self.ends[..self.steps].partition_point(|&e| e <= now)
+    }
+}
+
 pub struct DecodeInst {
     pub batch: Vec<u32>,
     pub waiting: VecDeque<u32>,
@@ -27,6 +57,10 @@ pub struct DecodeInst {
     /// Prompt tokens of the requests placed here and not yet finished.
     pub context_tokens: u64,
     pub stepping: bool,
+    /// The iterations in progress while `stepping`.
+    pub stretch: Stretch,
+    /// Bumped whenever a stretch's end event is rescheduled.
+    pub generation: u32,
     pub nic_rx: LinkId,
     pub busy: Nanos,
     pub busy_buckets: BusyBuckets,
@@ -41,10 +75,28 @@ impl World<'_> {
         }
         st.phase = Phase::Decoding;
         let d = st.decode as usize;
-        self.decode[d].incoming.remove(&r);
-        self.decode[d].waiting.push_back(r);
-        if !self.decode[d].stepping {
+        let now = self.now();
+        let inst = &mut self.decode[d];
+        inst.incoming.remove(&r);
+        inst.waiting.push_back(r);
+        if !inst.stepping {
             self.start_decode_step(d);
+        } else if inst.stretch.steps > 1 {
+            // Cut the stretch at the end of the iteration in progress: the
+            // newcomer is admitted there, as step by step.
+            let cut = inst.stretch.done_by(now) + 1;
+            if cut < inst.stretch.steps {
+                inst.stretch.steps = cut;
+                inst.generation = inst.generation.wrapping_add(1);
+                let (at, generation) = (inst.stretch.ends[cut - 1], inst.generation);
+                self.engine.push(
+                    at,
+                    super::engine::Event::DecodeStepDone {
+                        d: d as u32,
+                        generation,
+                    },
+                );
+            }
         }
     }
 
@@ -76,36 +128,68 @@ impl World<'_> {
             inst.stepping = false;
             return;
         }
-        let ctx: u64 = inst
+        let reqs = &self.reqs;
+        let mut ctx: u64 = inst
             .batch
             .iter()
-            .map(|&r| trace[r as usize].input_tokens as u64 + self.reqs[r as usize].tokens as u64)
+            .map(|&r| trace[r as usize].input_tokens as u64 + reqs[r as usize].tokens as u64)
             .sum();
-        let step = self
-            .cfg
-            .decode_cost
-            .decode_step_time(inst.batch.len() as u32, ctx)
-            .max(Nanos(1));
+        // Iterations until the first request of the batch emits its last token.
+        let steps = if self.fast_forward {
+            inst.batch
+                .iter()
+                .map(|&r| trace[r as usize].output_tokens - reqs[r as usize].tokens)
+                .min()
+                .unwrap_or(1)
+                .max(1) as usize
+        } else {
+            1
+        };
+        let n = inst.batch.len() as u32;
+        let stretch = &mut inst.stretch;
+        stretch.start = now;
+        stretch.ends.clear();
+        stretch.steps = steps;
+        let mut t = now;
+        for _ in 0..steps {
+            t = t.saturating_add(self.cfg.decode_cost.decode_step_time(n, ctx).max(Nanos(1)));
+            stretch.ends.push(t);
+            ctx += n as u64;
+        }
         inst.stepping = true;
-        inst.busy = inst.busy.saturating_add(step);
-        inst.busy_buckets
-            .add(now, now.saturating_add(step), self.sample_interval.0);
+        inst.generation = inst.generation.wrapping_add(1);
+        let generation = inst.generation;
         self.engine.push(
-            now.saturating_add(step),
-            super::engine::Event::DecodeStepDone(d as u32),
+            t,
+            super::engine::Event::DecodeStepDone {
+                d: d as u32,
+                generation,
+            },
         );
     }
 
-    /// An iteration of decode instance `d` ended: one token per request.
+    /// The iterations of decode instance `d`'s stretch ended: each request
+    /// in the batch emitted one token per iteration.
     pub(super) fn decode_step_done(&mut self, d: usize) {
         let now = self.now();
-        let batch = std::mem::take(&mut self.decode[d].batch);
+        let inst = &mut self.decode[d];
+        let batch = std::mem::take(&mut inst.batch);
+        let stretch = std::mem::take(&mut inst.stretch);
+        let ends = &stretch.ends[..stretch.steps];
+        debug_assert_eq!(ends.last(), Some(&now));
+        inst.busy = inst.busy.saturating_add(now.saturating_sub(stretch.start));
+        inst.busy_buckets
+            .add(stretch.start, now, self.sample_interval.0);
         let mut keep = Vec::with_capacity(batch.len());
         for r in batch {
             let st = &mut self.reqs[r as usize];
-            st.intervals.push(now.saturating_sub(st.last_token));
+            let mut last = st.last_token;
+            for &end in ends {
+                st.intervals.push(end.saturating_sub(last));
+                last = end;
+            }
             st.last_token = now;
-            st.tokens += 1;
+            st.tokens += ends.len() as u32;
             if st.tokens >= self.trace[r as usize].output_tokens {
                 self.finish(r);
             } else {
@@ -113,6 +197,7 @@ impl World<'_> {
             }
         }
         self.decode[d].batch = keep;
+        self.decode[d].stretch = stretch;
         if self.colocated {
             // Prefill first: a waiting prefill takes the GPU before the next
             // decode step (vLLM's default without chunked prefill).

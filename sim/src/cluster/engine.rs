@@ -1,7 +1,10 @@
-//! The event engine: plain-data events in a queue ordered by (time,
-//! sequence number), so that events at the same instant keep the order in
-//! which they were scheduled and never depend on hash-map order. It counts
-//! the events the world processed (stale wake-ups are not counted).
+//! The event engine: plain-data events in a queue ordered by (time, class,
+//! sequence number). At one instant, the end of a decode iteration comes
+//! before everything else (so whatever happens at that instant sees the
+//! iteration done, whether decode is simulated step by step or a run of
+//! steps at once); other events keep the order in which they were
+//! scheduled, never hash-map order. The engine counts the events the world
+//! processed (stale wake-ups are not counted).
 
 use moonlab_core::Nanos;
 use std::cmp::Reverse;
@@ -17,8 +20,9 @@ pub enum Event {
     FlowsDue(u64),
     /// The prefill compute of request `r` ends.
     PrefillComputeDone(u32),
-    /// Decode instance `d` ends an iteration (or a run of iterations).
-    DecodeStepDone(u32),
+    /// Decode instance `d` ends an iteration (or a run of iterations),
+    /// valid while the instance's generation still equals `generation`.
+    DecodeStepDone { d: u32, generation: u32 },
     /// Take a time-series sample.
     Sample,
 }
@@ -27,8 +31,18 @@ pub enum Event {
 pub struct Engine {
     now: Nanos,
     seq: u64,
-    queue: BinaryHeap<Reverse<(Nanos, u64, Event)>>,
+    queue: BinaryHeap<Reverse<(Nanos, u8, u64, Event)>>,
     processed: u64,
+}
+
+impl Event {
+    /// The order among events of one instant: decode iterations end first.
+    fn class(&self) -> u8 {
+        match self {
+            Event::DecodeStepDone { .. } => 0,
+            _ => 1,
+        }
+    }
 }
 
 impl Engine {
@@ -46,12 +60,13 @@ impl Engine {
     pub fn push(&mut self, at: Nanos, e: Event) {
         debug_assert!(at >= self.now, "event scheduled in the past");
         self.seq += 1;
-        self.queue.push(Reverse((at.max(self.now), self.seq, e)));
+        self.queue
+            .push(Reverse((at.max(self.now), e.class(), self.seq, e)));
     }
 
     /// The next event; the clock moves to its time.
     pub fn pop(&mut self) -> Option<Event> {
-        let Reverse((at, _, e)) = self.queue.pop()?;
+        let Reverse((at, _, _, e)) = self.queue.pop()?;
         debug_assert!(at >= self.now, "time went backwards");
         self.now = at;
         Some(e)

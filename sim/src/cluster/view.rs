@@ -95,16 +95,22 @@ impl ClusterView for View<'_> {
     }
     fn decode_requests(&self, instance: InstanceId) -> Vec<DecodingRequest> {
         let d = self.decode_inst(instance);
-        d.batch
-            .iter()
-            .chain(d.waiting.iter())
-            .chain(d.incoming.iter())
-            .map(|&r| {
+        // Iterations of a stretch in progress that have ended count.
+        let done = if d.stepping {
+            d.stretch.done_by(self.now) as u32
+        } else {
+            0
+        };
+        let running = d.batch.iter().map(|&r| (r, done));
+        let queued = d.waiting.iter().chain(d.incoming.iter()).map(|&r| (r, 0));
+        running
+            .chain(queued)
+            .map(|(r, extra)| {
                 let q = &self.trace[r as usize];
-                let st = &self.reqs[r as usize];
+                let tokens = self.reqs[r as usize].tokens + extra;
                 DecodingRequest {
-                    remaining_tokens: q.output_tokens.saturating_sub(st.tokens),
-                    context_tokens: q.input_tokens as u64 + st.tokens as u64,
+                    remaining_tokens: q.output_tokens.saturating_sub(tokens),
+                    context_tokens: q.input_tokens as u64 + tokens as u64,
                     reserved_kv_tokens: q.input_tokens as u64 + q.output_tokens as u64,
                 }
             })

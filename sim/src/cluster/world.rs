@@ -79,6 +79,8 @@ pub struct World<'t> {
     /// Every key's replica count summed over the samples (Figure 11).
     pub(super) replica_totals: FxHashMap<BlockKey, u64>,
     pub(super) colocated: bool,
+    /// Decode runs of iterations in one event (see [`super::decode`]).
+    pub(super) fast_forward: bool,
     pub(super) kv_bytes_per_token: u64,
 }
 
@@ -118,6 +120,8 @@ impl<'t> World<'t> {
                 kv: KvBudget::new(cfg.decode_kv_tokens),
                 context_tokens: 0,
                 stepping: false,
+                stretch: Default::default(),
+                generation: 0,
                 nic_rx: net.add_link(dnode.nic_bytes_per_s(), LinkKind::NicRx),
                 busy: Nanos::ZERO,
                 busy_buckets: BusyBuckets::default(),
@@ -190,6 +194,7 @@ impl<'t> World<'t> {
             samples: Vec::new(),
             replica_totals: FxHashMap::default(),
             colocated,
+            fast_forward: c.decode.fast_forward && !colocated,
             kv_bytes_per_token,
             cfg,
         };
@@ -232,9 +237,11 @@ impl<'t> World<'t> {
                     self.engine.processed_one();
                     self.prefill_part_done(r);
                 }
-                Event::DecodeStepDone(d) => {
-                    self.engine.processed_one();
-                    self.decode_step_done(d as usize);
+                Event::DecodeStepDone { d, generation } => {
+                    if self.decode[d as usize].generation == generation {
+                        self.engine.processed_one();
+                        self.decode_step_done(d as usize);
+                    }
                 }
                 Event::Sample => {
                     // Bookkeeping, not simulated work: not counted.
