@@ -2,11 +2,15 @@
 //! backend: a scheduler's [`crate::sched::Placement`] is a decision taken on
 //! a view of the cluster; this module turns it into what the request holds.
 //!
-//! - [`plan_fetch`] re-checks the remote prefix against the pool now, reads
-//!   it at the source (a lease, by the lease policy) and pins it there for
-//!   the transfer, and sizes the transfer from the objects' bytes;
+//! - [`plan_fetch`] re-checks the remote prefix against the pool now,
+//!   reserves the replicas' space on the target (a two-phase put: PutStart
+//!   now, PutEnd when the bytes have arrived; a block the target cannot make
+//!   room for ends the fetch there), reads the prefix at the source (a
+//!   lease, by the lease policy) and pins it there for the transfer, pins
+//!   the target's own part of the prefix so the transfer is not wasted, and
+//!   sizes the transfer from the objects' bytes;
 //! - [`finish_fetch`] releases exactly the source pins the plan took and
-//!   writes the replicas into the target segment, pinned for the request;
+//!   commits the replicas into the target segment, pinned for the request;
 //! - [`KvBudget`] reserves a decode instance's KV memory for the request and
 //!   gives it back through the [`KvReservation`] handle;
 //! - [`Hold`] is what a request holds in one segment; releasing it releases
@@ -18,8 +22,8 @@
 use crate::eviction::AccessFacts;
 use crate::lease::LeasePolicy;
 use crate::sched::PrefixFetch;
-use crate::store::{LeaseToken, Pin, Pool, SegmentId};
-use crate::types::{Nanos, Request};
+use crate::store::{LeaseToken, Pin, Pool, Reservation, ReserveError, SegmentId};
+use crate::types::{BlockKey, Nanos, Request};
 
 /// KV memory of a decode instance, in tokens, and what requests reserved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +137,10 @@ pub struct FetchPlan {
     /// The reads' leases at the source.
     pub leases: Vec<LeaseToken>,
     source_hold: Hold,
+    /// The target's own part of the prefix, `[0, first)`, pinned.
+    target_hold: Hold,
+    /// Space reserved on the target, by block index.
+    reservations: Vec<(usize, Reservation)>,
 }
 
 impl FetchPlan {
@@ -140,13 +148,21 @@ impl FetchPlan {
     pub fn source_pins(&self) -> usize {
         self.source_hold.len()
     }
+    /// Blocks whose space the plan reserved on the target.
+    pub fn reserved(&self) -> usize {
+        self.reservations.len()
+    }
 }
 
 /// Re-checks a scheduler's `fetch` for `req` against the pool at `now`: the
 /// blocks the source still holds beyond the target segment's own prefix
-/// cross the network. The source reads every block of the prefix (a lease,
-/// by `leases`) and pins it until [`finish_fetch`]. `None` if the source no
-/// longer holds more than the target.
+/// cross the network. Their space is reserved on the target first, evicting
+/// there if needed (the victims are pushed to `evicted`); a block the
+/// target cannot make room for ends the fetch at it, and a block another
+/// transfer is already writing there crosses without a reservation of its
+/// own. Then the source reads every block of the prefix (a lease, by
+/// `leases`) and pins it until [`finish_fetch`]. `None` if nothing is left
+/// to fetch.
 pub fn plan_fetch(
     pool: &mut Pool,
     req: &Request,
@@ -154,24 +170,69 @@ pub fn plan_fetch(
     target: SegmentId,
     leases: &dyn LeasePolicy,
     now: Nanos,
+    evicted: &mut Vec<(BlockKey, u64)>,
 ) -> Option<FetchPlan> {
+    if fetch.from == target {
+        return None;
+    }
     let first = pool.segment(target).prefix_len(&req.blocks);
-    let blocks = fetch
+    let mut blocks = fetch
         .blocks
         .min(pool.segment(fetch.from).prefix_len(&req.blocks));
-    if blocks <= first || fetch.from == target {
+    if blocks <= first {
+        return None;
+    }
+    let src = pool.segment(fetch.from);
+    let sizes: Vec<u64> = req.blocks[..blocks]
+        .iter()
+        .map(|k| src.object_bytes(*k).unwrap_or(0))
+        .collect();
+    let tgt = pool.segment_mut(target);
+    // The target's own prefix stays while the rest is on its way.
+    let mut target_hold = Hold::new(target);
+    for k in &req.blocks[..first] {
+        target_hold.pins.extend(tgt.pin(*k));
+    }
+    let mut reservations = Vec::new();
+    for j in first..blocks {
+        let key = req.blocks[j];
+        if tgt.contains(key) {
+            continue;
+        }
+        let mut attempt = tgt.reserve(key, sizes[j], now);
+        if matches!(attempt, Err(ReserveError::NoSpace { .. }))
+            && tgt.make_room(sizes[j], now, evicted)
+        {
+            attempt = tgt.reserve(key, sizes[j], now);
+        }
+        match attempt {
+            Ok(r) => reservations.push((j, r)),
+            // Another transfer is writing it here: it crosses anyway.
+            Err(ReserveError::Exists) => {}
+            Err(ReserveError::NoSpace { .. }) => {
+                blocks = j;
+                break;
+            }
+        }
+    }
+    if blocks <= first {
+        target_hold.release(pool, now);
+        let tgt = pool.segment_mut(target);
+        for (_, r) in reservations {
+            tgt.revoke(r);
+        }
         return None;
     }
     let src = pool.segment_mut(fetch.from);
     let mut hold = Hold::new(fetch.from);
     let mut tokens = Vec::with_capacity(blocks);
-    let mut sizes = Vec::with_capacity(blocks);
     for k in &req.blocks[..blocks] {
         // Held since the prefix check above: present, so read and pinned.
         tokens.extend(src.read(*k, now, leases));
         hold.pins.extend(src.pin(*k));
-        sizes.push(src.object_bytes(*k).unwrap_or(0));
     }
+    let mut sizes = sizes;
+    sizes.truncate(blocks);
     Some(FetchPlan {
         source: fetch.from,
         target,
@@ -181,13 +242,16 @@ pub fn plan_fetch(
         sizes,
         leases: tokens,
         source_hold: hold,
+        target_hold,
+        reservations,
     })
 }
 
 /// Ends the fetch `plan` for `req` (the trace's `request`-th request): the
-/// source pins are released, and the prefix's blocks are written into the
-/// target segment (tail first, as a request's blocks always are) and pinned
-/// there for the request until its prefill is done.
+/// source pins are released, the replicas reserved on the target are
+/// committed (tail first, as a request's blocks always are; blocks already
+/// there count as hits), and the prefix on the target stays pinned for the
+/// request until its prefill is done: the returned hold.
 pub fn finish_fetch(
     pool: &mut Pool,
     plan: FetchPlan,
@@ -198,14 +262,23 @@ pub fn finish_fetch(
 ) -> Hold {
     plan.source_hold.release(pool, now);
     let tgt = pool.segment_mut(plan.target);
-    let mut hold = Hold::new(plan.target);
+    let mut hold = plan.target_hold;
+    let mut reservations = plan.reservations;
     for j in (0..plan.blocks).rev() {
         let key = req.blocks[j];
-        tgt.access(key, plan.sizes[j], &facts.block(now, request, req, j));
-        hold.pins.extend(tgt.pin(key));
+        let access = facts.block(now, request, req, j);
+        if reservations.last().is_some_and(|(i, _)| *i == j) {
+            if let Some((_, r)) = reservations.pop() {
+                // A reservation taken over after its timeout is simply lost.
+                let _ = tgt.commit(r, &access, now);
+            }
+        } else if tgt.contains(key) {
+            tgt.access(key, plan.sizes[j], &access);
+        }
     }
-    // Released head first, as they were read.
-    hold.pins.reverse();
+    for key in &req.blocks[plan.first..plan.blocks] {
+        hold.pins.extend(tgt.pin(*key));
+    }
     hold
 }
 
@@ -262,8 +335,29 @@ mod tests {
             from: SegmentId(2),
             blocks: 4,
         };
-        let plan = plan_fetch(&mut pool, &req, fetch, SegmentId(3), &leases, Nanos(5)).unwrap();
-        assert_eq!((plan.first, plan.blocks, plan.bytes), (1, 4, 30));
+        let mut evicted = Vec::new();
+        let plan = plan_fetch(
+            &mut pool,
+            &req,
+            fetch,
+            SegmentId(3),
+            &leases,
+            Nanos(5),
+            &mut evicted,
+        )
+        .unwrap();
+        assert_eq!(
+            (plan.first, plan.blocks, plan.bytes, plan.reserved()),
+            (1, 4, 30, 3)
+        );
+        // The replicas' space is taken on the target, invisible until they arrive.
+        assert_eq!(pool.segment(SegmentId(3)).held().reserved_bytes, 30);
+        assert_eq!(pool.segment(SegmentId(3)).prefix_len(&req.blocks), 1);
+        assert_eq!(
+            pool.segment(SegmentId(3)).held().pins,
+            1,
+            "its own block 0 stays"
+        );
         assert_eq!(pool.segment(SegmentId(2)).held().pins, 4);
         assert_eq!(pool.segment(SegmentId(0)).held().pins, 0);
         let token = plan.leases[3];
@@ -274,6 +368,7 @@ mod tests {
         let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
         let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
         let hold = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(9));
+        assert_eq!(pool.segment(SegmentId(3)).held().reserved_objects, 0);
         for s in 0..3 {
             assert_eq!(pool.segment(SegmentId(s)).held().pins, 0, "segment {s}");
         }
@@ -282,7 +377,79 @@ mod tests {
         hold.release(&mut pool, Nanos(10));
         assert_eq!(pool.segment(SegmentId(3)).held().pins, 0);
         // Nothing to fetch when the target already has the prefix.
-        assert!(plan_fetch(&mut pool, &req, fetch, SegmentId(3), &leases, Nanos(11)).is_none());
+        assert!(plan_fetch(
+            &mut pool,
+            &req,
+            fetch,
+            SegmentId(3),
+            &leases,
+            Nanos(11),
+            &mut evicted
+        )
+        .is_none());
+        assert!(evicted.is_empty());
+    }
+
+    #[test]
+    fn a_fetch_ends_where_the_target_has_no_room() {
+        // The target holds 25 bytes; block 0 is its own (10 bytes, pinned
+        // for the fetch), one 10-byte object of another prefix can be
+        // evicted: room for blocks 1 and (after evicting) 2, not 3.
+        let mut pool = Pool::new();
+        for (i, cap) in [(0u32, 1000u64), (1, 25)] {
+            pool.add(
+                Segment::new(PolicyKind::Lru.build(None), SegmentConfig::exact(Some(cap))),
+                SegmentInfo {
+                    owner: Some(InstanceId(i)),
+                    tier: Tier::Dram,
+                    shared: true,
+                },
+            );
+        }
+        let req = Request {
+            arrival: Nanos::ZERO,
+            input_tokens: 2048,
+            output_tokens: 2,
+            blocks: (0..4).map(BlockKey).collect(),
+        };
+        for k in &req.blocks {
+            pool.segment_mut(SegmentId(0))
+                .access(*k, 10, &Access::at(Nanos::ZERO));
+        }
+        let tgt = pool.segment_mut(SegmentId(1));
+        tgt.access(BlockKey(99), 10, &Access::at(Nanos::ZERO));
+        tgt.access(BlockKey(0), 10, &Access::at(Nanos(1)));
+        let fetch = PrefixFetch {
+            from: SegmentId(0),
+            blocks: 4,
+        };
+        let mut evicted = Vec::new();
+        let plan = plan_fetch(
+            &mut pool,
+            &req,
+            fetch,
+            SegmentId(1),
+            &MooncakeLeases::default(),
+            Nanos(2),
+            &mut evicted,
+        )
+        .unwrap();
+        assert_eq!((plan.first, plan.blocks, plan.bytes), (1, 2, 10));
+        assert_eq!(evicted, vec![(BlockKey(99), 10)]);
+        assert_eq!(
+            pool.segment(SegmentId(0)).held().pins,
+            2,
+            "only what crosses is read"
+        );
+        assert!(pool.segment(SegmentId(1)).within_capacity());
+        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
+        let hold = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(3));
+        assert_eq!(hold.len(), 2);
+        assert_eq!(pool.segment(SegmentId(1)).prefix_len(&req.blocks), 2);
+        hold.release(&mut pool, Nanos(4));
+        assert_eq!(pool.segment(SegmentId(0)).held(), Default::default());
+        assert_eq!(pool.segment(SegmentId(1)).held(), Default::default());
     }
 
     #[test]

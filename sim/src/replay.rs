@@ -151,7 +151,7 @@ pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
         let mut first_miss = n;
         for j in (0..n).rev() {
             let access = facts.block(r.arrival, ri, r, j);
-            if !cache.access(r.blocks[j], 1, &access) {
+            if !cache.access(r.blocks[j], 1, &access).is_hit() {
                 first_miss = j;
             }
         }

@@ -15,5 +15,5 @@ pub mod segment;
 pub use pool::{Pool, PoolPrefix, PrefixSpan, SegmentId, SegmentInfo, Tier};
 pub use segment::{
     CommitError, EvictOutcome, Held, LeaseToken, Pin, RemoveError, Reservation, ReserveError,
-    Segment, SegmentConfig, SegmentCounters, Watermarks,
+    Segment, SegmentConfig, SegmentCounters, Touched, Watermarks,
 };

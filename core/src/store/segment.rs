@@ -238,6 +238,23 @@ pub enum RemoveError {
     Busy,
 }
 
+/// What [`Segment::access`] found.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Touched {
+    /// The object was committed here: a hit.
+    Hit,
+    /// It was absent and is now committed.
+    Inserted,
+    /// It is being written (reserved) and was left alone.
+    Writing,
+}
+
+impl Touched {
+    pub fn is_hit(self) -> bool {
+        self == Touched::Hit
+    }
+}
+
 /// What one eviction did.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct EvictOutcome {
@@ -423,26 +440,25 @@ impl<P: EvictionPolicy> Segment<P> {
     /// Accesses `key` (one-phase): a hit updates the policy; a miss writes
     /// an object of `bytes` and commits it at once. Never evicts (call
     /// [`Segment::evict`] after a batch of accesses); a key that is being
-    /// written is left alone and counts as a miss. Returns whether `key`
-    /// was committed here.
+    /// written is left alone and counts as a miss.
     #[inline]
-    pub fn access(&mut self, key: BlockKey, bytes: u64, access: &Access) -> bool {
+    pub fn access(&mut self, key: BlockKey, bytes: u64, access: &Access) -> Touched {
         match self.map.get(&key) {
             Some(&s) => {
                 if self.slots[s as usize].state == State::Committed {
                     self.counters.hits += 1;
                     self.policy.on_hit(Slot(s), access);
-                    true
+                    Touched::Hit
                 } else {
                     self.counters.misses += 1;
-                    false
+                    Touched::Writing
                 }
             }
             None => {
                 self.counters.misses += 1;
                 let s = self.alloc(key, bytes, State::Committed);
                 self.policy.on_insert(Slot(s), key, access);
-                false
+                Touched::Inserted
             }
         }
     }

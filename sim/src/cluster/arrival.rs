@@ -99,7 +99,9 @@ impl World<'_> {
         st.kv = Some(kv);
         st.phase = Phase::Queued;
         let dram = self.store.dram(p);
+        let mut fetched_blocks = None;
         if let Some(f) = fetch {
+            let mut evicted = Vec::new();
             let plan = plan_fetch(
                 &mut self.store.pool,
                 req,
@@ -107,13 +109,26 @@ impl World<'_> {
                 dram,
                 self.leases.as_ref(),
                 now,
+                &mut evicted,
             );
+            if !evicted.is_empty() {
+                // Room made on the prefill node for the replicas.
+                let demoted =
+                    self.store
+                        .evicted_from_dram(p, &evicted, i as usize, &mut self.facts, now);
+                if demoted.bytes > 0 {
+                    let link = self.prefill[p].ssd_link;
+                    self.start_flow(vec![link], demoted.bytes, FlowPurpose::SsdWrite);
+                }
+            }
             if let Some(plan) = plan {
                 let bt = self.cfg.config.block_tokens as u64;
                 let rec = &mut self.records[i as usize];
                 rec.fetch_bytes = plan.bytes;
-                rec.fetched_tokens =
-                    ((plan.blocks - plan.first) as u64 * bt).min(req.input_tokens as u64);
+                rec.fetched_tokens = req
+                    .hit_tokens(plan.blocks, bt as u32)
+                    .saturating_sub(plan.first as u64 * bt);
+                fetched_blocks = Some(plan.blocks);
                 let holder = self
                     .store
                     .pool
@@ -131,9 +146,11 @@ impl World<'_> {
                 self.start_flow(links, bytes, FlowPurpose::Fetch(i));
             }
         }
+        // The queue counts the prefill the request will run: from the prefix
+        // it will find once its fetch, if any, is done.
         let estimate = {
             let local = self.store.pool.segment(dram).prefix_len(&req.blocks);
-            let blocks = fetch.map_or(local, |f| f.blocks.max(local));
+            let blocks = fetched_blocks.unwrap_or(local);
             let cached = req.reusable_tokens(blocks, self.cfg.config.block_tokens);
             self.cfg
                 .prefill_cost

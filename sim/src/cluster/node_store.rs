@@ -14,7 +14,7 @@ use moonlab_core::eviction::AccessFacts;
 use moonlab_core::lease::LeasePolicy;
 use moonlab_core::placement::Hold;
 use moonlab_core::store::{
-    EvictOutcome, Pool, Segment, SegmentConfig, SegmentId, SegmentInfo, Tier,
+    EvictOutcome, Pool, Segment, SegmentConfig, SegmentId, SegmentInfo, Tier, Touched,
 };
 use moonlab_core::{BlockKey, InstanceId, Nanos, Request};
 
@@ -26,8 +26,10 @@ pub struct NodeStore {
     pub pool: Pool,
     dram: Vec<SegmentId>,
     ssd: Vec<Option<SegmentId>>,
-    /// Bytes of one block's object.
-    block_bytes: u64,
+    /// KV bytes of one token, and tokens of a full block: a block's object
+    /// holds its tokens' KV (a partial last block, less).
+    kv_bytes_per_token: u64,
+    block_tokens: u32,
     /// Changes of the DRAM key sets, in order.
     pub changes: Vec<ReplicaChange>,
     /// Index of the next sample (set by the sampler).
@@ -37,15 +39,15 @@ pub struct NodeStore {
     evicted: Vec<(BlockKey, u64)>,
 }
 
-/// What storing a prompt at the end of its prefill did.
-pub struct Stored {
-    /// Blocks written to the SSD tier (demoted from DRAM).
-    pub demoted: u64,
+/// Bytes written to an SSD tier (blocks demoted from DRAM).
+pub struct Demoted {
+    pub bytes: u64,
 }
 
 impl NodeStore {
-    pub fn new(cfg: &Resolved, block_bytes: u64) -> NodeStore {
+    pub fn new(cfg: &Resolved, kv_bytes_per_token: u64) -> NodeStore {
         let c = &cfg.config;
+        let block_bytes = kv_bytes_per_token * c.block_tokens as u64;
         let mut pool = Pool::new();
         let segment = |blocks: u64| {
             Segment::new(
@@ -87,7 +89,8 @@ impl NodeStore {
             pool,
             dram,
             ssd,
-            block_bytes,
+            kv_bytes_per_token,
+            block_tokens: c.block_tokens,
             changes: Vec::new(),
             next_sample: 0,
             over_capacity: Vec::new(),
@@ -100,9 +103,9 @@ impl NodeStore {
         self.dram[p]
     }
 
-    /// Bytes of the object holding one block.
-    pub fn block_bytes(&self) -> u64 {
-        self.block_bytes
+    /// Bytes of the object holding block `j` of `req`.
+    pub fn object_bytes(&self, req: &Request, j: usize) -> u64 {
+        req.block_tokens_at(j, self.block_tokens) as u64 * self.kv_bytes_per_token
     }
 
     /// Leading blocks of `keys` on node `p`, in DRAM or in its SSD tier.
@@ -123,31 +126,35 @@ impl NodeStore {
         self.pool.segment_mut(self.dram[p]).advance(now);
     }
 
-    /// Prefill start on node `p`: the first `k` blocks of `keys` are pinned
-    /// for the request where they are, and a DRAM block is read (a lease,
-    /// and a soft pin if hot). Returns the DRAM and SSD holds.
+    /// Prefill start on node `p`: the blocks `keys` (its local prefix) are
+    /// pinned for the request where they are, and a DRAM block is read (a
+    /// lease, and a soft pin if hot). Returns the DRAM and SSD holds and the
+    /// bytes to read back from the SSD tier.
     pub fn read_prefix(
         &mut self,
         p: usize,
         keys: &[BlockKey],
         leases: &dyn LeasePolicy,
         now: Nanos,
-    ) -> (Hold, Hold) {
+    ) -> (Hold, Hold, u64) {
         let dram_id = self.dram[p];
         let mut dram = Hold::new(dram_id);
         let mut ssd = self.ssd[p].map_or_else(Hold::default, Hold::new);
+        let mut ssd_bytes = 0;
         for key in keys {
             let seg = self.pool.segment_mut(dram_id);
             if let Some(pin) = seg.pin(*key) {
                 seg.read(*key, now, leases);
                 dram.push(pin);
             } else if let Some(ssd_id) = self.ssd[p] {
-                if let Some(pin) = self.pool.segment_mut(ssd_id).pin(*key) {
+                let seg = self.pool.segment_mut(ssd_id);
+                if let Some(pin) = seg.pin(*key) {
+                    ssd_bytes += seg.object_bytes(*key).unwrap_or(0);
                     ssd.push(pin);
                 }
             }
         }
-        (dram, ssd)
+        (dram, ssd, ssd_bytes)
     }
 
     /// Records that `key` entered (+1) or left (−1) a DRAM segment.
@@ -169,17 +176,14 @@ impl NodeStore {
         for j in (0..req.blocks.len()).rev() {
             let access = facts.block(now, request, req, j);
             let key = req.blocks[j];
-            if !self
-                .pool
-                .segment_mut(dram)
-                .access(key, self.block_bytes, &access)
-            {
+            let bytes = self.object_bytes(req, j);
+            if self.pool.segment_mut(dram).access(key, bytes, &access) == Touched::Inserted {
                 self.log(key, 1);
             }
         }
     }
 
-    /// Records keys that entered node `p`'s DRAM by a fetch.
+    /// Records keys that entered a DRAM segment by a fetch.
     pub fn log_fetched(&mut self, keys: &[BlockKey]) {
         for k in keys {
             self.log(*k, 1);
@@ -195,30 +199,44 @@ impl NodeStore {
         request: usize,
         facts: &mut AccessFacts,
         now: Nanos,
-    ) -> Stored {
+    ) -> Demoted {
         let dram = self.dram[p];
         let mut evicted = std::mem::take(&mut self.evicted);
         evicted.clear();
         let out = self.pool.segment_mut(dram).evict(now, &mut evicted);
         self.note(dram, out, now);
-        for &(k, _) in &evicted {
+        let demoted = self.evicted_from_dram(p, &evicted, request, facts, now);
+        self.evicted = evicted;
+        demoted
+    }
+
+    /// Blocks `evicted` left node `p`'s DRAM (at a prefill's end, or to make
+    /// room for a fetched prefix): they are demoted to its SSD tier.
+    pub fn evicted_from_dram(
+        &mut self,
+        p: usize,
+        evicted: &[(BlockKey, u64)],
+        request: usize,
+        facts: &mut AccessFacts,
+        now: Nanos,
+    ) -> Demoted {
+        for &(k, _) in evicted {
             self.log(k, -1);
         }
-        let mut demoted = 0u64;
+        let mut bytes = 0u64;
         if let Some(ssd) = self.ssd[p] {
             let seg = self.pool.segment_mut(ssd);
-            for &(key, bytes) in &evicted {
+            for &(key, size) in evicted {
                 let access = facts.key(now, key, request);
-                if !seg.access(key, bytes, &access) {
-                    demoted += 1;
+                if seg.access(key, size, &access) == Touched::Inserted {
+                    bytes += size;
                 }
             }
             let mut dropped = Vec::new();
             let out = seg.evict(now, &mut dropped);
             self.note(ssd, out, now);
         }
-        self.evicted = evicted;
-        Stored { demoted }
+        Demoted { bytes }
     }
 
     fn note(&mut self, seg: SegmentId, out: EvictOutcome, now: Nanos) {

@@ -69,9 +69,9 @@ impl World<'_> {
         inst.queued_work = inst.queued_work.saturating_sub(estimate);
         self.store.advance(p, now);
         let k = self.store.local_prefix(p, &req.blocks);
-        let (dram, ssd) = self
-            .store
-            .read_prefix(p, &req.blocks[..k], self.leases.as_ref(), now);
+        let (dram, ssd, ssd_bytes) =
+            self.store
+                .read_prefix(p, &req.blocks[..k], self.leases.as_ref(), now);
         let cached = req.reusable_tokens(k, bt);
         let input = req.input_tokens as u64;
         let compute = self.cfg.prefill_cost.chunked_prefill_time(
@@ -107,8 +107,7 @@ impl World<'_> {
         );
         if ssd_blocks > 0 {
             // The SSD part of the prefix is read back while the layers load.
-            let bytes = ssd_blocks * self.store.block_bytes();
-            self.start_flow(vec![ssd_link], bytes, FlowPurpose::SsdRead(r));
+            self.start_flow(vec![ssd_link], ssd_bytes, FlowPurpose::SsdRead(r));
         }
         if cached > 0 {
             let bytes = cached * self.kv_bytes_per_token;
@@ -153,14 +152,13 @@ impl World<'_> {
         for h in holds {
             h.release(&mut self.store.pool, now);
         }
-        let stored = self.store.settle(p, r as usize, &mut self.facts, now);
+        let demoted = self.store.settle(p, r as usize, &mut self.facts, now);
         let inst = &mut self.prefill[p];
         inst.running = None;
         let ssd_link = inst.ssd_link;
-        if stored.demoted > 0 {
+        if demoted.bytes > 0 {
             // Demotion is a write that shares the drive with reads.
-            let bytes = stored.demoted * self.store.block_bytes();
-            self.start_flow(vec![ssd_link], bytes, FlowPurpose::SsdWrite);
+            self.start_flow(vec![ssd_link], demoted.bytes, FlowPurpose::SsdWrite);
         }
         let st = &mut self.reqs[r as usize];
         st.tokens = 1;

@@ -148,7 +148,6 @@ impl<'t> World<'t> {
                 .collect(),
         };
         let kv_bytes_per_token = cfg.prefill_cost.kv_bytes_per_token();
-        let block_bytes = kv_bytes_per_token * c.block_tokens as u64;
         let params = SchedulerParams {
             admission: c.scheduler.admission,
             slo: c.slo,
@@ -164,7 +163,7 @@ impl<'t> World<'t> {
             index,
         );
         let sample_interval = Nanos(((c.metrics.sample_interval_s * 1e9) as u64).max(1));
-        let store = NodeStore::new(&cfg, block_bytes);
+        let store = NodeStore::new(&cfg, kv_bytes_per_token);
         let mut w = World {
             trace,
             engine: Engine::new(),
