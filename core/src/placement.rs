@@ -14,7 +14,8 @@
 //! - [`KvBudget`] reserves a decode instance's KV memory for the request and
 //!   gives it back through the [`KvReservation`] handle;
 //! - [`Hold`] is what a request holds in one segment; releasing it releases
-//!   exactly those pins.
+//!   exactly those pins;
+//! - [`carry_out`] does all of it for one placement.
 //!
 //! Every resource is released through the handle that took it, never by
 //! searching for its holder.
@@ -245,6 +246,48 @@ pub fn plan_fetch(
         target_hold,
         reservations,
     })
+}
+
+/// What a placed request holds once its placement is carried out.
+#[derive(Debug)]
+pub struct Carried {
+    /// The remote prefix on its way, if the scheduler chose one and the
+    /// pool still offers more than the prefill node holds.
+    pub fetch: Option<FetchPlan>,
+    /// The decode instance's KV memory for the request.
+    pub kv: KvReservation,
+    /// Prefix blocks the request will find on its prefill node when it
+    /// starts (its own, or the fetch's): what the queue should expect.
+    pub prefix_blocks: usize,
+}
+
+/// Carries out a placement of `req` on the prefill node whose DRAM segment
+/// is `target`, decoding on the instance whose KV budget is `kv`: reserves
+/// the decode KV (prompt and all output), then plans the fetch if the
+/// scheduler chose one ([`plan_fetch`]; evictions on the target are pushed
+/// to `evicted`).
+#[allow(clippy::too_many_arguments)]
+pub fn carry_out(
+    pool: &mut Pool,
+    req: &Request,
+    fetch: Option<PrefixFetch>,
+    target: SegmentId,
+    kv: &mut KvBudget,
+    leases: &dyn LeasePolicy,
+    now: Nanos,
+    evicted: &mut Vec<(BlockKey, u64)>,
+) -> Carried {
+    let kv = kv.reserve(req.input_tokens as u64 + req.output_tokens as u64);
+    let fetch = fetch.and_then(|f| plan_fetch(pool, req, f, target, leases, now, evicted));
+    let prefix_blocks = match &fetch {
+        Some(plan) => plan.blocks,
+        None => pool.segment(target).prefix_len(&req.blocks),
+    };
+    Carried {
+        fetch,
+        kv,
+        prefix_blocks,
+    }
 }
 
 /// Ends the fetch `plan` for `req` (the trace's `request`-th request): the

@@ -33,7 +33,7 @@ use super::segment::{
     CommitError, LeaseToken, Pin, RemoveError, Reservation, ReserveError, Segment,
 };
 use super::{SegmentConfig, Watermarks};
-use crate::eviction::{Access, PolicyKind};
+use crate::eviction::{Access, NeedsFuture, PolicyKind};
 use crate::lease::{LeaseKind, LeaseParams, LeasePolicy};
 use crate::types::{BlockKey, Nanos};
 use std::collections::HashMap;
@@ -225,6 +225,14 @@ fn parse_setup(words: &[&str]) -> Result<StoreSetup, String> {
     };
     if !s.watermarks.is_valid() {
         return Err("expected 0 <= low <= high <= 1".into());
+    }
+    if s.policy.needs_future() {
+        // A store serves whatever comes: it has no trace to look ahead in.
+        return Err(NeedsFuture {
+            policy: s.policy.name(),
+            context: "a store has no trace to look ahead in".into(),
+        }
+        .to_string());
     }
     Ok(s)
 }
@@ -651,6 +659,12 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("t.scn:1: unknown store key `colour`"));
+        let e = run_on_segment("store capacity=4KiB policy=belady\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("t.scn:1: eviction policy `belady` needs to know the future"),
+            "{e}"
+        );
         let e = run_on_segment("store capacity=4KiB\nput a{3..1} 1KiB\n").unwrap_err();
         assert!(e.to_string().contains("a <= b"), "{e}");
     }

@@ -11,7 +11,7 @@ use super::view::View;
 use super::world::{FlowPurpose, Role, World};
 use moonlab_core::cost::CostModel;
 use moonlab_core::metrics::LongestIntervals;
-use moonlab_core::placement::{finish_fetch, plan_fetch};
+use moonlab_core::placement::{carry_out, finish_fetch};
 use moonlab_core::sched::{InstanceId, Placement, RejectReason};
 use moonlab_core::BlockKey;
 
@@ -85,10 +85,19 @@ impl World<'_> {
             log.push((i, cands, why));
         }
         let d = self.pool_index(decode, Role::Decode);
-        let need = req.input_tokens as u64 + req.output_tokens as u64;
-        // Reserve the decode instance's KV and load from now on.
+        let dram = self.store.dram(p);
+        let mut evicted = Vec::new();
+        let carried = carry_out(
+            &mut self.store.pool,
+            req,
+            fetch,
+            dram,
+            &mut self.decode[d].kv,
+            self.leases.as_ref(),
+            now,
+            &mut evicted,
+        );
         let inst = &mut self.decode[d];
-        let kv = inst.kv.reserve(need);
         inst.context_tokens += req.input_tokens as u64;
         inst.incoming.insert(i);
         let st = &mut self.reqs[i as usize];
@@ -96,62 +105,45 @@ impl World<'_> {
         st.decode = d as u32;
         st.queued_at = now;
         st.intervals = LongestIntervals::for_output(req.output_tokens);
-        st.kv = Some(kv);
+        st.kv = Some(carried.kv);
         st.phase = Phase::Queued;
-        let dram = self.store.dram(p);
-        let mut fetched_blocks = None;
-        if let Some(f) = fetch {
-            let mut evicted = Vec::new();
-            let plan = plan_fetch(
-                &mut self.store.pool,
-                req,
-                f,
-                dram,
-                self.leases.as_ref(),
-                now,
-                &mut evicted,
-            );
-            if !evicted.is_empty() {
-                // Room made on the prefill node for the replicas.
-                let demoted =
-                    self.store
-                        .evicted_from_dram(p, &evicted, i as usize, &mut self.facts, now);
-                if demoted.bytes > 0 {
-                    let link = self.prefill[p].ssd_link;
-                    self.start_flow(vec![link], demoted.bytes, FlowPurpose::SsdWrite);
-                }
+        if !evicted.is_empty() {
+            // Room made on the prefill node for the replicas.
+            let demoted =
+                self.store
+                    .evicted_from_dram(p, &evicted, i as usize, &mut self.facts, now);
+            if demoted.bytes > 0 {
+                let link = self.prefill[p].ssd_link;
+                self.start_flow(vec![link], demoted.bytes, FlowPurpose::SsdWrite);
             }
-            if let Some(plan) = plan {
-                let bt = self.cfg.config.block_tokens as u64;
-                let rec = &mut self.records[i as usize];
-                rec.fetch_bytes = plan.bytes;
-                rec.fetched_tokens = req
-                    .hit_tokens(plan.blocks, bt as u32)
-                    .saturating_sub(plan.first as u64 * bt);
-                fetched_blocks = Some(plan.blocks);
-                let holder = self
-                    .store
-                    .pool
-                    .info(plan.source)
-                    .owner
-                    .map(|o| self.pool_index(o, Role::Prefill));
-                let mut links = Vec::with_capacity(2);
-                links.extend(holder.map(|h| self.prefill[h].nic_tx));
-                links.push(self.prefill[p].nic_rx);
-                let bytes = plan.bytes;
-                let st = &mut self.reqs[i as usize];
-                st.phase = Phase::Fetching;
-                st.fetch_started = now;
-                st.fetch = Some(plan);
-                self.start_flow(links, bytes, FlowPurpose::Fetch(i));
-            }
+        }
+        if let Some(plan) = carried.fetch {
+            let bt = self.cfg.config.block_tokens;
+            let rec = &mut self.records[i as usize];
+            rec.fetch_bytes = plan.bytes;
+            rec.fetched_tokens = req
+                .hit_tokens(plan.blocks, bt)
+                .saturating_sub(plan.first as u64 * bt as u64);
+            let holder = self
+                .store
+                .pool
+                .info(plan.source)
+                .owner
+                .map(|o| self.pool_index(o, Role::Prefill));
+            let mut links = Vec::with_capacity(2);
+            links.extend(holder.map(|h| self.prefill[h].nic_tx));
+            links.push(self.prefill[p].nic_rx);
+            let bytes = plan.bytes;
+            let st = &mut self.reqs[i as usize];
+            st.phase = Phase::Fetching;
+            st.fetch_started = now;
+            st.fetch = Some(plan);
+            self.start_flow(links, bytes, FlowPurpose::Fetch(i));
         }
         // The queue counts the prefill the request will run: from the prefix
         // it will find once its fetch, if any, is done.
         let estimate = {
-            let local = self.store.pool.segment(dram).prefix_len(&req.blocks);
-            let blocks = fetched_blocks.unwrap_or(local);
-            let cached = req.reusable_tokens(blocks, self.cfg.config.block_tokens);
+            let cached = req.reusable_tokens(carried.prefix_blocks, self.cfg.config.block_tokens);
             self.cfg
                 .prefill_cost
                 .prefill_time(req.input_tokens as u64, cached)
