@@ -195,16 +195,16 @@ pub fn plan_fetch(
         target_hold.pins.extend(tgt.pin(*k));
     }
     let mut reservations = Vec::new();
-    for j in first..blocks {
+    for (j, &size) in sizes.iter().enumerate().take(blocks).skip(first) {
         let key = req.blocks[j];
         if tgt.contains(key) {
             continue;
         }
-        let mut attempt = tgt.reserve(key, sizes[j], now);
+        let mut attempt = tgt.reserve(key, size, now);
         if matches!(attempt, Err(ReserveError::NoSpace { .. }))
-            && tgt.make_room(sizes[j], now, evicted)
+            && tgt.make_room(size, now, evicted)
         {
-            attempt = tgt.reserve(key, sizes[j], now);
+            attempt = tgt.reserve(key, size, now);
         }
         match attempt {
             Ok(r) => reservations.push((j, r)),
