@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Markdown tables of the simulator studies from run folders' summary.json
+(written by experiments/studies/run_studies.sh)."""
+import json
+import os
+import sys
+
+
+def load(out, name):
+    with open(os.path.join(out, name, "summary.json")) as f:
+        return json.load(f)
+
+
+def fig5(out):
+    print("| scheduler | TTFT mean (s) | TTFT p90 (s) | TBT mean (ms) | TBT p90 (ms) | hit rate "
+          "| effective request capacity (TTFT ≤ 30 s, TBT ≤ 100 ms) | prefill GPU s / request "
+          "| prefix fetched (GB) | events |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rows = [(s, f"fig5-{s}") for s in
+            ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"]]
+    rows.append(("kvcache-centric, 16 colocated nodes", "fig5-colocated-16"))
+    for label, name in rows:
+        s = load(out, name)
+        print(f"| {label} | {s['ttft_mean_s']:.2f} | {s['ttft_p90_s']:.2f} | "
+              f"{1e3 * s['tbt_mean_s']:.1f} | {1e3 * s['tbt_p90_s']:.1f} | "
+              f"{100 * s['hit_rate']:.1f} % | {100 * s['effective_request_capacity']:.1f} % | "
+              f"{s['prefill_gpu_s_per_request']:.3f} | {s['fetch_bytes'] / 1e9:,.0f} | "
+              f"{s['events']:,} |")
+
+
+def studies(out):
+    print("| setup | TTFT mean (s) | TTFT p90 (s) | TBT mean (ms) | TBT p90 (ms) | hit rate "
+          "| effective request capacity |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, name in [("§5.3.2 conversation, local cache (local-cache-aware)", "lvg-local"),
+                        ("§5.3.2 conversation, global cache (kvcache-centric)", "lvg-global")]:
+        s = load(out, name)
+        print(f"| {label} | {s['ttft_mean_s']:.2f} | {s['ttft_p90_s']:.2f} | – | – | "
+              f"{100 * s['hit_rate']:.1f} % (prefill GPU {s['prefill_gpu_s_per_request']:.3f} s "
+              f"per request) | – |")
+    for p in range(5, 12):
+        name = f"pd-{p}P{16 - p}D"
+        s = load(out, name)
+        print(f"| §5.5 synthetic, {p}P{16 - p}D | {s['ttft_mean_s']:.2f} | {s['ttft_p90_s']:.2f} | "
+              f"{1e3 * s['tbt_mean_s']:.1f} | {1e3 * s['tbt_p90_s']:.1f} | "
+              f"{100 * s['hit_rate']:.1f} % | {100 * s['effective_request_capacity']:.1f} % |")
+    for g in [25, 50, 100, 200, 400, 800]:
+        s = load(out, f"bw-{g}")
+        print(f"| §5.4.2 synthetic, NIC {g} Gbps | {s['ttft_mean_s']:.2f} | {s['ttft_p90_s']:.2f} | "
+              f"{1e3 * s['tbt_mean_s']:.1f} | {1e3 * s['tbt_p90_s']:.1f} | "
+              f"{100 * s['hit_rate']:.1f} % | {100 * s['effective_request_capacity']:.1f} % |")
+
+
+if __name__ == "__main__":
+    out = sys.argv[1] if len(sys.argv) > 1 else "runs/studies"
+    print("## Figure 5 (reports/fig5-scheduling.md)\n")
+    fig5(out)
+    print("\n## Studies (reports/simulator-studies.md)\n")
+    studies(out)
