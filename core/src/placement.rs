@@ -201,8 +201,7 @@ pub fn plan_fetch(
             continue;
         }
         let mut attempt = tgt.reserve(key, size, now);
-        if matches!(attempt, Err(ReserveError::NoSpace { .. }))
-            && tgt.make_room(size, now, evicted)
+        if matches!(attempt, Err(ReserveError::NoSpace { .. })) && tgt.make_room(size, now, evicted)
         {
             attempt = tgt.reserve(key, size, now);
         }

@@ -522,6 +522,8 @@ mod tests {
         decode_loads: Vec<DecodeLoad>,
         remaining: u32,
         cost: AnalyticCost,
+        /// Decode instances a prefill instance may use (all when empty).
+        candidates: Vec<InstanceId>,
     }
 
     impl Fake {
@@ -546,6 +548,7 @@ mod tests {
                 ],
                 remaining: 100,
                 cost: AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8()),
+                candidates: Vec::new(),
             }
         }
     }
@@ -564,7 +567,11 @@ mod tests {
             &self.decode
         }
         fn decode_candidates(&self, _prefill: InstanceId) -> &[InstanceId] {
-            &self.decode
+            if self.candidates.is_empty() {
+                &self.decode
+            } else {
+                &self.candidates
+            }
         }
         fn local_prefix_blocks(&self, i: InstanceId, _keys: &[BlockKey]) -> usize {
             self.matches[i.0 as usize]
@@ -697,6 +704,28 @@ mod tests {
             adm.place(&req, &view, None),
             Placement::Reject(RejectReason::TtftSlo)
         );
+    }
+
+    #[test]
+    fn decode_is_chosen_and_admitted_among_the_views_candidates() {
+        // Colocated: prefill 0 may only decode on its own node, the heavy
+        // instance 1 (10 requests of 10k tokens), though 2 is lighter. The
+        // TBT the admission checks is that node's.
+        let mut view = Fake::new(vec![0], vec![0.0]);
+        view.candidates = vec![InstanceId(1)];
+        let req = request(4);
+        let mut rr = build_scheduler(SchedulerKind::RoundRobin, params(Admission::None));
+        let Placement::Run {
+            decode,
+            tbt_estimate,
+            ..
+        } = rr.place(&req, &view, None)
+        else {
+            panic!("rejected")
+        };
+        assert_eq!(decode, InstanceId(1));
+        let heavy = view.cost.decode_step_time(11, 100_000 + 4 * 512);
+        assert_eq!(tbt_estimate, heavy);
     }
 
     #[test]

@@ -791,6 +791,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("model: unknown preset `gpt5`"), "{e}");
+        let e = ClusterConfig::load("", "c", &["store.lease_policy=forever".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "store.lease_policy: unknown lease policy `forever` (expected one of: mooncake, none)"
+        );
+        let e = ClusterConfig::load("", "c", &["store.high_watermark=1.5".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "store.high_watermark: 1.5 is out of range (expected 0 <= x <= 1)"
+        );
         let e = ClusterConfig::load("store:\n  eviction: nope\n", "c", &[])
             .unwrap_err()
             .to_string();
