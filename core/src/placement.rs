@@ -156,14 +156,14 @@ impl FetchPlan {
 }
 
 /// Re-checks a scheduler's `fetch` for `req` against the pool at `now`: the
-/// blocks the source still holds beyond the target segment's own prefix
-/// cross the network. Their space is reserved on the target first, evicting
-/// there if needed (the victims are pushed to `evicted`); a block the
-/// target cannot make room for ends the fetch at it, and a block another
-/// transfer is already writing there crosses without a reservation of its
-/// own. Then the source reads every block of the prefix (a lease, by
-/// `leases`) and pins it until [`finish_fetch`]. `None` if nothing is left
-/// to fetch.
+/// prefix blocks the source still holds and the target does not cross the
+/// network. Block by block from the end of the target's own prefix, a block
+/// the target already holds is pinned there, and any other has its space
+/// reserved on the target (evicting there if needed; the victims are pushed
+/// to `evicted`); the fetch ends at a block the target cannot make room for
+/// or that another transfer is already writing there. The source then reads
+/// each block that crosses (a lease, by `leases`) and pins it until
+/// [`finish_fetch`]. `None` if nothing is left to fetch.
 pub fn plan_fetch(
     pool: &mut Pool,
     req: &Request,
@@ -184,12 +184,13 @@ pub fn plan_fetch(
         return None;
     }
     let src = pool.segment(fetch.from);
-    let sizes: Vec<u64> = req.blocks[..blocks]
+    let mut sizes: Vec<u64> = req.blocks[..blocks]
         .iter()
         .map(|k| src.object_bytes(*k).unwrap_or(0))
         .collect();
     let tgt = pool.segment_mut(target);
-    // The target's own prefix stays while the rest is on its way.
+    // What the target holds of the prefix stays while the rest is on its
+    // way (pinned before any room is made).
     let mut target_hold = Hold::new(target);
     for k in &req.blocks[..first] {
         target_hold.pins.extend(tgt.pin(*k));
@@ -197,7 +198,8 @@ pub fn plan_fetch(
     let mut reservations = Vec::new();
     for (j, &size) in sizes.iter().enumerate().take(blocks).skip(first) {
         let key = req.blocks[j];
-        if tgt.contains(key) {
+        if let Some(pin) = tgt.pin(key) {
+            target_hold.pins.push(pin);
             continue;
         }
         let mut attempt = tgt.reserve(key, size, now);
@@ -207,38 +209,36 @@ pub fn plan_fetch(
         }
         match attempt {
             Ok(r) => reservations.push((j, r)),
-            // Another transfer is writing it here: it crosses anyway.
-            Err(ReserveError::Exists) => {}
-            Err(ReserveError::NoSpace { .. }) => {
+            // No room, or another transfer is writing it here: the fetch
+            // ends before it.
+            Err(ReserveError::NoSpace { .. } | ReserveError::Exists) => {
                 blocks = j;
                 break;
             }
         }
     }
-    if blocks <= first {
+    if reservations.is_empty() {
         target_hold.release(pool, now);
-        let tgt = pool.segment_mut(target);
-        for (_, r) in reservations {
-            tgt.revoke(r);
-        }
         return None;
     }
     let src = pool.segment_mut(fetch.from);
     let mut hold = Hold::new(fetch.from);
-    let mut tokens = Vec::with_capacity(blocks);
-    for k in &req.blocks[..blocks] {
+    let mut tokens = Vec::with_capacity(reservations.len());
+    let mut bytes = 0;
+    for (j, _) in &reservations {
         // Held since the prefix check above: present, so read and pinned.
-        tokens.extend(src.read(*k, now, leases));
-        hold.pins.extend(src.pin(*k));
+        let key = req.blocks[*j];
+        tokens.extend(src.read(key, now, leases));
+        hold.pins.extend(src.pin(key));
+        bytes += sizes[*j];
     }
-    let mut sizes = sizes;
     sizes.truncate(blocks);
     Some(FetchPlan {
         source: fetch.from,
         target,
         blocks,
         first,
-        bytes: sizes[first..].iter().sum(),
+        bytes,
         sizes,
         leases: tokens,
         source_hold: hold,
@@ -289,11 +289,24 @@ pub fn carry_out(
     }
 }
 
+/// What a finished fetch left on the target.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The prefix on the target, pinned for the request until its prefill
+    /// is done.
+    pub hold: Hold,
+    /// Leading blocks of the request now on the target.
+    pub prefix_blocks: usize,
+    /// Blocks written by this fetch, in block order (a reservation taken
+    /// over by another writer after its timeout writes nothing).
+    pub written: Vec<usize>,
+}
+
 /// Ends the fetch `plan` for `req` (the trace's `request`-th request): the
 /// source pins are released, the replicas reserved on the target are
 /// committed (tail first, as a request's blocks always are; blocks already
 /// there count as hits), and the prefix on the target stays pinned for the
-/// request until its prefill is done: the returned hold.
+/// request until its prefill is done.
 pub fn finish_fetch(
     pool: &mut Pool,
     plan: FetchPlan,
@@ -301,27 +314,34 @@ pub fn finish_fetch(
     request: usize,
     facts: &mut AccessFacts<'_>,
     now: Nanos,
-) -> Hold {
+) -> Fetched {
     plan.source_hold.release(pool, now);
     let tgt = pool.segment_mut(plan.target);
     let mut hold = plan.target_hold;
     let mut reservations = plan.reservations;
+    let mut written = Vec::with_capacity(reservations.len());
     for j in (0..plan.blocks).rev() {
         let key = req.blocks[j];
         let access = facts.block(now, request, req, j);
         if reservations.last().is_some_and(|(i, _)| *i == j) {
             if let Some((_, r)) = reservations.pop() {
-                // A reservation taken over after its timeout is simply lost.
-                let _ = tgt.commit(r, &access, now);
+                if tgt.commit(r, &access, now).is_ok() {
+                    written.push(j);
+                }
             }
         } else if tgt.contains(key) {
             tgt.access(key, plan.sizes[j], &access);
         }
     }
-    for key in &req.blocks[plan.first..plan.blocks] {
-        hold.pins.extend(tgt.pin(*key));
+    written.reverse();
+    for &j in &written {
+        hold.pins.extend(tgt.pin(req.blocks[j]));
     }
-    hold
+    Fetched {
+        hold,
+        prefix_blocks: tgt.prefix_len(&req.blocks[..plan.blocks]),
+        written,
+    }
 }
 
 #[cfg(test)]
@@ -400,16 +420,25 @@ mod tests {
             1,
             "its own block 0 stays"
         );
-        assert_eq!(pool.segment(SegmentId(2)).held().pins, 4);
+        assert_eq!(
+            pool.segment(SegmentId(2)).held().pins,
+            3,
+            "only what crosses is read"
+        );
         assert_eq!(pool.segment(SegmentId(0)).held().pins, 0);
-        let token = plan.leases[3];
+        let token = plan.leases[2];
         assert!(pool.segment(SegmentId(2)).lease_valid(&token, Nanos(5)));
         assert!(!pool
             .segment(SegmentId(2))
             .lease_valid(&token, Nanos::from_secs(11)));
         let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
         let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
-        let hold = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(9));
+        let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(9));
+        assert_eq!(
+            (done.prefix_blocks, done.written.clone()),
+            (4, vec![1, 2, 3])
+        );
+        let hold = done.hold;
         assert_eq!(pool.segment(SegmentId(3)).held().reserved_objects, 0);
         for s in 0..3 {
             assert_eq!(pool.segment(SegmentId(s)).held().pins, 0, "segment {s}");
@@ -477,19 +506,92 @@ mod tests {
         )
         .unwrap();
         assert_eq!((plan.first, plan.blocks, plan.bytes), (1, 2, 10));
+        assert_eq!(plan.reserved(), 1);
         assert_eq!(evicted, vec![(BlockKey(99), 10)]);
         assert_eq!(
             pool.segment(SegmentId(0)).held().pins,
-            2,
+            1,
             "only what crosses is read"
         );
         assert!(pool.segment(SegmentId(1)).within_capacity());
         let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
         let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
-        let hold = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(3));
-        assert_eq!(hold.len(), 2);
+        let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(3));
+        let hold = done.hold;
+        assert_eq!((hold.len(), done.prefix_blocks), (2, 2));
         assert_eq!(pool.segment(SegmentId(1)).prefix_len(&req.blocks), 2);
         hold.release(&mut pool, Nanos(4));
+        assert_eq!(pool.segment(SegmentId(0)).held(), Default::default());
+        assert_eq!(pool.segment(SegmentId(1)).held(), Default::default());
+    }
+
+    #[test]
+    fn a_fetch_never_claims_blocks_it_does_not_bring() {
+        // The target (25 bytes) holds block 1 of the prefix but not block 0.
+        // Block 0 is reserved; block 1, already there, is pinned so that the
+        // room made for block 2 cannot take it; block 2 finds no room: the
+        // fetch brings block 0 only, and the request finds blocks 0 and 1.
+        let mut pool = Pool::new();
+        for (i, cap) in [(0u32, 1000u64), (1, 25)] {
+            pool.add(
+                Segment::new(PolicyKind::Lru.build(None), SegmentConfig::exact(Some(cap))),
+                SegmentInfo {
+                    owner: Some(InstanceId(i)),
+                    tier: Tier::Dram,
+                    shared: true,
+                },
+            );
+        }
+        let req = Request {
+            arrival: Nanos::ZERO,
+            input_tokens: 2048,
+            output_tokens: 2,
+            blocks: (0..4).map(BlockKey).collect(),
+        };
+        for k in &req.blocks {
+            pool.segment_mut(SegmentId(0))
+                .access(*k, 10, &Access::at(Nanos::ZERO));
+        }
+        pool.segment_mut(SegmentId(1))
+            .access(BlockKey(1), 10, &Access::at(Nanos::ZERO));
+        let fetch = PrefixFetch {
+            from: SegmentId(0),
+            blocks: 4,
+        };
+        let leases = MooncakeLeases::default();
+        let mut evicted = Vec::new();
+        let plan = plan_fetch(
+            &mut pool,
+            &req,
+            fetch,
+            SegmentId(1),
+            &leases,
+            Nanos(1),
+            &mut evicted,
+        )
+        .unwrap();
+        assert_eq!(
+            (plan.first, plan.blocks, plan.bytes, plan.reserved()),
+            (0, 2, 10, 1)
+        );
+        assert!(evicted.is_empty());
+        // A second fetch of the same prefix into the same node while the
+        // first is on its way: block 0 is being written, so nothing is left.
+        assert!(plan_fetch(
+            &mut pool,
+            &req,
+            fetch,
+            SegmentId(1),
+            &leases,
+            Nanos(2),
+            &mut evicted
+        )
+        .is_none());
+        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
+        let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(3));
+        assert_eq!((done.prefix_blocks, done.written.clone()), (2, vec![0]));
+        done.hold.release(&mut pool, Nanos(4));
         assert_eq!(pool.segment(SegmentId(0)).held(), Default::default());
         assert_eq!(pool.segment(SegmentId(1)).held(), Default::default());
     }

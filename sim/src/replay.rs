@@ -115,9 +115,13 @@ pub fn replay(trace: &PreparedTrace, cfg: ReplayConfig) -> ReplayResult {
         .map(|&c| Segment::new(cfg.policy.build(c), SegmentConfig::exact(c)))
         .collect();
     let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
-    let mut facts = AccessFacts::for_trace(cfg.policy, trace.block_tokens, Box::new(cost), || {
-        trace.index()
-    });
+    let mut facts = AccessFacts::for_trace(
+        cfg.policy,
+        trace.block_tokens,
+        Box::new(cost),
+        false,
+        || trace.index(),
+    );
     let mut load = vec![0u64; nodes as usize];
     let mut evicted = Vec::new();
     let (mut input_tokens, mut hit_tokens, mut blocks, mut hit_blocks) = (0u64, 0u64, 0u64, 0u64);

@@ -118,7 +118,10 @@ pub struct AccessFacts<'t> {
     cost: Box<dyn CostModel + 't>,
     /// Recompute cost of a full block, by depth (the same for every request).
     full: Vec<f64>,
+    /// The trace's index: blocks' shapes, and next uses for offline policies.
     index: Option<&'t TraceIndex>,
+    /// True if the policy is given next uses.
+    future: bool,
 }
 
 impl<'t> AccessFacts<'t> {
@@ -141,25 +144,31 @@ impl<'t> AccessFacts<'t> {
             block_tokens,
             cost,
             full: Vec::new(),
+            index,
             // Only offline policies read next uses: the others skip the lookup.
-            index: if policy.needs_future() { index } else { None },
+            future: policy.needs_future(),
         })
     }
 
     /// Facts for a replay of a whole trace (the replayer, the simulator, a
     /// real replay): `index` is asked for only if the policy needs the
-    /// future, so online policies never pay for it.
+    /// future or `shapes` is true (accesses by key alone, as demotions to
+    /// another tier are, then get their depth and tokens from the trace), so
+    /// online policies need not pay for it.
     pub fn for_trace(
         policy: PolicyKind,
         block_tokens: u32,
         cost: Box<dyn CostModel + 't>,
+        shapes: bool,
         index: impl FnOnce() -> &'t TraceIndex,
     ) -> AccessFacts<'t> {
+        let future = policy.needs_future();
         AccessFacts {
             block_tokens,
             cost,
             full: Vec::new(),
-            index: policy.needs_future().then(index),
+            index: (future || shapes).then(index),
+            future,
         }
     }
 
@@ -192,14 +201,17 @@ impl<'t> AccessFacts<'t> {
             tokens,
             depth: j as u32,
             cost: self.cost(j as u32, tokens),
-            next_use: self.index.map_or(0, |ix| ix.next_use(request, j)),
+            next_use: match self.index {
+                Some(ix) if self.future => ix.next_use(request, j),
+                _ => 0,
+            },
         }
     }
 
     /// The access of `key` on behalf of the `request`-th request when only
     /// the key is known (a block demoted to another tier): its shape comes
     /// from the trace index where there is one, else it counts as a full
-    /// block at depth 0.
+    /// block at depth 0 (build the facts with `shapes` to avoid that).
     pub fn key(&mut self, now: Nanos, key: BlockKey, request: usize) -> Access {
         let (depth, tokens) = self
             .index
@@ -210,7 +222,10 @@ impl<'t> AccessFacts<'t> {
             tokens,
             depth,
             cost: self.cost(depth, tokens),
-            next_use: self.index.map_or(0, |ix| ix.next_use_of(key, request)),
+            next_use: match self.index {
+                Some(ix) if self.future => ix.next_use_of(key, request),
+                _ => 0,
+            },
         }
     }
 }
@@ -259,9 +274,18 @@ mod tests {
             (demoted.depth, demoted.tokens, demoted.next_use),
             (1, 188, 2)
         );
-        // Online policies do not see the future, even where it is known.
+        // Online policies do not see the future, even where it is known, but
+        // a demoted block keeps its shape.
         let mut lru = AccessFacts::new(PolicyKind::Lru, 512, a800(), Some(&ix), "test").unwrap();
         assert_eq!(lru.block(Nanos(5), 0, &trace[0], 1).next_use, 0);
+        let d = lru.key(Nanos(9), BlockKey(2), 1);
+        assert_eq!((d.depth, d.tokens, d.next_use), (1, 188, 0));
+        let mut bare = AccessFacts::for_trace(PolicyKind::Lru, 512, a800(), false, || &ix);
+        assert_eq!(
+            bare.key(Nanos(9), BlockKey(2), 1).depth,
+            0,
+            "no index asked for"
+        );
     }
 
     #[test]

@@ -145,6 +145,9 @@ pub struct ScenarioError {
     pub message: String,
 }
 
+/// The largest size a scenario may name: 1 PiB.
+const MAX_SIZE: u64 = 1 << 50;
+
 fn parse_size(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -159,7 +162,7 @@ fn parse_size(s: &str) -> Option<u64> {
         "GB" => 1_000_000_000,
         _ => return None,
     };
-    n.checked_mul(mult)
+    n.checked_mul(mult).filter(|&v| v <= MAX_SIZE)
 }
 
 fn parse_duration(s: &str) -> Option<Nanos> {
@@ -291,6 +294,9 @@ pub fn run(
             None => (body, None),
         };
         let words: Vec<&str> = body.split_whitespace().collect();
+        if words.is_empty() {
+            return Err(fail("expected a command before `->`".into()));
+        }
         if words[0] == "store" {
             if store.is_some() {
                 return Err(fail("a second `store` line".into()));
@@ -655,6 +661,8 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("t.scn:2: unknown command `frobnicate`"));
+        let e = run_on_segment("store capacity=4KiB\n-> exists\n").unwrap_err();
+        assert_eq!(e.to_string(), "t.scn:2: expected a command before `->`");
         let e = run_on_segment("store capacity=4KiB colour=blue\n").unwrap_err();
         assert!(e
             .to_string()
@@ -675,6 +683,7 @@ mod tests {
         assert_eq!(parse_size("3MB"), Some(3_000_000));
         assert_eq!(parse_size("7"), Some(7));
         assert_eq!(parse_size("1TiB"), None);
+        assert_eq!(parse_size("18446744073709551615"), None, "over 1 PiB");
         assert_eq!(parse_duration("1.5s"), Some(Nanos(1_500_000_000)));
         assert_eq!(parse_duration("30min"), Some(Nanos::from_secs(1800)));
         assert_eq!(parse_duration("10"), None);

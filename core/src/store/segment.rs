@@ -486,7 +486,11 @@ impl<P: EvictionPolicy> Segment<P> {
             self.release(s);
         }
         if let Some(cap) = self.config.capacity_bytes {
-            if self.used_bytes + bytes > cap {
+            if self
+                .used_bytes
+                .checked_add(bytes)
+                .is_none_or(|total| total > cap)
+            {
                 return Err(ReserveError::NoSpace {
                     needed: bytes,
                     free: cap.saturating_sub(self.used_bytes),
@@ -834,7 +838,13 @@ impl<P: EvictionPolicy> Segment<P> {
                 (self.slots.len() - 1) as u32
             }
         };
-        self.used_bytes += bytes;
+        // Sizes come from the caller's model (tokens × KV bytes): a sum past
+        // u64 is a caller bug, kept from wrapping.
+        debug_assert!(
+            self.used_bytes.checked_add(bytes).is_some(),
+            "bytes overflow"
+        );
+        self.used_bytes = self.used_bytes.saturating_add(bytes);
         if state == State::Committed {
             self.committed += 1;
         }

@@ -118,12 +118,7 @@ impl World<'_> {
             }
         }
         if let Some(plan) = carried.fetch {
-            let bt = self.cfg.config.block_tokens;
-            let rec = &mut self.records[i as usize];
-            rec.fetch_bytes = plan.bytes;
-            rec.fetched_tokens = req
-                .hit_tokens(plan.blocks, bt)
-                .saturating_sub(plan.first as u64 * bt as u64);
+            self.records[i as usize].fetch_bytes = plan.bytes;
             let holder = self
                 .store
                 .pool
@@ -160,6 +155,7 @@ impl World<'_> {
         let st = &mut self.reqs[i as usize];
         st.phase = Phase::Rejected;
         st.ends += 1;
+        self.ended += 1;
         let rec = &mut self.records[i as usize];
         rec.served = false;
         rec.reject_reason = Some(reason.name());
@@ -179,13 +175,7 @@ impl World<'_> {
         st.phase = Phase::Queued;
         let p = st.prefill as usize;
         self.records[r as usize].fetch_s = now.saturating_sub(st.fetch_started).as_secs_f64();
-        let dram = self.store.pool.segment(plan.target);
-        let arriving: Vec<BlockKey> = req.blocks[..plan.blocks]
-            .iter()
-            .copied()
-            .filter(|k| !dram.contains(*k))
-            .collect();
-        let hold = finish_fetch(
+        let done = finish_fetch(
             &mut self.store.pool,
             plan,
             req,
@@ -193,7 +183,17 @@ impl World<'_> {
             &mut self.facts,
             now,
         );
-        self.store.log_fetched(&arriving);
+        let bt = self.cfg.config.block_tokens;
+        let arrived: Vec<BlockKey> = done.written.iter().map(|&j| req.blocks[j]).collect();
+        self.store.log_fetched(&arrived);
+        // What the fetch brought of the prefix the request will find.
+        self.records[r as usize].fetched_tokens = done
+            .written
+            .iter()
+            .filter(|&&j| j < done.prefix_blocks)
+            .map(|&j| req.block_tokens_at(j, bt) as u64)
+            .sum();
+        let hold = done.hold;
         self.reqs[r as usize].fetched = hold;
         self.try_start_prefill(p);
     }

@@ -28,6 +28,10 @@ use moonlab_core::placement::KvBudget;
 use moonlab_core::Nanos;
 use std::collections::{BTreeSet, VecDeque};
 
+/// The most iterations one stretch plans (bounds its memory: a trace may
+/// ask for billions of output tokens).
+const MAX_STRETCH: u32 = 4096;
+
 /// A run of decode iterations with the same batch.
 #[derive(Default)]
 pub struct Stretch {
@@ -134,14 +138,15 @@ impl World<'_> {
             .iter()
             .map(|&r| trace[r as usize].input_tokens as u64 + reqs[r as usize].tokens as u64)
             .sum();
-        // Iterations until the first request of the batch emits its last token.
+        // Iterations until the first request of the batch emits its last
+        // token (at most MAX_STRETCH: a longer run simply takes more events).
         let steps = if self.fast_forward {
             inst.batch
                 .iter()
                 .map(|&r| trace[r as usize].output_tokens - reqs[r as usize].tokens)
                 .min()
                 .unwrap_or(1)
-                .max(1) as usize
+                .clamp(1, MAX_STRETCH) as usize
         } else {
             1
         };
@@ -221,6 +226,7 @@ impl World<'_> {
         d.context_tokens -= req.input_tokens as u64;
         st.phase = Phase::Done;
         st.ends += 1;
+        self.ended += 1;
         let tbt = std::mem::replace(&mut st.intervals, LongestIntervals::for_output(0)).tbt_s();
         let rec = &mut self.records[r as usize];
         rec.served = true;

@@ -33,6 +33,8 @@ pub struct Engine {
     seq: u64,
     queue: BinaryHeap<Reverse<(Nanos, u8, u64, Event)>>,
     processed: u64,
+    /// The time of the last processed event: the end of the simulated work.
+    last_processed: Nanos,
 }
 
 impl Event {
@@ -72,15 +74,17 @@ impl Engine {
         Some(e)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
-    }
-
     /// Counts one processed event (the world calls it for every event that
     /// changed the model; stale wake-ups and samples are not counted).
     #[inline]
     pub fn processed_one(&mut self) {
         self.processed += 1;
+        self.last_processed = self.now;
+    }
+
+    /// When the last processed event happened.
+    pub fn last_processed(&self) -> Nanos {
+        self.last_processed
     }
 
     pub fn processed(&self) -> u64 {

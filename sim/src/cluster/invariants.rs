@@ -12,6 +12,8 @@
 //!    completed, and the NICs' send and receive sides carried the same bytes.
 //! 5. Decode KV reservations returned to zero, and every queue and batch
 //!    is empty.
+//! 6. The replica change log behind Figure 11 adds up, key by key, to what
+//!    the DRAM segments hold.
 
 use super::flows::LinkKind;
 use super::request::Phase;
@@ -66,6 +68,34 @@ pub fn check(w: &World<'_>) -> Vec<String> {
         }
     }
     v.extend(w.store.over_capacity.iter().cloned());
+    // Figure 11's change log must add up to what the DRAM segments hold.
+    let mut logged: rustc_hash::FxHashMap<moonlab_core::BlockKey, i64> = Default::default();
+    for &(_, key, d) in &w.store.changes {
+        *logged.entry(key).or_default() += d as i64;
+    }
+    let mut held: rustc_hash::FxHashMap<moonlab_core::BlockKey, i64> = Default::default();
+    for p in 0..w.prefill.len() {
+        for key in w.store.pool.segment(w.store.dram(p)).keys() {
+            *held.entry(key).or_default() += 1;
+        }
+    }
+    let mut drift: Vec<_> = logged
+        .iter()
+        .filter(|(k, &n)| held.get(k).copied().unwrap_or(0) != n)
+        .map(|(k, &n)| (k.0, n, held.get(k).copied().unwrap_or(0)))
+        .chain(
+            held.iter()
+                .filter(|(k, _)| !logged.contains_key(k))
+                .map(|(k, &n)| (k.0, 0, n)),
+        )
+        .collect();
+    drift.sort_unstable();
+    if let Some(&(key, logged, held)) = drift.first() {
+        v.push(format!(
+            "the replica log disagrees with DRAM for {} keys (key {key}: logged {logged} replicas, {held} held)",
+            drift.len()
+        ));
+    }
     if w.net.active_flows() != 0 {
         v.push(format!("{} flows still running", w.net.active_flows()));
     }

@@ -100,7 +100,9 @@ pub fn simulate(
         violations.join("\n")
     );
     let interval = world.sample_interval.0;
-    let end = world.now();
+    // The end of the simulated work (trailing samples and stale wake-ups
+    // are not work).
+    let end = world.engine.last_processed();
     let buckets = (end.0 / interval + 1) as usize;
     let utilization = world
         .prefill

@@ -78,6 +78,8 @@ pub struct World<'t> {
     pub(super) samples: Vec<Sample>,
     /// Every key's replica count summed over the samples (Figure 11).
     pub(super) replica_totals: FxHashMap<BlockKey, u64>,
+    /// Requests that ended (served or rejected) so far.
+    pub(super) ended: usize,
     pub(super) colocated: bool,
     /// Decode runs of iterations in one event (see [`super::decode`]).
     pub(super) fast_forward: bool,
@@ -156,10 +158,13 @@ impl<'t> World<'t> {
         };
         let scheduler = build_scheduler(c.scheduler.name, params);
         let leases = cfg.lease_kind.build(cfg.lease_params);
+        // Blocks demoted to an SSD tier are accessed by key alone: their
+        // shapes come from the trace's index.
         let facts = AccessFacts::for_trace(
             cfg.eviction,
             c.block_tokens,
             Box::new(cfg.prefill_cost.clone()),
+            c.prefill.ssd_cache_blocks > 0,
             index,
         );
         let sample_interval = Nanos(((c.metrics.sample_interval_s * 1e9) as u64).max(1));
@@ -192,6 +197,7 @@ impl<'t> World<'t> {
             sample_interval,
             samples: Vec::new(),
             replica_totals: FxHashMap::default(),
+            ended: 0,
             colocated,
             fast_forward: c.decode.fast_forward && !colocated,
             kv_bytes_per_token,
@@ -245,8 +251,9 @@ impl<'t> World<'t> {
                 Event::Sample => {
                     // Bookkeeping, not simulated work: not counted.
                     self.sample();
-                    // Keep sampling while anything else is still to happen.
-                    if !self.engine.is_empty() {
+                    // Keep sampling while work remains (stale wake-ups in
+                    // the queue do not count).
+                    if self.ended < self.trace.len() || self.net.active_flows() > 0 {
                         let next = self.now().saturating_add(self.sample_interval);
                         self.engine.push(next, Event::Sample);
                     }
