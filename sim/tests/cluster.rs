@@ -430,6 +430,8 @@ proptest! {
         let by_step = simulate(&trace, step.resolve().unwrap(), false, |_| {});
         prop_assert_eq!(&by_step.records, &out.records);
         prop_assert_eq!(&by_step.utilization, &out.utilization);
+        prop_assert_eq!(by_step.end, out.end);
+        prop_assert_eq!(&by_step.samples, &out.samples);
         // No GPU is busy more than all of any interval.
         for u in out.utilization.iter().flatten() {
             prop_assert!(*u <= 1.0 + 1e-9, "utilization {}", u);
