@@ -278,6 +278,29 @@ impl ModelSpec {
     }
 }
 
+/// How the attention term of Eq. 1 counts.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attention {
+    /// Eq. 1 as the paper writes it: every token against every token,
+    /// `a·n²·d` per layer (the default, because it is the paper's).
+    #[default]
+    Full,
+    /// Causal attention as real kernels compute it: the masked half is
+    /// skipped, so the attention term is halved (`a·n²·d / 2`; a decoded
+    /// token against its `c` predecessors costs `a·c·d`, not `a·2c·d`).
+    Causal,
+}
+
+impl Attention {
+    fn factor(self) -> f64 {
+        match self {
+            Attention::Full => 1.0,
+            Attention::Causal => 0.5,
+        }
+    }
+}
+
 /// The paper's analytic cost model for one instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -288,6 +311,8 @@ pub struct AnalyticCost {
     pub prefill_mfu: f64,
     /// Model FLOPs utilisation of a decode step's compute bound (default 0.5).
     pub decode_mfu: f64,
+    /// Eq. 1's attention term, full (the paper's) or causal.
+    pub attention: Attention,
 }
 
 impl AnalyticCost {
@@ -297,7 +322,18 @@ impl AnalyticCost {
             node,
             prefill_mfu: 0.5,
             decode_mfu: 0.5,
+            attention: Attention::Full,
         }
+    }
+
+    /// Eq. 1's FLOPs to compute tokens `[start, end)` given the KV of
+    /// `[0, start)`, with the attention term as configured.
+    fn flops(&self, start: u64, end: u64) -> f64 {
+        let m = &self.model;
+        let (l, d) = (m.layers as f64, m.hidden as f64);
+        let (s, e) = (start as f64, end.max(start) as f64);
+        let attention = self.attention.factor() * m.a * (e * e - s * s) * d;
+        l * (attention + m.b * (e - s) * d * d)
     }
 }
 
@@ -308,8 +344,7 @@ fn secs(s: f64) -> Nanos {
 impl CostModel for AnalyticCost {
     fn prefill_time(&self, input_tokens: u64, cached_tokens: u64) -> Nanos {
         let p = cached_tokens.min(input_tokens);
-        let flops = self.model.recompute_flops(p, input_tokens);
-        secs(flops / (self.node.flops_per_s() * self.prefill_mfu))
+        secs(self.flops(p, input_tokens) / (self.node.flops_per_s() * self.prefill_mfu))
     }
 
     fn decode_step_time(&self, batch_requests: u32, batch_context_tokens: u64) -> Nanos {
@@ -317,10 +352,12 @@ impl CostModel for AnalyticCost {
             return Nanos::ZERO;
         }
         // One new token per request at context c costs flops(c+1) − flops(c)
-        // = l·(a·(2c+1)·d + b·d²); summed over the batch.
+        // = l·(a·(2c+1)·d + b·d²) (halved attention when causal); summed
+        // over the batch.
         let (l, d) = (self.model.layers as f64, self.model.hidden as f64);
         let (bsz, ctx) = (batch_requests as f64, batch_context_tokens as f64);
-        let flops = l * (self.model.a * (2.0 * ctx + bsz) * d + bsz * self.model.b * d * d);
+        let attention = self.attention.factor() * self.model.a * (2.0 * ctx + bsz) * d;
+        let flops = l * (attention + bsz * self.model.b * d * d);
         let compute = flops / (self.node.flops_per_s() * self.decode_mfu);
         let bytes = self.model.weight_bytes_total() + ctx * self.model.kv_bytes_per_token as f64;
         let memory = bytes / self.node.hbm_bytes_per_s();
@@ -332,17 +369,17 @@ impl CostModel for AnalyticCost {
     }
 
     fn recompute_seconds(&self, start: u64, end: u64) -> f64 {
-        self.model.recompute_flops(start, end.max(start))
-            / (self.node.flops_per_s() * self.prefill_mfu)
+        self.flops(start, end) / (self.node.flops_per_s() * self.prefill_mfu)
     }
 }
 
-/// Measured latencies, linearly interpolated (and extrapolated from the last
-/// two points) — for users who profile their own deployment.
+/// Measured latencies, linearly interpolated (and extrapolated from the end
+/// segments) — for users who profile their own deployment. A lookup of
+/// (x, y) interpolates along x within the two measured y rows around y,
+/// then between those rows (beyond the measured rows, the nearest row).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ProfileCost {
-    /// (new tokens, prefix tokens, seconds), sorted; looked up by new tokens
-    /// at the nearest measured prefix length below.
+    /// (new tokens, prefix tokens, seconds), sorted by prefix then new tokens.
     pub prefill: Vec<ProfilePoint>,
     /// (batch size, context tokens per request, seconds).
     pub decode: Vec<ProfilePoint>,
@@ -361,8 +398,8 @@ pub struct ProfilePoint {
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProfileError {
-    #[error("the {0} table is empty (expected at least two measured points)")]
-    Empty(&'static str),
+    #[error("the {table} table has {points} measured point(s) (expected at least two)")]
+    TooFew { table: &'static str, points: usize },
     #[error("the {table} table has a negative or non-finite value at row {row}")]
     Bad { table: &'static str, row: usize },
 }
@@ -374,8 +411,11 @@ impl ProfileCost {
         kv_bytes_per_token: u64,
     ) -> Result<ProfileCost, ProfileError> {
         for (name, t) in [("prefill", &prefill), ("decode", &decode)] {
-            if t.is_empty() {
-                return Err(ProfileError::Empty(name));
+            if t.len() < 2 {
+                return Err(ProfileError::TooFew {
+                    table: name,
+                    points: t.len(),
+                });
             }
             if let Some(row) = t.iter().position(|p| {
                 !(p.x.is_finite() && p.y.is_finite() && p.seconds.is_finite())
@@ -499,6 +539,23 @@ mod tests {
     }
 
     #[test]
+    fn causal_attention_halves_the_attention_term() {
+        let full = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let causal = AnalyticCost {
+            attention: Attention::Causal,
+            ..full.clone()
+        };
+        // n = 8192 from scratch: full 80·(4·n²·d + 22·n·d²), causal 80·(2·n²·d + 22·n·d²).
+        let n = 8192f64;
+        let g = 8.0 * 312e12 * 0.5;
+        let want = 80.0 * (2.0 * n * n * 8192.0 + 22.0 * n * 8192f64.powi(2)) / g;
+        assert!((causal.prefill_time(8192, 0).as_secs_f64() - want).abs() < 1e-9);
+        assert!(causal.prefill_time(128_000, 0) < full.prefill_time(128_000, 0));
+        assert_eq!(full.prefill_time(8192, 0), full.prefill_time(8192, 0));
+        assert!((full.recompute_seconds(0, 512) - causal.recompute_seconds(0, 512)) > 0.0);
+    }
+
+    #[test]
     fn decode_is_memory_bound_at_small_batch() {
         let c = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
         // batch 1, 1000 tokens: weights 141.2 GB + 1000 × 320 KiB over 8 × 2039 GB/s.
@@ -547,9 +604,14 @@ mod tests {
         assert_eq!(c.prefill_time(1500, 0), secs(2.0));
         assert_eq!(c.prefill_time(2000, 500), secs(2.5)); // 1500 new at prefix 500
         assert_eq!(c.decode_step_time(4, 4000), secs(0.02 + 0.01 * 3.0 / 7.0));
-        assert!(ProfileCost::new(vec![], pts(&[(1.0, 1.0, 1.0)]), 1).is_err());
-        let bad =
-            ProfileCost::new(pts(&[(1.0, 0.0, -1.0)]), pts(&[(1.0, 1.0, 1.0)]), 1).unwrap_err();
+        let two = pts(&[(1.0, 1.0, 1.0), (2.0, 1.0, 2.0)]);
+        assert!(ProfileCost::new(vec![], two.clone(), 1).is_err());
+        let e = ProfileCost::new(pts(&[(1.0, 1.0, 1.0)]), two.clone(), 1).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the prefill table has 1 measured point(s) (expected at least two)"
+        );
+        let bad = ProfileCost::new(pts(&[(1.0, 0.0, -1.0), (2.0, 0.0, 1.0)]), two, 1).unwrap_err();
         assert_eq!(
             bad,
             ProfileError::Bad {

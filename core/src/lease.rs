@@ -10,11 +10,11 @@
 //! 10 s) during which the object cannot be evicted; a soft pin (default
 //! 30 min) keeps an object out of the first eviction pass. Upstream, a
 //! client asks for a soft pin when it writes; here a block is soft-pinned
-//! once it has been read `hot_after_reads` times in its segment (0 = never),
+//! when its read count in its segment reaches `hot_after_reads` (0 = never),
 //! which is how a simulation marks hot prefixes without a client to ask.
-//! A later read of a soft-pinned block renews the pin (Mooncake Store before
-//! its fixed soft-pin lifecycle, upstream PR #2909; today a read no longer
-//! renews it).
+//! As upstream since its fixed soft-pin lifecycle (PR #2909), the pin lasts
+//! its fixed time from then: later reads neither extend it nor, once it has
+//! run out, bring it back.
 
 use crate::types::{BlockKey, Nanos};
 use std::fmt;
@@ -23,7 +23,8 @@ pub trait LeasePolicy: Send + Sync {
     fn name(&self) -> &'static str;
     /// Expiry of the lease that a read of `key` at `now` grants (`None`: no lease).
     fn lease_on_read(&self, key: BlockKey, now: Nanos) -> Option<Nanos>;
-    /// Expiry of a soft pin for `key` after its `reads`-th read (`None`: no pin).
+    /// Expiry of a soft pin that `key`'s `reads`-th read starts (`None`:
+    /// none). A store applies it only to an object not soft-pinned yet.
     fn soft_pin(&self, key: BlockKey, reads: u64, now: Nanos) -> Option<Nanos>;
 }
 
@@ -124,7 +125,8 @@ impl LeasePolicy for MooncakeLeases {
         (self.lease > Nanos::ZERO).then(|| now.saturating_add(self.lease))
     }
     fn soft_pin(&self, _key: BlockKey, reads: u64, now: Nanos) -> Option<Nanos> {
-        (self.hot_after_reads > 0 && reads >= self.hot_after_reads && self.soft_pin > Nanos::ZERO)
+        // Once, when the object becomes hot: reads do not renew a pin.
+        (self.hot_after_reads > 0 && reads == self.hot_after_reads && self.soft_pin > Nanos::ZERO)
             .then(|| now.saturating_add(self.soft_pin))
     }
 }
@@ -169,6 +171,11 @@ mod tests {
         assert_eq!(
             hot.soft_pin(BlockKey(1), 3, Nanos::ZERO),
             Some(Nanos::from_secs(1800))
+        );
+        assert_eq!(
+            hot.soft_pin(BlockKey(1), 4, Nanos::from_secs(5)),
+            None,
+            "a later read does not renew the pin"
         );
         let none = MooncakeLeases {
             lease: Nanos::ZERO,

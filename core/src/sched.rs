@@ -16,12 +16,13 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::types::InstanceId;
 
-/// A decode instance's load as the scheduler sees it.
+/// A decode instance's load as the scheduler sees it: every request placed
+/// on it and not finished (running, waiting to join, or still in prefill or
+/// transfer), as [`ClusterView::decode_requests`] lists them.
 #[derive(Copy, Clone, Debug, Default, PartialEq)]
 pub struct DecodeLoad {
-    /// Requests in the running batch plus those waiting to join.
     pub requests: u32,
-    /// KV tokens those requests hold or will hold.
+    /// KV tokens those requests hold now: prompts and emitted tokens.
     pub context_tokens: u64,
     /// KV tokens the instance can still admit.
     pub free_kv_tokens: u64,

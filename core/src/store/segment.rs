@@ -1042,6 +1042,33 @@ mod tests {
     }
 
     #[test]
+    fn a_soft_pin_starts_once_and_reads_do_not_renew_it() {
+        let hot = MooncakeLeases {
+            lease: Nanos::ZERO,
+            soft_pin: Nanos(100),
+            hot_after_reads: 2,
+        };
+        let mut s = seg(1);
+        let mut out = vec![];
+        s.access(BlockKey(1), 1, &at(0));
+        s.read(BlockKey(1), Nanos(10), &hot);
+        assert!(!s.is_soft_pinned(BlockKey(1)));
+        s.read(BlockKey(1), Nanos(20), &hot);
+        assert!(s.is_soft_pinned(BlockKey(1)), "hot at the second read");
+        s.read(BlockKey(1), Nanos(90), &hot);
+        // The pin ends at 20 + 100, whatever the read at 90 did.
+        s.access(BlockKey(2), 1, &at(100));
+        s.evict(Nanos(119), &mut out);
+        assert_eq!(out, vec![(BlockKey(2), 1)]);
+        s.access(BlockKey(3), 1, &at(120));
+        s.evict(Nanos(120), &mut out);
+        assert!(!s.is_soft_pinned(BlockKey(1)));
+        // Ordinary again, and reads do not bring the pin back.
+        s.read(BlockKey(1), Nanos(121), &hot);
+        assert!(!s.is_soft_pinned(BlockKey(1)));
+    }
+
+    #[test]
     fn watermarks_evict_in_batches() {
         // 100 bytes, high 0.9, low 0.6: nothing happens at 90; at 91 the
         // oldest go until 60 remain.

@@ -2,7 +2,9 @@
 //! from the paper (Table 1, §5.1), unknown keys rejected with their path.
 //! YAML in and out (`moonlab config show` prints [`ClusterConfig::default`]).
 
-use moonlab_core::cost::{AnalyticCost, CostModel, ModelSpec, NodeSpec, ProfileCost, ProfilePoint};
+use moonlab_core::cost::{
+    AnalyticCost, Attention, CostModel, ModelSpec, NodeSpec, ProfileCost, ProfilePoint,
+};
 use moonlab_core::eviction::PolicyKind;
 use moonlab_core::lease::{LeaseKind, LeaseParams};
 use moonlab_core::sched::{Admission, SchedulerKind, Slo};
@@ -124,6 +126,9 @@ pub struct SchedulerConfig {
 pub struct ClusterConfig {
     /// Model preset: llama3-70b (Table 1), llama3-8b, deepseek-v3.
     pub model: String,
+    /// Eq. 1's attention term: full (the paper's: every token against every
+    /// token) or causal (the masked half skipped, as real kernels do).
+    pub attention: Attention,
     /// Tokens per KV block (the traces' hash granularity: 512).
     pub block_tokens: u32,
     pub prefill: PrefillConfig,
@@ -248,6 +253,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             model: "llama3-70b".into(),
+            attention: Attention::Full,
             block_tokens: 512,
             prefill: PrefillConfig::default(),
             decode: DecodeConfig::default(),
@@ -630,6 +636,7 @@ impl ClusterConfig {
                     let mut c = AnalyticCost::new(model.clone(), node.clone());
                     c.prefill_mfu = mfu;
                     c.decode_mfu = mfu;
+                    c.attention = self.attention;
                     Ok(PoolCost::Analytic(c))
                 }
             };

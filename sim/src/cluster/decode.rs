@@ -58,7 +58,9 @@ pub struct DecodeInst {
     pub incoming: BTreeSet<u32>,
     /// KV memory, in tokens, and the requests' reservations of it.
     pub kv: KvBudget,
-    /// Prompt tokens of the requests placed here and not yet finished.
+    /// KV tokens of the requests placed here and not yet finished: their
+    /// prompts and the tokens they have emitted (in a stretch, as of its
+    /// start).
     pub context_tokens: u64,
     pub stepping: bool,
     /// The iterations in progress while `stepping`.
@@ -185,6 +187,7 @@ impl World<'_> {
         inst.busy = inst.busy.saturating_add(now.saturating_sub(stretch.start));
         inst.busy_buckets
             .add(stretch.start, now, self.sample_interval.0);
+        inst.context_tokens += (ends.len() * batch.len()) as u64;
         let mut keep = Vec::with_capacity(batch.len());
         for r in batch {
             let st = &mut self.reqs[r as usize];
@@ -223,7 +226,7 @@ impl World<'_> {
         if let Some(kv) = st.kv.take() {
             d.kv.release(kv);
         }
-        d.context_tokens -= req.input_tokens as u64;
+        d.context_tokens -= req.input_tokens as u64 + st.tokens as u64;
         st.phase = Phase::Done;
         st.ends += 1;
         self.ended += 1;

@@ -162,6 +162,7 @@ impl World<'_> {
         }
         let st = &mut self.reqs[r as usize];
         st.tokens = 1;
+        self.decode[st.decode as usize].context_tokens += 1;
         st.last_token = now;
         self.records[r as usize].ttft_s = now.saturating_sub(req.arrival).as_secs_f64();
         if req.output_tokens <= 1 {

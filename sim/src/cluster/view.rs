@@ -87,11 +87,25 @@ impl ClusterView for View<'_> {
     }
     fn decode_load(&self, instance: InstanceId) -> DecodeLoad {
         let d = self.decode_inst(instance);
-        DecodeLoad {
-            requests: (d.batch.len() + d.waiting.len()) as u32,
-            context_tokens: d.context_tokens,
+        // Everything placed here counts, in transfer included, with the
+        // tokens emitted so far (iterations of a stretch that have ended too),
+        // as `decode_requests` lists them.
+        let done = if d.stepping {
+            d.stretch.done_by(self.now) as u64
+        } else {
+            0
+        };
+        let load = DecodeLoad {
+            requests: (d.batch.len() + d.waiting.len() + d.incoming.len()) as u32,
+            context_tokens: d.context_tokens + done * d.batch.len() as u64,
             free_kv_tokens: d.kv.free_tokens(),
-        }
+        };
+        debug_assert!({
+            let listed = self.decode_requests(instance);
+            listed.len() as u32 == load.requests
+                && listed.iter().map(|r| r.context_tokens).sum::<u64>() == load.context_tokens
+        });
+        load
     }
     fn decode_requests(&self, instance: InstanceId) -> Vec<DecodingRequest> {
         let d = self.decode_inst(instance);
