@@ -28,27 +28,58 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 2e-9 * b.abs().max(1.0)
 }
 
+/// Within `ns` nanoseconds (flows complete on whole nanoseconds, rounded up).
+fn near(a: f64, b: f64, ns: f64) -> bool {
+    (a - b).abs() <= ns * 1e-9
+}
+
 #[test]
-fn one_request_by_hand() {
-    let c = config(&["prefill.instances=1", "decode.instances=1"]);
-    let trace = vec![req(1000, 1024, 3, &[1, 2])];
-    let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
-    let r = &out.records[0];
+fn one_request_by_hand_at_10_and_800_gbps() {
+    // One 1024-token prompt, 3 output tokens, on one prefill and one decode
+    // node. TTFT (§5.4.3) = queue (0) + prefill (compute, no prefix) + the
+    // part of the KV transfer prefill did not hide + the decode node's load
+    // of the KV from DRAM into HBM (128 GB/s, Table 1). The KV is
+    // 1024 × 320 KiB = 335.5 MB: 3.4 ms at 800 Gbps (hidden by the 99 ms of
+    // compute), 268 ms at 10 Gbps (169 ms left after compute).
     let cost = a800();
-    // No prefix: one 1024-token chunk. The KV (1024 × 320 KiB over a
-    // 100 GB/s NIC = 3.4 ms) arrives long before compute ends.
-    let prefill = cost.prefill_time(1024, 0).as_secs_f64();
-    assert!(r.served);
-    assert!(close(r.prefill_s, prefill), "{} vs {prefill}", r.prefill_s);
-    assert!(close(r.ttft_s, prefill));
-    assert_eq!(r.queue_s, 0.0);
-    assert_eq!(r.prefix_tokens, 0);
-    // Two decode steps; TBT = the longest 10 % of 2 intervals = the longer.
+    let compute = cost.prefill_time(1024, 0).as_secs_f64();
+    let kv = 1024.0 * 327_680.0;
+    let load = kv / 128e9;
     let s1 = cost.decode_step_time(1, 1025).as_secs_f64();
     let s2 = cost.decode_step_time(1, 1026).as_secs_f64();
-    assert!(close(r.tbt_s, s1.max(s2)), "{} vs {}", r.tbt_s, s1.max(s2));
-    assert!(close(r.finish_s, 1.0 + prefill + s1 + s2));
-    assert_eq!(out.nic_bytes, 1024.0 * 327_680.0);
+    for gbps in [10.0, 800.0] {
+        let c = config(&[
+            "prefill.instances=1",
+            "decode.instances=1",
+            &format!("prefill.nic_gbit_per_s={gbps}"),
+            &format!("decode.nic_gbit_per_s={gbps}"),
+        ]);
+        let trace = vec![req(1000, 1024, 3, &[1, 2])];
+        let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
+        let r = &out.records[0];
+        let transfer = (kv / (gbps * 1e9 / 8.0) - compute).max(0.0);
+        assert!(r.served);
+        assert_eq!((r.queue_s, r.prefix_tokens), (0.0, 0));
+        assert!(close(r.prefill_s, compute) && close(r.compute_s, compute));
+        assert!(
+            near(r.transfer_s, transfer, 2.0),
+            "{gbps}: {} vs {transfer}",
+            r.transfer_s
+        );
+        assert!(near(r.load_s, load, 2.0), "{} vs {load}", r.load_s);
+        let ttft = compute + transfer + load;
+        assert!(near(r.ttft_s, ttft, 4.0), "{gbps}: {} vs {ttft}", r.ttft_s);
+        assert!(close(
+            r.queue_s + r.prefill_s + r.transfer_s + r.load_s,
+            r.ttft_s
+        ));
+        // TBT's intervals start at the first token: two decode steps, TBT =
+        // the longest 10 % of 2 intervals = the longer step.
+        assert!(close(r.tbt_s, s1.max(s2)), "{} vs {}", r.tbt_s, s1.max(s2));
+        assert!(close(r.decode_s, s1 + s2));
+        assert!(near(r.finish_s, 1.0 + ttft + s1 + s2, 4.0));
+        assert_eq!(out.nic_bytes, kv);
+    }
 }
 
 #[test]
@@ -63,15 +94,23 @@ fn second_request_reuses_the_prefix_and_loads_it_to_hbm() {
     assert_eq!(r.prefix_tokens, 1024);
     let compute = cost.prefill_time(1500, 1024).as_secs_f64();
     let h2d = 1024.0 * 327_680.0 / 128e9;
-    assert!(close(r.prefill_s, compute));
-    // Layer-wise load overlaps compute: the first token needs both.
+    assert!(close(r.compute_s, compute));
+    // Layer-wise load overlaps compute: the prefill ends when both have.
     assert!(
-        close(r.ttft_s, compute.max(h2d)),
+        near(r.prefill_s, compute.max(h2d), 2.0),
         "{} vs {}",
-        r.ttft_s,
+        r.prefill_s,
         compute.max(h2d)
     );
-    assert_eq!(out.h2d_bytes, 1024.0 * 327_680.0);
+    // Then the KV of all 1500 tokens, streamed since the prefill began,
+    // finishes its transfer and loads into the decode node's HBM.
+    let kv = 1500.0 * 327_680.0;
+    let transfer = (kv / 100e9 - compute.max(h2d)).max(0.0);
+    let ttft = compute.max(h2d) + transfer + kv / 128e9;
+    assert!(near(r.ttft_s, ttft, 6.0), "{} vs {ttft}", r.ttft_s);
+    // Host-to-device bytes: the prefix into the prefill node's HBM, and
+    // both prompts' KV into the decode node's.
+    assert_eq!(out.h2d_bytes, (1024.0 + 2.0 * 1500.0) * 327_680.0);
     let s = summarize(&out, "kvcache-centric", c.slo);
     assert!((s.hit_rate - 1024.0 / 3000.0).abs() < 1e-12);
 }

@@ -68,12 +68,15 @@ pub struct DecodeInst {
     /// Bumped whenever a stretch's end event is rescheduled.
     pub generation: u32,
     pub nic_rx: LinkId,
+    /// The node's host-to-device link (the cache's load into HBM).
+    pub h2d: LinkId,
     pub busy: Nanos,
     pub busy_buckets: BusyBuckets,
 }
 
 impl World<'_> {
-    /// Request `r` (prefill done, KV here) joins its decode instance.
+    /// Request `r` (first token out, its cache in HBM) joins its decode
+    /// instance.
     pub(super) fn join_decode(&mut self, r: u32) {
         let st = &mut self.reqs[r as usize];
         if st.tokens >= self.trace[r as usize].output_tokens {
@@ -234,6 +237,7 @@ impl World<'_> {
         let rec = &mut self.records[r as usize];
         rec.served = true;
         rec.tbt_s = tbt;
+        rec.decode_s = now.saturating_sub(st.first_token).as_secs_f64();
         rec.finish_s = now.as_secs_f64();
     }
 }

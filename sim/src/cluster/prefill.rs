@@ -4,10 +4,18 @@
 //! HBM (a flow over the node's H2D link) while the unmatched tokens are
 //! computed chunk by chunk (the cost model), and the KV streams to the
 //! decode node layer by layer (a flow over both NICs, overlapped with
-//! compute). The first token exists when compute, load and any SSD read are
-//! all done (TTFT). The prompt's blocks then enter the node's DRAM segment,
-//! the request's pins end, and eviction brings the segment back within its
+//! compute). The prefill ends when compute, load and any SSD read are all
+//! done. The prompt's blocks then enter the node's DRAM segment, the
+//! request's pins end, and eviction brings the segment back within its
 //! watermarks (what leaves DRAM is demoted to the SSD tier).
+//!
+//! TTFT as the paper's §5.4.3 counts it: the user's first token comes once
+//! (1) scheduling and queueing, (2) the layer-wise prefill, (3) the cache's
+//! transfer to the decode node (what of it prefill did not hide) and (4)
+//! the decode node's load of the cache from its DRAM into HBM are done;
+//! (5) decoding follows. Each part is in the request's record. Without a
+//! transfer (one output token, or a colocated node) the first token comes at
+//! the end of prefill.
 
 use super::config::QueuePolicy;
 use super::flows::LinkId;
@@ -97,8 +105,9 @@ impl World<'_> {
         let rec = &mut self.records[r as usize];
         rec.prefix_tokens = req.hit_tokens(k, bt);
         rec.ssd_tokens = (ssd_blocks * bt as u64).min(rec.prefix_tokens);
-        rec.queue_s = now.saturating_sub(st.queued_at).as_secs_f64();
-        rec.prefill_s = compute.as_secs_f64();
+        rec.queue_s = now.saturating_sub(req.arrival).as_secs_f64();
+        rec.compute_s = compute.as_secs_f64();
+        st.prefill_started = now;
         rec.prefill = Some(self.ids.prefill[p].0);
         rec.decode = Some(self.ids.decode[decode as usize].0);
         self.engine.push(
@@ -161,16 +170,16 @@ impl World<'_> {
             self.start_flow(vec![ssd_link], demoted.bytes, FlowPurpose::SsdWrite);
         }
         let st = &mut self.reqs[r as usize];
-        st.tokens = 1;
-        self.decode[st.decode as usize].context_tokens += 1;
-        st.last_token = now;
-        self.records[r as usize].ttft_s = now.saturating_sub(req.arrival).as_secs_f64();
-        if req.output_tokens <= 1 {
-            self.finish(r);
-        } else if self.reqs[r as usize].kv_arrived {
-            self.join_decode(r);
+        st.prefill_ended = now;
+        self.records[r as usize].prefill_s = now.saturating_sub(st.prefill_started).as_secs_f64();
+        if req.output_tokens <= 1 || self.colocated {
+            // No cache to move: the first token is out now.
+            self.first_token(r);
         } else {
-            self.reqs[r as usize].phase = Phase::AwaitingKv;
+            st.phase = Phase::AwaitingKv;
+            if st.kv_arrived {
+                self.start_decode_load(r);
+            }
         }
         self.try_start_prefill(p);
         if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
@@ -178,11 +187,50 @@ impl World<'_> {
         }
     }
 
-    /// Request `r`'s KV stream reached its decode node.
+    /// Request `r`'s KV stream reached its decode node's DRAM.
     pub(super) fn kv_arrived(&mut self, r: u32) {
         let st = &mut self.reqs[r as usize];
         st.kv_arrived = true;
         if st.phase == Phase::AwaitingKv {
+            self.start_decode_load(r);
+        }
+    }
+
+    /// Prefill done and the cache on the decode node: it loads from DRAM
+    /// into HBM (a flow over the decode node's host-to-device link).
+    fn start_decode_load(&mut self, r: u32) {
+        let now = self.now();
+        let req = &self.trace[r as usize];
+        let st = &mut self.reqs[r as usize];
+        st.phase = Phase::Loading;
+        st.load_started = now;
+        self.records[r as usize].transfer_s = now.saturating_sub(st.prefill_ended).as_secs_f64();
+        let h2d = self.decode[st.decode as usize].h2d;
+        let bytes = req.input_tokens as u64 * self.kv_bytes_per_token;
+        self.start_flow(vec![h2d], bytes, FlowPurpose::DecodeLoad(r));
+    }
+
+    /// Request `r`'s cache is in its decode node's HBM.
+    pub(super) fn decode_load_done(&mut self, r: u32) {
+        let now = self.now();
+        let st = &self.reqs[r as usize];
+        self.records[r as usize].load_s = now.saturating_sub(st.load_started).as_secs_f64();
+        self.first_token(r);
+    }
+
+    /// The user sees request `r`'s first token (TTFT); decoding follows.
+    fn first_token(&mut self, r: u32) {
+        let now = self.now();
+        let req = &self.trace[r as usize];
+        let st = &mut self.reqs[r as usize];
+        st.tokens = 1;
+        st.last_token = now;
+        st.first_token = now;
+        self.decode[st.decode as usize].context_tokens += 1;
+        self.records[r as usize].ttft_s = now.saturating_sub(req.arrival).as_secs_f64();
+        if req.output_tokens <= 1 {
+            self.finish(r);
+        } else {
             self.join_decode(r);
         }
     }

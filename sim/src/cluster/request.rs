@@ -3,8 +3,9 @@
 //! its decode KV reservation), each released through the handle that took
 //! it. Following one request through the simulator means following its
 //! phase: `Queued` (or `Fetching`, then `Queued`) → `Prefilling` →
-//! `AwaitingKv` (if its KV is still on the way) → `Decoding` → `Done`; or
-//! `Rejected` at arrival.
+//! `AwaitingKv` (the rest of its cache on the way to the decode node) →
+//! `Loading` (the cache into the decode node's HBM) → `Decoding` → `Done`;
+//! or `Rejected` at arrival.
 
 use moonlab_core::metrics::LongestIntervals;
 use moonlab_core::placement::{FetchPlan, Hold, KvReservation};
@@ -25,6 +26,8 @@ pub enum Phase {
     Prefilling,
     /// Prefill done; the KV stream to the decode instance is still running.
     AwaitingKv,
+    /// The cache is on the decode node, loading from its DRAM into HBM.
+    Loading,
     /// In its decode instance's waiting queue or running batch.
     Decoding,
     /// Served: the last token is out.
@@ -56,6 +59,11 @@ pub struct RequestState {
     /// The decode instance's KV memory reserved for this request.
     pub kv: Option<KvReservation>,
     pub queued_at: Nanos,
+    pub prefill_started: Nanos,
+    pub prefill_ended: Nanos,
+    pub load_started: Nanos,
+    /// When the user saw the first token.
+    pub first_token: Nanos,
     /// The estimated prefill time the queue counts for it.
     pub estimate: Nanos,
     /// Tokens emitted so far (the first comes from prefill).

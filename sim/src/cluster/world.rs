@@ -38,6 +38,8 @@ pub enum FlowPurpose {
     SsdWrite,
     /// Request `r`'s KV streaming to its decode node.
     KvToDecode(u32),
+    /// Request `r`'s cache loading from the decode node's DRAM into HBM.
+    DecodeLoad(u32),
 }
 
 /// The role of an instance, as the view reports it.
@@ -125,6 +127,7 @@ impl<'t> World<'t> {
                 stretch: Default::default(),
                 generation: 0,
                 nic_rx: net.add_link(dnode.nic_bytes_per_s(), LinkKind::NicRx),
+                h2d: net.add_link(dnode.h2d_bytes_per_s(), LinkKind::H2d),
                 busy: Nanos::ZERO,
                 busy_buckets: BusyBuckets::default(),
             })
@@ -314,6 +317,7 @@ impl<'t> World<'t> {
                 FlowPurpose::H2d(r) | FlowPurpose::SsdRead(r) => self.prefill_part_done(r),
                 FlowPurpose::SsdWrite => {}
                 FlowPurpose::KvToDecode(r) => self.kv_arrived(r),
+                FlowPurpose::DecodeLoad(r) => self.decode_load_done(r),
             }
         }
     }
