@@ -84,23 +84,26 @@ impl KvBudget {
     }
 }
 
-/// Pins a request holds in one segment.
+/// Pins a request holds, each with its segment.
 #[must_use = "a hold keeps its objects pinned until released"]
 #[derive(Debug, Default)]
 pub struct Hold {
-    segment: Option<SegmentId>,
-    pins: Vec<Pin>,
+    pins: Vec<(SegmentId, Pin)>,
 }
 
 impl Hold {
-    pub fn new(segment: SegmentId) -> Hold {
-        Hold {
-            segment: Some(segment),
-            pins: Vec::new(),
-        }
+    pub fn new() -> Hold {
+        Hold::default()
     }
-    pub fn push(&mut self, pin: Pin) {
-        self.pins.push(pin);
+    /// Pins `key` in `segment` and keeps the pin; false if it is not there.
+    pub fn pin(&mut self, pool: &mut Pool, segment: SegmentId, key: BlockKey) -> bool {
+        match pool.segment_mut(segment).pin(key) {
+            Some(pin) => {
+                self.pins.push((segment, pin));
+                true
+            }
+            None => false,
+        }
     }
     pub fn len(&self) -> usize {
         self.pins.len()
@@ -108,14 +111,19 @@ impl Hold {
     pub fn is_empty(&self) -> bool {
         self.pins.is_empty()
     }
+    /// Pins held in `segment`.
+    pub fn in_segment(&self, segment: SegmentId) -> usize {
+        self.pins.iter().filter(|(s, _)| *s == segment).count()
+    }
+    /// Moves `other`'s pins into this hold, after its own.
+    pub fn absorb(&mut self, other: Hold) {
+        self.pins.extend(other.pins);
+    }
     /// Releases every pin, in the order they were taken.
     pub fn release(self, pool: &mut Pool, now: Nanos) {
-        if let Some(seg) = self.segment {
-            let s = pool.segment_mut(seg);
-            for pin in self.pins {
-                let ok = s.unpin(pin, now);
-                debug_assert!(ok, "a pin outlived its object");
-            }
+        for (seg, pin) in self.pins {
+            let ok = pool.segment_mut(seg).unpin(pin, now);
+            debug_assert!(ok, "a pin outlived its object");
         }
     }
 }
@@ -128,8 +136,7 @@ pub struct FetchPlan {
     /// Prefix blocks the request finds on its prefill node once the fetch
     /// is done.
     pub blocks: usize,
-    /// The first block that crosses the network: the target's own prefix
-    /// ends there.
+    /// Where the node's own prefix ended when the fetch was planned.
     pub first: usize,
     /// Bytes that cross the network (the objects' sizes at the source).
     pub bytes: u64,
@@ -138,8 +145,10 @@ pub struct FetchPlan {
     /// The reads' leases at the source.
     pub leases: Vec<LeaseToken>,
     source_hold: Hold,
-    /// The target's own part of the prefix, `[0, first)`, pinned.
-    target_hold: Hold,
+    /// The prefill node's segments.
+    pub local: Vec<SegmentId>,
+    /// What the node held of the prefix, pinned where it is.
+    local_hold: Hold,
     /// Space reserved on the target, by block index.
     reservations: Vec<(usize, Reservation)>,
 }
@@ -149,34 +158,43 @@ impl FetchPlan {
     pub fn source_pins(&self) -> usize {
         self.source_hold.len()
     }
+    /// Pins the plan holds on the prefill node.
+    pub fn local_pins(&self) -> usize {
+        self.local_hold.len()
+    }
     /// Blocks whose space the plan reserved on the target.
     pub fn reserved(&self) -> usize {
         self.reservations.len()
     }
 }
 
-/// Re-checks a scheduler's `fetch` for `req` against the pool at `now`: the
-/// prefix blocks the source still holds and the target does not cross the
-/// network. Block by block from the end of the target's own prefix, a block
-/// the target already holds is pinned there, and any other has its space
-/// reserved on the target (evicting there if needed; the victims are pushed
-/// to `evicted`); the fetch ends at a block the target cannot make room for
-/// or that another transfer is already writing there. The source then reads
-/// each block that crosses (a lease, by `leases`) and pins it until
-/// [`finish_fetch`]. `None` if nothing is left to fetch.
+/// Re-checks a scheduler's `fetch` for `req` against the pool at `now`.
+/// `local` are the prefill node's segments (its DRAM, the `target` of the
+/// replicas, and any SSD tier): the prefix blocks the source holds and the
+/// node does not cross the network. Block by block from the end of the
+/// node's own prefix, a block the node already holds is pinned where it is,
+/// and any other has its space reserved on the target (evicting there if
+/// needed; the victims are pushed to `evicted`); the fetch ends at a block
+/// the target cannot make room for or that another transfer is already
+/// writing there. The source then reads each block that crosses (a lease,
+/// by `leases`) and pins it until [`finish_fetch`]. `None` if nothing is
+/// left to fetch.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_fetch(
     pool: &mut Pool,
     req: &Request,
     fetch: PrefixFetch,
     target: SegmentId,
+    local: &[SegmentId],
     leases: &dyn LeasePolicy,
     now: Nanos,
     evicted: &mut Vec<(BlockKey, u64)>,
 ) -> Option<FetchPlan> {
-    if fetch.from == target {
+    debug_assert!(local.contains(&target));
+    if local.contains(&fetch.from) {
         return None;
     }
-    let first = pool.segment(target).prefix_len(&req.blocks);
+    let first = pool.prefix_over(local, &req.blocks);
     let mut blocks = fetch
         .blocks
         .min(pool.segment(fetch.from).prefix_len(&req.blocks));
@@ -188,20 +206,22 @@ pub fn plan_fetch(
         .iter()
         .map(|k| src.object_bytes(*k).unwrap_or(0))
         .collect();
-    let tgt = pool.segment_mut(target);
-    // What the target holds of the prefix stays while the rest is on its
-    // way (pinned before any room is made).
-    let mut target_hold = Hold::new(target);
+    // What the node holds of the prefix stays while the rest is on its way
+    // (pinned before any room is made).
+    let mut local_hold = Hold::new();
+    let pin_locally = |hold: &mut Hold, pool: &mut Pool, key: BlockKey| {
+        local.iter().any(|&seg| hold.pin(pool, seg, key))
+    };
     for k in &req.blocks[..first] {
-        target_hold.pins.extend(tgt.pin(*k));
+        pin_locally(&mut local_hold, pool, *k);
     }
     let mut reservations = Vec::new();
     for (j, &size) in sizes.iter().enumerate().take(blocks).skip(first) {
         let key = req.blocks[j];
-        if let Some(pin) = tgt.pin(key) {
-            target_hold.pins.push(pin);
+        if pin_locally(&mut local_hold, pool, key) {
             continue;
         }
+        let tgt = pool.segment_mut(target);
         let mut attempt = tgt.reserve(key, size, now);
         if matches!(attempt, Err(ReserveError::NoSpace { .. })) && tgt.make_room(size, now, evicted)
         {
@@ -218,18 +238,17 @@ pub fn plan_fetch(
         }
     }
     if reservations.is_empty() {
-        target_hold.release(pool, now);
+        local_hold.release(pool, now);
         return None;
     }
-    let src = pool.segment_mut(fetch.from);
-    let mut hold = Hold::new(fetch.from);
+    let mut source_hold = Hold::new();
     let mut tokens = Vec::with_capacity(reservations.len());
     let mut bytes = 0;
     for (j, _) in &reservations {
         // Held since the prefix check above: present, so read and pinned.
         let key = req.blocks[*j];
-        tokens.extend(src.read(key, now, leases));
-        hold.pins.extend(src.pin(key));
+        tokens.extend(pool.segment_mut(fetch.from).read(key, now, leases));
+        source_hold.pin(pool, fetch.from, key);
         bytes += sizes[*j];
     }
     sizes.truncate(blocks);
@@ -241,8 +260,9 @@ pub fn plan_fetch(
         bytes,
         sizes,
         leases: tokens,
-        source_hold: hold,
-        target_hold,
+        source_hold,
+        local: local.to_vec(),
+        local_hold,
         reservations,
     })
 }
@@ -260,27 +280,28 @@ pub struct Carried {
     pub prefix_blocks: usize,
 }
 
-/// Carries out a placement of `req` on the prefill node whose DRAM segment
-/// is `target`, decoding on the instance whose KV budget is `kv`: reserves
-/// the decode KV (prompt and all output), then plans the fetch if the
-/// scheduler chose one ([`plan_fetch`]; evictions on the target are pushed
-/// to `evicted`).
+/// Carries out a placement of `req` on the prefill node whose segments are
+/// `local` (its DRAM, `target`, first), decoding on the instance whose KV
+/// budget is `kv`: reserves the decode KV (prompt and all output), then
+/// plans the fetch if the scheduler chose one ([`plan_fetch`]; evictions on
+/// the target are pushed to `evicted`).
 #[allow(clippy::too_many_arguments)]
 pub fn carry_out(
     pool: &mut Pool,
     req: &Request,
     fetch: Option<PrefixFetch>,
     target: SegmentId,
+    local: &[SegmentId],
     kv: &mut KvBudget,
     leases: &dyn LeasePolicy,
     now: Nanos,
     evicted: &mut Vec<(BlockKey, u64)>,
 ) -> Carried {
     let kv = kv.reserve(req.input_tokens as u64 + req.output_tokens as u64);
-    let fetch = fetch.and_then(|f| plan_fetch(pool, req, f, target, leases, now, evicted));
+    let fetch = fetch.and_then(|f| plan_fetch(pool, req, f, target, local, leases, now, evicted));
     let prefix_blocks = match &fetch {
         Some(plan) => plan.blocks,
-        None => pool.segment(target).prefix_len(&req.blocks),
+        None => pool.prefix_over(local, &req.blocks),
     };
     Carried {
         fetch,
@@ -315,12 +336,21 @@ pub fn finish_fetch(
     facts: &mut AccessFacts<'_>,
     now: Nanos,
 ) -> Fetched {
-    plan.source_hold.release(pool, now);
-    let tgt = pool.segment_mut(plan.target);
-    let mut hold = plan.target_hold;
-    let mut reservations = plan.reservations;
+    let FetchPlan {
+        target,
+        blocks,
+        sizes,
+        local,
+        local_hold,
+        source_hold,
+        mut reservations,
+        ..
+    } = plan;
+    source_hold.release(pool, now);
+    let mut hold = local_hold;
+    let tgt = pool.segment_mut(target);
     let mut written = Vec::with_capacity(reservations.len());
-    for j in (0..plan.blocks).rev() {
+    for j in (0..blocks).rev() {
         let key = req.blocks[j];
         let access = facts.block(now, request, req, j);
         if reservations.last().is_some_and(|(i, _)| *i == j) {
@@ -330,16 +360,16 @@ pub fn finish_fetch(
                 }
             }
         } else if tgt.contains(key) {
-            tgt.access(key, plan.sizes[j], &access);
+            tgt.access(key, sizes[j], &access);
         }
     }
     written.reverse();
     for &j in &written {
-        hold.pins.extend(tgt.pin(req.blocks[j]));
+        hold.pin(pool, target, req.blocks[j]);
     }
     Fetched {
         hold,
-        prefix_blocks: tgt.prefix_len(&req.blocks[..plan.blocks]),
+        prefix_blocks: pool.prefix_over(&local, &req.blocks[..blocks]),
         written,
     }
 }
@@ -403,6 +433,7 @@ mod tests {
             &req,
             fetch,
             SegmentId(3),
+            &[SegmentId(3)],
             &leases,
             Nanos(5),
             &mut evicted,
@@ -453,6 +484,7 @@ mod tests {
             &req,
             fetch,
             SegmentId(3),
+            &[SegmentId(3)],
             &leases,
             Nanos(11),
             &mut evicted
@@ -500,6 +532,7 @@ mod tests {
             &req,
             fetch,
             SegmentId(1),
+            &[SegmentId(1)],
             &MooncakeLeases::default(),
             Nanos(2),
             &mut evicted,
@@ -565,6 +598,7 @@ mod tests {
             &req,
             fetch,
             SegmentId(1),
+            &[SegmentId(1)],
             &leases,
             Nanos(1),
             &mut evicted,
@@ -582,6 +616,7 @@ mod tests {
             &req,
             fetch,
             SegmentId(1),
+            &[SegmentId(1)],
             &leases,
             Nanos(2),
             &mut evicted
@@ -594,6 +629,63 @@ mod tests {
         done.hold.release(&mut pool, Nanos(4));
         assert_eq!(pool.segment(SegmentId(0)).held(), Default::default());
         assert_eq!(pool.segment(SegmentId(1)).held(), Default::default());
+    }
+
+    #[test]
+    fn blocks_on_the_nodes_ssd_tier_do_not_cross() {
+        // The node's SSD tier holds blocks 0 and 1 (read back at prefill
+        // start, as the scheduler's estimate counts them); only 2 and 3
+        // cross, into DRAM.
+        let mut pool = pool_of(3);
+        let req = Request {
+            arrival: Nanos::ZERO,
+            input_tokens: 2048,
+            output_tokens: 2,
+            blocks: (0..4).map(BlockKey).collect(),
+        };
+        for k in &req.blocks {
+            pool.segment_mut(SegmentId(0))
+                .access(*k, 10, &Access::at(Nanos::ZERO));
+        }
+        for k in &req.blocks[..2] {
+            pool.segment_mut(SegmentId(2))
+                .access(*k, 10, &Access::at(Nanos::ZERO));
+        }
+        let fetch = PrefixFetch {
+            from: SegmentId(0),
+            blocks: 4,
+        };
+        let local = [SegmentId(1), SegmentId(2)];
+        let mut evicted = Vec::new();
+        let plan = plan_fetch(
+            &mut pool,
+            &req,
+            fetch,
+            SegmentId(1),
+            &local,
+            &MooncakeLeases::default(),
+            Nanos(1),
+            &mut evicted,
+        )
+        .unwrap();
+        assert_eq!(
+            (plan.first, plan.blocks, plan.bytes, plan.reserved()),
+            (2, 4, 20, 2)
+        );
+        assert_eq!(
+            pool.segment(SegmentId(2)).held().pins,
+            2,
+            "the SSD part stays"
+        );
+        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
+        let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(2));
+        assert_eq!((done.prefix_blocks, done.written.clone()), (4, vec![2, 3]));
+        assert_eq!(done.hold.in_segment(SegmentId(2)), 2);
+        done.hold.release(&mut pool, Nanos(3));
+        for s in 0..3 {
+            assert_eq!(pool.segment(SegmentId(s)).held(), Default::default());
+        }
     }
 
     #[test]

@@ -28,6 +28,15 @@ pub struct DecodeLoad {
     pub free_kv_tokens: u64,
 }
 
+/// A request's prefix on one prefill instance.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalPrefix {
+    /// Leading blocks held in the instance's segments (DRAM or SSD).
+    pub blocks: usize,
+    /// Of those, blocks held only in its SSD tier (read back at prefill start).
+    pub ssd_blocks: usize,
+}
+
 /// One request on a decode instance, as a load predictor sees it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct DecodingRequest {
@@ -50,8 +59,9 @@ pub trait ClusterView {
     /// (every decode instance when disaggregated; the same node when
     /// prefill and decode are colocated).
     fn decode_candidates(&self, prefill: InstanceId) -> &[InstanceId];
-    /// Leading blocks of `keys` held in `instance`'s own segments.
-    fn local_prefix_blocks(&self, instance: InstanceId, keys: &[BlockKey]) -> usize;
+    /// Leading blocks of `keys` held in `instance`'s own segments, and how
+    /// many of those only its SSD tier holds.
+    fn local_prefix(&self, instance: InstanceId, keys: &[BlockKey]) -> LocalPrefix;
     /// The longest prefix of `keys` in the segments other instances may
     /// fetch from, with every replica of each span.
     fn pool_prefix(&self, keys: &[BlockKey]) -> PoolPrefix;
@@ -60,8 +70,14 @@ pub trait ClusterView {
     fn segment_owner(&self, segment: SegmentId) -> Option<InstanceId>;
     /// Estimated time until `instance` could start a new request.
     fn prefill_queue_time(&self, instance: InstanceId) -> Nanos;
-    /// Estimated time to move `bytes` of KV from segment `from` to instance `to`.
+    /// Estimated time to move `bytes` of KV from segment `from` to instance
+    /// `to` now: at what the links offer a new transfer now (each link's
+    /// share among the transfers it already carries), not their nominal rate.
     fn transfer_time(&self, from: SegmentId, to: InstanceId, bytes: u64) -> Nanos;
+    /// Estimated time for `instance` to bring a prefix into HBM: `dram_bytes`
+    /// over its host-to-device link while `ssd_bytes` are read back from its
+    /// SSD tier (the two overlap).
+    fn load_time(&self, instance: InstanceId, dram_bytes: u64, ssd_bytes: u64) -> Nanos;
     fn decode_load(&self, instance: InstanceId) -> DecodeLoad;
     /// The requests a decode instance is running or will run (batch and
     /// waiting), for predictions of its future load.
@@ -224,14 +240,26 @@ pub fn select_decode(
     best.map(|(_, step, d)| (d, step))
 }
 
-fn estimate_prefill(
+/// The time a prefill of `req` on `p` takes when its first `prefix_blocks`
+/// blocks are cached, `ssd_blocks` of them in the SSD tier: the compute of
+/// the rest (the cost model) overlapped with the prefix's load into HBM
+/// (from DRAM, and from SSD first for the SSD part) — as the simulator
+/// runs it. Schedulers and queues estimate with it.
+pub fn estimate_prefill(
     view: &dyn ClusterView,
     p: InstanceId,
     req: &Request,
     prefix_blocks: usize,
+    ssd_blocks: usize,
 ) -> Nanos {
-    let cached = req.reusable_tokens(prefix_blocks, view.block_tokens());
-    view.cost(p).prefill_time(req.input_tokens as u64, cached)
+    let bt = view.block_tokens();
+    let cost = view.cost(p);
+    let cached = req.reusable_tokens(prefix_blocks, bt);
+    let compute = cost.prefill_time(req.input_tokens as u64, cached);
+    let kv = cost.kv_bytes_per_token();
+    let ssd_tokens = req.hit_tokens(ssd_blocks, bt).min(cached);
+    let load = view.load_time(p, cached * kv, ssd_tokens * kv);
+    compute.max(load)
 }
 
 /// Finishes a placement: picks the decode instance and applies admission.
@@ -361,10 +389,14 @@ fn place_on(
     p: InstanceId,
     params: SchedulerParams,
 ) -> Placement {
-    let local = view.local_prefix_blocks(p, &req.blocks);
-    let ttft = view
-        .prefill_queue_time(p)
-        .saturating_add(estimate_prefill(view, p, req, local));
+    let local = view.local_prefix(p, &req.blocks);
+    let ttft = view.prefill_queue_time(p).saturating_add(estimate_prefill(
+        view,
+        p,
+        req,
+        local.blocks,
+        local.ssd_blocks,
+    ));
     finish(req, view, p, None, ttft, params.admission, params.slo)
 }
 
@@ -442,39 +474,54 @@ impl Scheduler for CacheAware {
         view: &dyn ClusterView,
         mut explain: Option<&mut Vec<CandidateEstimate>>,
     ) -> Placement {
+        // Algorithm 1, line 3: the best prefix anywhere in the pool.
         let best = if self.mode == Mode::Global {
-            view.pool_prefix(&req.blocks).best_single()
+            view.pool_prefix(&req.blocks).spans.into_iter().next()
         } else {
             None
         };
-        let kv_bytes_per_block =
-            |p: InstanceId| view.cost(p).kv_bytes_per_token() * view.block_tokens() as u64;
-        // (key, instance, fetch, ttft)
         // (ranking key, instance, fetch, TTFT estimate)
         let mut winner: Option<(Nanos, InstanceId, Option<PrefixFetch>, Nanos)> = None;
         for &p in view.prefill_instances() {
-            let local = view.local_prefix_blocks(p, &req.blocks);
+            let local = view.local_prefix(p, &req.blocks);
             let queue = view.prefill_queue_time(p);
-            let (prefix, transfer, fetch) = match best {
-                Some((holder, best_len))
-                    if view.segment_owner(holder) != Some(p)
-                        && best_len > local
-                        && best_len as f64 > local as f64 * self.params.balancing_threshold =>
+            // Prefill from the instance's own prefix ...
+            let own = estimate_prefill(view, p, req, local.blocks, local.ssd_blocks);
+            let (mut prefix, mut transfer, mut prefill, mut fetch) =
+                (local.blocks, Nanos::ZERO, own, None);
+            // ... or, where the best remote prefix beats the local one by the
+            // balancing threshold (lines 5-8), fetch it from its least-loaded
+            // replica and prefill the rest, if that is sooner (§4.2: fetch
+            // only when the transfer costs less than the prefill it saves).
+            if let Some(span) = &best {
+                let best_len = span.end;
+                if best_len > local.blocks
+                    && best_len as f64 > local.blocks as f64 * self.params.balancing_threshold
                 {
-                    let bytes = (best_len - local) as u64 * kv_bytes_per_block(p);
-                    let t = view.transfer_time(holder, p, bytes);
-                    (
-                        best_len,
-                        t,
-                        Some(PrefixFetch {
-                            from: holder,
-                            blocks: best_len,
-                        }),
-                    )
+                    let kv = view.cost(p).kv_bytes_per_token();
+                    let bytes = (req.hit_tokens(best_len, view.block_tokens())
+                        - req.hit_tokens(local.blocks, view.block_tokens()))
+                        * kv;
+                    let replica = span
+                        .replicas
+                        .iter()
+                        .filter(|&&s| view.segment_owner(s) != Some(p))
+                        .map(|&s| (view.transfer_time(s, p, bytes), s))
+                        .min();
+                    if let Some((t, from)) = replica {
+                        let fetched = estimate_prefill(view, p, req, best_len, local.ssd_blocks);
+                        if t.saturating_add(fetched) < own {
+                            prefix = best_len;
+                            transfer = t;
+                            prefill = fetched;
+                            fetch = Some(PrefixFetch {
+                                from,
+                                blocks: best_len,
+                            });
+                        }
+                    }
                 }
-                _ => (local, Nanos::ZERO, None),
-            };
-            let prefill = estimate_prefill(view, p, req, prefix);
+            }
             let ttft = transfer.saturating_add(queue).saturating_add(prefill);
             let key = match self.mode {
                 Mode::LeastLoaded => queue,
@@ -525,6 +572,8 @@ mod tests {
         cost: AnalyticCost,
         /// Decode instances a prefill instance may use (all when empty).
         candidates: Vec<InstanceId>,
+        /// What a new transfer from each segment gets now, bytes/s.
+        rates: Vec<f64>,
     }
 
     impl Fake {
@@ -550,6 +599,7 @@ mod tests {
                 remaining: 100,
                 cost: AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8()),
                 candidates: Vec::new(),
+                rates: vec![100e9; n as usize],
             }
         }
     }
@@ -574,8 +624,16 @@ mod tests {
                 &self.candidates
             }
         }
-        fn local_prefix_blocks(&self, i: InstanceId, _keys: &[BlockKey]) -> usize {
-            self.matches[i.0 as usize]
+        fn local_prefix(&self, i: InstanceId, _keys: &[BlockKey]) -> LocalPrefix {
+            LocalPrefix {
+                blocks: self.matches[i.0 as usize],
+                ssd_blocks: 0,
+            }
+        }
+        fn load_time(&self, _i: InstanceId, dram_bytes: u64, ssd_bytes: u64) -> Nanos {
+            // 128 GB/s from DRAM, 7 GB/s from SSD, overlapped.
+            Nanos((dram_bytes as f64 / 128e9 * 1e9) as u64)
+                .max(Nanos((ssd_bytes as f64 / 7e9 * 1e9) as u64))
         }
         fn pool_prefix(&self, _keys: &[BlockKey]) -> PoolPrefix {
             // Instance i's segment is SegmentId(i).
@@ -600,8 +658,8 @@ mod tests {
         fn prefill_queue_time(&self, i: InstanceId) -> Nanos {
             self.queues[i.0 as usize]
         }
-        fn transfer_time(&self, _from: SegmentId, _to: InstanceId, bytes: u64) -> Nanos {
-            Nanos((bytes as f64 / 100e9 * 1e9) as u64)
+        fn transfer_time(&self, from: SegmentId, _to: InstanceId, bytes: u64) -> Nanos {
+            Nanos((bytes as f64 / self.rates[from.0 as usize] * 1e9) as u64)
         }
         fn decode_load(&self, i: InstanceId) -> DecodeLoad {
             self.decode_loads[i.0 as usize - self.prefill.len()]
@@ -688,6 +746,63 @@ mod tests {
         // computes instead of fetching.
         let view = Fake::new(vec![30, 20], vec![10.0, 0.0]);
         assert_eq!(prefill_of(&g.place(&req, &view, None)), (1, None));
+    }
+
+    #[test]
+    fn algorithm_1_fetches_from_the_least_loaded_replica_only_when_it_pays() {
+        // Instances 0 and 2 hold 30 of the request's 32 blocks but are busy
+        // (10 s of queue); instance 1 is idle and holds nothing. Recomputing
+        // all 32 blocks there takes `own`; fetching the 30 blocks (30 × 512
+        // tokens × 320 KiB = 5.03 GB) and computing 2 takes `t + fetched`.
+        let mut view = Fake::new(vec![30, 0, 30], vec![10.0, 0.0, 10.0]);
+        let req = request(32);
+        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let own = cost.prefill_time(32 * 512, 0);
+        let fetched = cost.prefill_time(32 * 512, 30 * 512);
+        let bytes = 30.0 * 512.0 * 327_680.0;
+        let mut g = build_scheduler(SchedulerKind::KvcacheCentric, params(Admission::None));
+        // Segment 0's link is congested (1/8 of 100 GB/s left), segment 2's is
+        // free: the fetch comes from segment 2.
+        view.rates = vec![12.5e9, 100e9, 100e9];
+        let mut log = Vec::new();
+        let placed = g.place(&req, &view, Some(&mut log));
+        assert_eq!(
+            prefill_of(&placed),
+            (
+                1,
+                Some(PrefixFetch {
+                    from: SegmentId(2),
+                    blocks: 30
+                })
+            )
+        );
+        let t = bytes / 100e9;
+        assert!((log[1].transfer_s - t).abs() < 1e-9);
+        assert!((log[1].prefill_s - fetched.as_secs_f64()).abs() < 1e-9);
+        // Both replicas' links congested to 1 GB/s: 5 s of transfer loses to
+        // recomputing (about 2.8 s), so instance 1 computes the whole prompt.
+        view.rates = vec![1e9, 100e9, 1e9];
+        let mut log = Vec::new();
+        let placed = g.place(&req, &view, Some(&mut log));
+        assert_eq!(prefill_of(&placed), (1, None));
+        assert!(bytes / 1e9 + fetched.as_secs_f64() > own.as_secs_f64());
+        assert_eq!(log[1].transfer_s, 0.0);
+        assert!((log[1].prefill_s - own.as_secs_f64()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_prefill_estimate_counts_the_prefix_load_from_dram_and_ssd() {
+        // 30 of 32 blocks cached: computing 2 blocks takes ~0.18 s; loading
+        // 30 blocks (5.03 GB) from DRAM 39 ms; reading them from SSD 0.72 s.
+        let view = Fake::new(vec![30], vec![0.0]);
+        let req = request(32);
+        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let compute = cost.prefill_time(32 * 512, 30 * 512);
+        let bytes = 30.0 * 512.0 * 327_680.0;
+        assert_eq!(estimate_prefill(&view, InstanceId(0), &req, 30, 0), compute);
+        let from_ssd = estimate_prefill(&view, InstanceId(0), &req, 30, 30);
+        assert_eq!(from_ssd, Nanos((bytes / 7e9 * 1e9) as u64));
+        assert!(from_ssd > compute);
     }
 
     #[test]

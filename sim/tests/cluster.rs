@@ -709,3 +709,90 @@ fn fast_forward_matches_step_by_step_on_a_bundled_trace() {
         }
     }
 }
+
+#[test]
+fn fetch_or_recompute_by_what_the_holders_link_offers_now() {
+    // Two prefill nodes, one decode node, 25 Gbps NICs (3.125 GB/s). A
+    // (the 40-block prefix P) warms node 0. D, a 100k-token prompt, keeps
+    // node 0 busy from 3 s for ~30 s. E (P + 1 block) arrives at 4 s: node 1
+    // is idle and holds nothing. Fetching P's 40 blocks (6.7 GB) and
+    // computing one block is compared with computing all 41 blocks there.
+    //  - D with one output token sends no KV: node 0's link is free, the
+    //    fetch takes 2.15 s and beats the 2.42 s recompute: E fetches.
+    //  - D with two output tokens streams its 32.8 GB of KV to decode over
+    //    node 0's link from 3 s to ~13.5 s: a new flow would get half the
+    //    link, 4.3 s, and E recomputes instead (the nominal rate would
+    //    still have said 2.15 s and fetched).
+    let prefix: Vec<u64> = (0..40).collect();
+    let mut with_tail = prefix.clone();
+    with_tail.push(5000);
+    let cost = a800();
+    let recompute = cost.prefill_time(41 * 512, 0).as_secs_f64();
+    let p_bytes = 40.0 * 512.0 * 327_680.0;
+    let rate = 25e9 / 8.0;
+    for d_output in [1u32, 2] {
+        let trace = vec![
+            req(0, 40 * 512, 2, &prefix),
+            req(3000, 100_000, d_output, &(1000..1196).collect::<Vec<_>>()),
+            req(4000, 41 * 512, 2, &with_tail),
+        ];
+        let c = config(&[
+            "prefill.instances=2",
+            "decode.instances=1",
+            "scheduler=kvcache-centric",
+            "prefill.nic_gbit_per_s=25",
+            "decode.nic_gbit_per_s=25",
+        ]);
+        let out = simulate(&trace, c.resolve().unwrap(), true, |_| {});
+        assert_eq!(out.records[1].prefill, Some(0));
+        let e = &out.records[2];
+        assert_eq!(e.prefill, Some(1), "{d_output}: {e:?}");
+        let (_, cands, _) = &out.explain[2];
+        let node1 = &cands[1];
+        if d_output == 1 {
+            assert_eq!(e.fetch_bytes, p_bytes as u64);
+            assert!((node1.transfer_s - p_bytes / rate).abs() < 1e-6);
+            assert!(node1.transfer_s + node1.prefill_s < recompute);
+        } else {
+            assert_eq!(e.fetch_bytes, 0, "the congested link loses to recomputing");
+            assert_eq!(node1.transfer_s, 0.0);
+            assert!((node1.prefill_s - recompute).abs() < 1e-6);
+            assert!(
+                2.0 * p_bytes / rate > recompute,
+                "the fetch would take 4.3 s"
+            );
+        }
+        assert!(out.violations.is_empty());
+    }
+}
+
+#[test]
+fn the_prefix_load_is_in_the_estimates_as_in_the_simulation() {
+    // B reuses A's 120k-token prefix (235 blocks) and adds 100 tokens. Its
+    // prefill computes 100 tokens (~0.06 s) but must first load the 120k
+    // cached tokens' KV into HBM at 128 GB/s (0.31 s). The scheduler's
+    // estimate, the queue's, and the simulated prefill all say the same.
+    let prefix: Vec<u64> = (0..235).collect();
+    let mut b_blocks = prefix.clone();
+    b_blocks.push(9999);
+    let trace = vec![
+        req(0, 235 * 512, 1, &prefix),
+        req(60_000, 235 * 512 + 100, 1, &b_blocks),
+    ];
+    let c = config(&["prefill.instances=1", "decode.instances=1"]);
+    let out = simulate(&trace, c.resolve().unwrap(), true, |_| {});
+    let cost = a800();
+    let cached = 235.0 * 512.0;
+    let compute = cost.prefill_time(235 * 512 + 100, 235 * 512).as_secs_f64();
+    let load = cached * 327_680.0 / 128e9;
+    assert!(load > 4.0 * compute, "{load} vs {compute}");
+    let b = &out.records[1];
+    assert!(close(b.compute_s, compute));
+    assert!(near(b.prefill_s, load, 2.0), "{} vs {load}", b.prefill_s);
+    let (_, cands, _) = &out.explain[1];
+    assert!(
+        near(cands[0].prefill_s, load, 2.0),
+        "{} vs {load}",
+        cands[0].prefill_s
+    );
+}

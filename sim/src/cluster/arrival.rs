@@ -9,10 +9,9 @@
 use super::request::Phase;
 use super::view::View;
 use super::world::{FlowPurpose, Role, World};
-use moonlab_core::cost::CostModel;
 use moonlab_core::metrics::LongestIntervals;
 use moonlab_core::placement::{carry_out, finish_fetch};
-use moonlab_core::sched::{InstanceId, Placement, RejectReason};
+use moonlab_core::sched::{estimate_prefill, InstanceId, Placement, RejectReason};
 use moonlab_core::BlockKey;
 
 impl World<'_> {
@@ -86,12 +85,14 @@ impl World<'_> {
         }
         let d = self.pool_index(decode, Role::Decode);
         let dram = self.store.dram(p);
+        let local = self.store.local(p).to_vec();
         let mut evicted = Vec::new();
         let carried = carry_out(
             &mut self.store.pool,
             req,
             fetch,
             dram,
+            &local,
             &mut self.decode[d].kv,
             self.leases.as_ref(),
             now,
@@ -138,10 +139,14 @@ impl World<'_> {
         // The queue counts the prefill the request will run: from the prefix
         // it will find once its fetch, if any, is done.
         let estimate = {
-            let cached = req.reusable_tokens(carried.prefix_blocks, self.cfg.config.block_tokens);
-            self.cfg
-                .prefill_cost
-                .prefill_time(req.input_tokens as u64, cached)
+            let ssd_blocks = self.store.local_prefix(p, &req.blocks).ssd_blocks;
+            estimate_prefill(
+                &self.view(),
+                prefill,
+                req,
+                carried.prefix_blocks,
+                ssd_blocks,
+            )
         };
         self.reqs[i as usize].estimate = estimate;
         let inst = &mut self.prefill[p];

@@ -47,6 +47,8 @@ pub struct Network<T> {
     /// Bytes of every flow started, and of every flow completed.
     pub bytes_started: f64,
     pub bytes_completed: f64,
+    /// Flows crossing each link now.
+    users: Vec<u32>,
 }
 
 fn kind_index(k: LinkKind) -> usize {
@@ -74,6 +76,7 @@ impl<T: Copy> Network<T> {
             bytes_by_kind: [0.0; 4],
             bytes_started: 0.0,
             bytes_completed: 0.0,
+            users: Vec::new(),
         }
     }
 
@@ -82,6 +85,7 @@ impl<T: Copy> Network<T> {
             capacity_bytes_per_s,
             kind,
         });
+        self.users.push(0);
         LinkId(self.links.len() as u32 - 1)
     }
 
@@ -92,6 +96,18 @@ impl<T: Copy> Network<T> {
 
     pub fn link_capacity(&self, l: LinkId) -> f64 {
         self.links[l.0 as usize].capacity_bytes_per_s
+    }
+
+    /// Flows crossing link `l` now.
+    pub fn flows_on(&self, l: LinkId) -> usize {
+        self.users[l.0 as usize] as usize
+    }
+
+    /// What a new flow over `l` would get there: an equal share of the link
+    /// with the flows it already carries (its max-min share if they are all
+    /// bottlenecked here; a lower bound otherwise).
+    pub fn share_for_new_flow(&self, l: LinkId) -> f64 {
+        self.link_capacity(l) / (self.flows_on(l) + 1) as f64
     }
 
     pub fn active_flows(&self) -> usize {
@@ -159,6 +175,9 @@ impl<T: Copy> Network<T> {
     pub fn start(&mut self, now: Nanos, links: Vec<LinkId>, bytes: f64, tag: T) -> FlowId {
         self.advance(now);
         self.bytes_started += bytes.max(0.0);
+        for l in &links {
+            self.users[l.0 as usize] += 1;
+        }
         let flow = Flow {
             links,
             total_bytes: bytes.max(0.0),
@@ -208,6 +227,9 @@ impl<T: Copy> Network<T> {
             if finished {
                 if let Some(f) = slot.take() {
                     self.bytes_completed += f.total_bytes;
+                    for l in &f.links {
+                        self.users[l.0 as usize] -= 1;
+                    }
                     // Account the sliver below the completion tolerance.
                     for l in &f.links {
                         self.bytes_by_kind[kind_index(self.links[l.0 as usize].kind)] +=

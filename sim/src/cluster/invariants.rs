@@ -34,8 +34,7 @@ pub fn check(w: &World<'_>) -> Vec<String> {
                 rec.served
             )),
         }
-        if !(st.dram.is_empty() && st.ssd.is_empty() && st.fetched.is_empty()) || st.fetch.is_some()
-        {
+        if !(st.prefix.is_empty() && st.fetched.is_empty()) || st.fetch.is_some() {
             v.push(format!("request {i} still holds pins or a fetch"));
         }
         if st.kv.is_some() {

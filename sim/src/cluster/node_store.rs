@@ -13,6 +13,7 @@ use super::config::Resolved;
 use moonlab_core::eviction::AccessFacts;
 use moonlab_core::lease::LeasePolicy;
 use moonlab_core::placement::Hold;
+use moonlab_core::sched::LocalPrefix;
 use moonlab_core::store::{
     EvictOutcome, Pool, Segment, SegmentConfig, SegmentId, SegmentInfo, Tier, Touched,
 };
@@ -26,6 +27,8 @@ pub struct NodeStore {
     pub pool: Pool,
     dram: Vec<SegmentId>,
     ssd: Vec<Option<SegmentId>>,
+    /// Per node, its segments: DRAM first, then any SSD tier.
+    local: Vec<Vec<SegmentId>>,
     /// KV bytes of one token, and tokens of a full block: a block's object
     /// holds its tokens' KV (a partial last block, less).
     kv_bytes_per_token: u64,
@@ -59,7 +62,7 @@ impl NodeStore {
                 },
             )
         };
-        let dram = (0..c.prefill.instances)
+        let dram: Vec<SegmentId> = (0..c.prefill.instances)
             .map(|p| {
                 pool.add(
                     segment(c.prefill.dram_cache_blocks),
@@ -71,7 +74,7 @@ impl NodeStore {
                 )
             })
             .collect();
-        let ssd = (0..c.prefill.instances)
+        let ssd: Vec<Option<SegmentId>> = (0..c.prefill.instances)
             .map(|p| {
                 (c.prefill.ssd_cache_blocks > 0).then(|| {
                     pool.add(
@@ -85,10 +88,16 @@ impl NodeStore {
                 })
             })
             .collect();
+        let local = dram
+            .iter()
+            .zip(&ssd)
+            .map(|(&d, s): (&SegmentId, &Option<SegmentId>)| std::iter::once(d).chain(*s).collect())
+            .collect();
         NodeStore {
             pool,
             dram,
             ssd,
+            local,
             kv_bytes_per_token,
             block_tokens: c.block_tokens,
             changes: Vec::new(),
@@ -108,12 +117,24 @@ impl NodeStore {
         req.block_tokens_at(j, self.block_tokens) as u64 * self.kv_bytes_per_token
     }
 
-    /// Leading blocks of `keys` on node `p`, in DRAM or in its SSD tier.
-    pub fn local_prefix(&self, p: usize, keys: &[BlockKey]) -> usize {
-        match self.ssd[p] {
-            None => self.pool.segment(self.dram[p]).prefix_len(keys),
-            Some(ssd) => self.pool.prefix_over(&[self.dram[p], ssd], keys),
-        }
+    /// Node `p`'s segments: its DRAM, then any SSD tier.
+    pub fn local(&self, p: usize) -> &[SegmentId] {
+        &self.local[p]
+    }
+
+    /// Leading blocks of `keys` on node `p`, in DRAM or in its SSD tier, and
+    /// how many of those only the SSD tier holds.
+    pub fn local_prefix(&self, p: usize, keys: &[BlockKey]) -> LocalPrefix {
+        let blocks = self.pool.prefix_over(&self.local[p], keys);
+        let dram = self.pool.segment(self.dram[p]);
+        let ssd_blocks = match self.ssd[p] {
+            None => 0,
+            Some(_) => keys[..blocks]
+                .iter()
+                .filter(|k| !dram.contains(**k))
+                .count(),
+        };
+        LocalPrefix { blocks, ssd_blocks }
     }
 
     /// Blocks committed in node `p`'s DRAM.
@@ -128,7 +149,7 @@ impl NodeStore {
 
     /// Prefill start on node `p`: the blocks `keys` (its local prefix) are
     /// pinned for the request where they are, and a DRAM block is read (a
-    /// lease, and a soft pin if hot). Returns the DRAM and SSD holds and the
+    /// lease, and a soft pin if hot). Returns the hold, and the blocks and
     /// bytes to read back from the SSD tier.
     pub fn read_prefix(
         &mut self,
@@ -136,25 +157,21 @@ impl NodeStore {
         keys: &[BlockKey],
         leases: &dyn LeasePolicy,
         now: Nanos,
-    ) -> (Hold, Hold, u64) {
-        let dram_id = self.dram[p];
-        let mut dram = Hold::new(dram_id);
-        let mut ssd = self.ssd[p].map_or_else(Hold::default, Hold::new);
-        let mut ssd_bytes = 0;
+    ) -> (Hold, usize, u64) {
+        let dram = self.dram[p];
+        let mut hold = Hold::new();
+        let (mut ssd_blocks, mut ssd_bytes) = (0, 0);
         for key in keys {
-            let seg = self.pool.segment_mut(dram_id);
-            if let Some(pin) = seg.pin(*key) {
-                seg.read(*key, now, leases);
-                dram.push(pin);
-            } else if let Some(ssd_id) = self.ssd[p] {
-                let seg = self.pool.segment_mut(ssd_id);
-                if let Some(pin) = seg.pin(*key) {
-                    ssd_bytes += seg.object_bytes(*key).unwrap_or(0);
-                    ssd.push(pin);
+            if hold.pin(&mut self.pool, dram, *key) {
+                self.pool.segment_mut(dram).read(*key, now, leases);
+            } else if let Some(ssd) = self.ssd[p] {
+                if hold.pin(&mut self.pool, ssd, *key) {
+                    ssd_blocks += 1;
+                    ssd_bytes += self.pool.segment(ssd).object_bytes(*key).unwrap_or(0);
                 }
             }
         }
-        (dram, ssd, ssd_bytes)
+        (hold, ssd_blocks, ssd_bytes)
     }
 
     /// Records that `key` entered (+1) or left (−1) a DRAM segment.

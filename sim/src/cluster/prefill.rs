@@ -23,6 +23,7 @@ use super::request::Phase;
 use super::sampler::BusyBuckets;
 use super::world::{FlowPurpose, World};
 use moonlab_core::cost::CostModel;
+use moonlab_core::sched::estimate_prefill;
 use moonlab_core::Nanos;
 use std::collections::VecDeque;
 
@@ -76,10 +77,16 @@ impl World<'_> {
         let inst = &mut self.prefill[p];
         inst.queued_work = inst.queued_work.saturating_sub(estimate);
         self.store.advance(p, now);
-        let k = self.store.local_prefix(p, &req.blocks);
-        let (dram, ssd, ssd_bytes) =
+        let local = self.store.local_prefix(p, &req.blocks);
+        let k = local.blocks;
+        // When the node expects to be free again: the same estimate the
+        // scheduler and the queue use.
+        let expected =
+            estimate_prefill(&self.view(), self.ids.prefill[p], req, k, local.ssd_blocks);
+        let (hold, ssd_blocks, ssd_bytes) =
             self.store
                 .read_prefix(p, &req.blocks[..k], self.leases.as_ref(), now);
+        debug_assert_eq!(ssd_blocks, local.ssd_blocks);
         let cached = req.reusable_tokens(k, bt);
         let input = req.input_tokens as u64;
         let compute = self.cfg.prefill_cost.chunked_prefill_time(
@@ -89,16 +96,15 @@ impl World<'_> {
         );
         let inst = &mut self.prefill[p];
         inst.running = Some(r);
-        inst.running_end = now.saturating_add(compute);
+        inst.running_end = now.saturating_add(expected.max(compute));
         inst.busy = inst.busy.saturating_add(compute);
         inst.busy_buckets
             .add(now, now.saturating_add(compute), self.sample_interval.0);
         let (h2d, tx, ssd_link) = (inst.h2d, inst.nic_tx, inst.ssd_link);
-        let ssd_blocks = ssd.len() as u64;
+        let ssd_blocks = ssd_blocks as u64;
         let decode = self.reqs[r as usize].decode;
         let st = &mut self.reqs[r as usize];
-        st.dram = dram;
-        st.ssd = ssd;
+        st.prefix = hold;
         st.phase = Phase::Prefilling;
         // Compute, plus the HBM load and the SSD read when there are any.
         st.prefill_parts = 1 + u8::from(cached > 0) + u8::from(ssd_blocks > 0);
@@ -154,9 +160,8 @@ impl World<'_> {
             .write_prompt(p, r as usize, req, &mut self.facts, now);
         let st = &mut self.reqs[r as usize];
         let holds = [
-            std::mem::take(&mut st.dram),
+            std::mem::take(&mut st.prefix),
             std::mem::take(&mut st.fetched),
-            std::mem::take(&mut st.ssd),
         ];
         for h in holds {
             h.release(&mut self.store.pool, now);

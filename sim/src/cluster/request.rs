@@ -49,9 +49,8 @@ pub struct RequestState {
     pub fetch_started: Nanos,
     /// Fetched replicas pinned on the prefill node until prefill ends.
     pub fetched: Hold,
-    /// The prefix read at prefill start, pinned in DRAM and in the SSD tier.
-    pub dram: Hold,
-    pub ssd: Hold,
+    /// The prefix read at prefill start, pinned where it is (DRAM or SSD).
+    pub prefix: Hold,
     /// Parts of the prefill still running (compute, HBM load, SSD read).
     pub prefill_parts: u8,
     /// The KV stream to the decode instance has arrived (or was not needed).

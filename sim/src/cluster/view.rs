@@ -11,7 +11,7 @@ use super::prefill::PrefillInst;
 use super::request::RequestState;
 use super::world::{FlowPurpose, Instances, Role};
 use moonlab_core::cost::CostModel;
-use moonlab_core::sched::{ClusterView, DecodeLoad, DecodingRequest, InstanceId};
+use moonlab_core::sched::{ClusterView, DecodeLoad, DecodingRequest, InstanceId, LocalPrefix};
 use moonlab_core::store::{PoolPrefix, SegmentId};
 use moonlab_core::{BlockKey, Nanos, Request};
 
@@ -54,9 +54,15 @@ impl ClusterView for View<'_> {
     fn decode_candidates(&self, prefill: InstanceId) -> &[InstanceId] {
         &self.ids.decode_candidates[self.index(prefill, Role::Prefill)]
     }
-    fn local_prefix_blocks(&self, instance: InstanceId, keys: &[BlockKey]) -> usize {
+    fn local_prefix(&self, instance: InstanceId, keys: &[BlockKey]) -> LocalPrefix {
         self.store
             .local_prefix(self.index(instance, Role::Prefill), keys)
+    }
+    fn load_time(&self, instance: InstanceId, dram_bytes: u64, ssd_bytes: u64) -> Nanos {
+        let p = &self.prefill[self.index(instance, Role::Prefill)];
+        let secs = |bytes: u64, rate: f64| Nanos((bytes as f64 / rate * 1e9).ceil() as u64);
+        secs(dram_bytes, self.net.link_capacity(p.h2d))
+            .max(secs(ssd_bytes, self.net.link_capacity(p.ssd_link)))
     }
     fn pool_prefix(&self, keys: &[BlockKey]) -> PoolPrefix {
         self.store.pool.prefix(keys, |info| info.shared)
@@ -77,13 +83,15 @@ impl ClusterView for View<'_> {
         let Some(owner) = self.segment_owner(from) else {
             return Nanos::MAX;
         };
-        let a = self
+        // A new flow's fair share on each link it would cross, given the
+        // flows there now.
+        let tx = self.prefill[self.index(owner, Role::Prefill)].nic_tx;
+        let rx = self.prefill[self.index(to, Role::Prefill)].nic_rx;
+        let rate = self
             .net
-            .link_capacity(self.prefill[self.index(owner, Role::Prefill)].nic_tx);
-        let b = self
-            .net
-            .link_capacity(self.prefill[self.index(to, Role::Prefill)].nic_rx);
-        Nanos((bytes as f64 / a.min(b) * 1e9).ceil() as u64)
+            .share_for_new_flow(tx)
+            .min(self.net.share_for_new_flow(rx));
+        Nanos((bytes as f64 / rate * 1e9).ceil() as u64)
     }
     fn decode_load(&self, instance: InstanceId) -> DecodeLoad {
         let d = self.decode_inst(instance);

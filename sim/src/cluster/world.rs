@@ -14,6 +14,7 @@ use super::node_store::NodeStore;
 use super::prefill::PrefillInst;
 use super::request::RequestState;
 use super::sampler::{BusyBuckets, Sample};
+use super::view::View;
 use moonlab_core::cost::CostModel;
 use moonlab_core::eviction::{AccessFacts, TraceIndex};
 use moonlab_core::lease::LeasePolicy;
@@ -217,6 +218,21 @@ impl<'t> World<'t> {
     #[inline]
     pub(super) fn now(&self) -> Nanos {
         self.engine.now()
+    }
+
+    /// The scheduler's view of the cluster now.
+    pub(super) fn view(&self) -> View<'_> {
+        View {
+            now: self.engine.now(),
+            cfg: &self.cfg,
+            ids: &self.ids,
+            store: &self.store,
+            prefill: &self.prefill,
+            decode: &self.decode,
+            trace: self.trace,
+            reqs: &self.reqs,
+            net: &self.net,
+        }
     }
 
     /// Runs to completion, calling `progress(arrived_requests)` now and then.
