@@ -118,7 +118,7 @@ pub fn run(a: SimArgs) -> Result<()> {
         ),
         TableFormat::Csv => ("requests.csv", requests_csv(&out.records).into_bytes()),
     };
-    let series = render_timeseries(&out, config.prefill.instances);
+    let series = render_timeseries(&out, config.prefill_groups());
     let replicas = render_replicas(&out);
     let json = serde_json::to_string_pretty(&summary)? + "\n";
     let yaml = config.to_yaml();

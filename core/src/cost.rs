@@ -45,18 +45,101 @@ pub trait CostModel: Send + Sync {
         cached_tokens: u64,
         chunk_tokens: u64,
     ) -> Nanos {
-        let mut total = Nanos::ZERO;
-        let mut s = cached_tokens.min(input_tokens);
-        while s < input_tokens {
-            let e = if chunk_tokens == 0 {
-                input_tokens
-            } else {
-                (s + chunk_tokens).min(input_tokens)
-            };
-            total = total.saturating_add(self.prefill_time(e, s));
-            s = e;
+        chunk_bounds(input_tokens, cached_tokens, chunk_tokens).fold(Nanos::ZERO, |t, (s, e)| {
+            t.saturating_add(self.prefill_time(e, s))
+        })
+    }
+}
+
+/// The time of each chunk of a chunked prefill of tokens
+/// `[cached_tokens, input_tokens)`, `chunk_tokens` at a time (0 = one
+/// chunk): chunk `[s, e)` takes `prefill_time(e, s)` on one node.
+pub fn chunk_times(
+    cost: &dyn CostModel,
+    input_tokens: u64,
+    cached_tokens: u64,
+    chunk_tokens: u64,
+) -> Vec<Nanos> {
+    chunk_bounds(input_tokens, cached_tokens, chunk_tokens)
+        .map(|(s, e)| cost.prefill_time(e, s))
+        .collect()
+}
+
+/// The chunks `[s, e)` of tokens `[cached_tokens, input_tokens)`,
+/// `chunk_tokens` at a time (0 = one chunk).
+pub fn chunk_bounds(
+    input_tokens: u64,
+    cached_tokens: u64,
+    chunk_tokens: u64,
+) -> impl Iterator<Item = (u64, u64)> {
+    let mut s = cached_tokens.min(input_tokens);
+    std::iter::from_fn(move || {
+        if s >= input_tokens {
+            return None;
         }
-        total
+        let e = if chunk_tokens == 0 {
+            input_tokens
+        } else {
+            (s + chunk_tokens).min(input_tokens)
+        };
+        let chunk = (s, e);
+        s = e;
+        Some(chunk)
+    })
+}
+
+/// When each stage of a pipeline is free and what one request's chunks
+/// occupy: chunked pipeline parallelism (the paper's §3.3). A group of
+/// `stage_free.len()` prefill nodes splits the model's layers evenly; each
+/// chunk of a prompt passes the stages in order, a stage takes a chunk once
+/// it has finished the one before (of this request or an earlier one), and
+/// spends `chunk_time / stages` on it. Chunks of one request, and of
+/// successive requests, are in different stages at once.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PipelineRun {
+    /// When the first stage finished the request's last chunk: the group
+    /// can take the next request's first chunk then.
+    pub first_stage_end: Nanos,
+    /// When the last stage finished the last chunk: the prefill is done.
+    pub end: Nanos,
+}
+
+/// Schedules chunks of `chunk_times` (each as on one node) through the
+/// pipeline whose stages are free at `stage_free` (updated), starting at
+/// `start`. With one stage it is `start + Σ chunk_times`.
+pub fn run_pipeline(stage_free: &mut [Nanos], start: Nanos, chunk_times: &[Nanos]) -> PipelineRun {
+    run_pipeline_with(stage_free, start, chunk_times, |_, _, _| {})
+}
+
+/// [`run_pipeline`], calling `busy(stage, begin, end)` for every chunk's
+/// time on every stage.
+pub fn run_pipeline_with(
+    stage_free: &mut [Nanos],
+    start: Nanos,
+    chunk_times: &[Nanos],
+    mut busy: impl FnMut(usize, Nanos, Nanos),
+) -> PipelineRun {
+    let stages = stage_free.len().max(1) as u64;
+    let mut first_stage_end = start;
+    let mut end = start;
+    for &t in chunk_times {
+        let per_stage = Nanos(t.0 / stages);
+        let mut ready = start;
+        for (s, free) in stage_free.iter_mut().enumerate() {
+            let begin = ready.max(*free);
+            let done = begin.saturating_add(per_stage);
+            busy(s, begin, done);
+            *free = done;
+            ready = done;
+            if s == 0 {
+                first_stage_end = done;
+            }
+        }
+        end = ready;
+    }
+    PipelineRun {
+        first_stage_end,
+        end,
     }
 }
 
@@ -536,6 +619,44 @@ mod tests {
         assert!((with_prefix - (flops - saved) / (8.0 * 312e12 * 0.5)).abs() < 1e-9);
         assert_eq!(c.prefill_time(100, 100), Nanos::ZERO);
         assert_eq!(c.kv_bytes_per_token(), 320 * 1024);
+    }
+
+    #[test]
+    fn a_pipeline_of_chunks_by_hand() {
+        // Chunks of 8, 12 and 16 ns through 4 stages (2, 3, 4 ns each):
+        //   stage 0: [0,2] [2,5] [5,9]
+        //   stage 1: [2,4] [5,8] [9,13]
+        //   stage 2: [4,6] [8,11] [13,17]
+        //   stage 3: [6,8] [11,14] [17,21]
+        let mut free = vec![Nanos::ZERO; 4];
+        let chunks = [Nanos(8), Nanos(12), Nanos(16)];
+        let run = run_pipeline(&mut free, Nanos::ZERO, &chunks);
+        assert_eq!(
+            run,
+            PipelineRun {
+                first_stage_end: Nanos(9),
+                end: Nanos(21)
+            }
+        );
+        assert_eq!(free, vec![Nanos(9), Nanos(13), Nanos(17), Nanos(21)]);
+        // The next request's first chunk (8 ns) starts at stage 0 at 9.
+        let next = run_pipeline(&mut free, Nanos(9), &[Nanos(8)]);
+        assert_eq!(
+            next,
+            PipelineRun {
+                first_stage_end: Nanos(11),
+                end: Nanos(23)
+            }
+        );
+        // One stage: the chunks back to back.
+        let mut one = vec![Nanos(0)];
+        assert_eq!(run_pipeline(&mut one, Nanos(5), &chunks).end, Nanos(41));
+        // Chunk times sum to the unchunked time under Eq. 1.
+        let c = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let times = chunk_times(&c, 20_000, 0, 8192);
+        assert_eq!(times.len(), 3);
+        let sum: u64 = times.iter().map(|t| t.0).sum();
+        assert!(sum.abs_diff(c.prefill_time(20_000, 0).0) <= 3);
     }
 
     #[test]

@@ -440,9 +440,14 @@ proptest! {
         colocated in any::<bool>(),
         watermarks in 0usize..3,
         lease_s in prop::sample::select(vec![0.0f64, 0.5, 10.0]),
+        pipelined in any::<bool>(),
     ) {
         let names = ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"];
+        // Pipelined groups of 2 nodes where the pool splits into them.
+        let x = if pipelined && p % 2 == 0 && !colocated && chunk > 0 { 2 } else { 1 };
+        let groups = p / x;
         let c = config(&[
+            &format!("prefill.pipeline_nodes={x}"),
             &format!("prefill.instances={p}"),
             &format!("decode.instances={}", if colocated { p } else { d }),
             &format!("deployment={}", if colocated { "colocated" } else { "disaggregated" }),
@@ -484,7 +489,11 @@ proptest! {
                 prop_assert!(r.prefix_tokens <= q.input_tokens as u64);
                 prop_assert!(r.fetched_tokens <= r.prefix_tokens);
                 let pool = if colocated { p } else { d };
-                prop_assert!(r.prefill.unwrap() < p && r.decode.unwrap() >= p && r.decode.unwrap() < p + pool);
+                prop_assert!(
+                    r.prefill.unwrap() < groups
+                        && r.decode.unwrap() >= groups
+                        && r.decode.unwrap() < groups + pool
+                );
                 if colocated {
                     prop_assert_eq!(r.decode.unwrap(), r.prefill.unwrap() + p);
                 } else if q.output_tokens > 1 {
@@ -795,4 +804,97 @@ fn the_prefix_load_is_in_the_estimates_as_in_the_simulation() {
         "{} vs {load}",
         cands[0].prefill_s
     );
+}
+
+#[test]
+fn a_128k_prompt_with_and_without_chunked_pipeline_parallelism() {
+    // One 131,072-token prompt (256 blocks) on four prefill nodes. Alone on
+    // one node its prefill takes ~48 s. As one pipelined group of 4 nodes
+    // (§3.3), its sixteen 8192-token chunks pass four stages that split the
+    // layers: chunk c takes t_c / 4 on each stage, and the prefill ends when
+    // the last stage finishes the last chunk.
+    use moonlab_core::cost::{chunk_times, run_pipeline};
+    let blocks: Vec<u64> = (0..256).collect();
+    let trace = vec![req(0, 131_072, 1, &blocks)];
+    let cost = a800();
+    let alone = cost.prefill_time(131_072, 0).as_secs_f64();
+    let chunks = chunk_times(&cost, 131_072, 0, 8192);
+    assert_eq!(chunks.len(), 16);
+    let mut free = vec![Nanos::ZERO; 4];
+    let piped = run_pipeline(&mut free, Nanos::ZERO, &chunks)
+        .end
+        .as_secs_f64();
+    // By hand: Σ t_c / 4 plus three stage-times of the last chunk.
+    let by_hand = chunks.iter().map(|t| (t.0 / 4) as f64).sum::<f64>() / 1e9
+        + 3.0 * (chunks[15].0 / 4) as f64 / 1e9;
+    assert!((piped - by_hand).abs() < 1e-9, "{piped} vs {by_hand}");
+    assert!(piped < alone / 3.0, "{piped} vs {alone}");
+    for (x, want) in [(1, alone), (4, piped)] {
+        let c = config(&[
+            "prefill.instances=4",
+            "decode.instances=1",
+            &format!("prefill.pipeline_nodes={x}"),
+        ]);
+        let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
+        let r = &out.records[0];
+        assert!(
+            near(r.prefill_s, want, 20.0),
+            "{x}: {} vs {want}",
+            r.prefill_s
+        );
+        assert!(
+            close(r.ttft_s, r.prefill_s),
+            "one output token: no transfer"
+        );
+        assert!(
+            (r.compute_s - alone).abs() < 1e-6,
+            "the same work either way"
+        );
+        assert!(out.violations.is_empty());
+    }
+}
+
+#[test]
+fn a_pipelined_group_overlaps_successive_requests() {
+    // Two 8192-token prompts at once on one group of 2 nodes: the first
+    // takes stage 0 for t/2, then stage 1 for t/2; the second enters stage
+    // 0 when the first leaves it, and ends t/2 after the first.
+    let trace = vec![
+        req(0, 8192, 1, &(0..16).collect::<Vec<_>>()),
+        req(0, 8192, 1, &(100..116).collect::<Vec<_>>()),
+    ];
+    let c = config(&[
+        "prefill.instances=2",
+        "decode.instances=1",
+        "prefill.pipeline_nodes=2",
+    ]);
+    let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
+    let half = (a800().prefill_time(8192, 0).0 / 2) as f64 / 1e9;
+    let (a, b) = (&out.records[0], &out.records[1]);
+    assert_eq!(
+        (a.prefill, b.prefill),
+        (Some(0), Some(0)),
+        "one instance: the group"
+    );
+    assert!(
+        near(a.ttft_s, 2.0 * half, 4.0),
+        "{} vs {}",
+        a.ttft_s,
+        2.0 * half
+    );
+    assert!(near(b.queue_s, half, 4.0), "{} vs {half}", b.queue_s);
+    assert!(
+        near(b.ttft_s, 3.0 * half, 4.0),
+        "{} vs {}",
+        b.ttft_s,
+        3.0 * half
+    );
+    // Each node was busy t (its half of both prompts) of the 1.5 t run.
+    let u = out.prefill_busy_s[0] / out.end.as_secs_f64();
+    assert!((u - 2.0 / 3.0).abs() < 1e-6, "{u}");
+    let bad = ClusterConfig::load("", "c", &["prefill.pipeline_nodes=3".into()]);
+    assert!(bad
+        .unwrap_err()
+        .to_string()
+        .starts_with("prefill.pipeline_nodes: 3 (expected 1 to 64 nodes per pipelined group, dividing prefill.instances, 8)"));
 }

@@ -3,7 +3,8 @@
 //! YAML in and out (`moonlab config show` prints [`ClusterConfig::default`]).
 
 use moonlab_core::cost::{
-    AnalyticCost, Attention, CostModel, ModelSpec, NodeSpec, ProfileCost, ProfilePoint,
+    chunk_times, run_pipeline, AnalyticCost, Attention, CostModel, ModelSpec, NodeSpec,
+    ProfileCost, ProfilePoint,
 };
 use moonlab_core::eviction::PolicyKind;
 use moonlab_core::lease::{LeaseKind, LeaseParams};
@@ -32,7 +33,17 @@ pub struct PrefillConfig {
     /// (smallest estimated prefill time first).
     pub queue: QueuePolicy,
     /// Chunked prefill: tokens per chunk (0 = the whole prompt at once).
+    /// Under Eq. 1 chunking alone does not change the time; with
+    /// `pipeline_nodes` > 1 the chunks are what the pipeline overlaps.
     pub chunk_tokens: u32,
+    /// Chunked pipeline parallelism (the paper's §3.3): every this many
+    /// prefill nodes form one pipelined group that splits the model's
+    /// layers, and a prompt's chunks pass its nodes as pipeline stages, so
+    /// a long prompt's chunks are processed on all of them at once. The
+    /// scheduler then sees one prefill instance per group (its DRAM, links
+    /// and compute are the group's). 1 = off. Must divide
+    /// `prefill.instances`.
+    pub pipeline_nodes: u32,
     /// DRAM KVCache per prefill node, in blocks (5859 blocks of 512 tokens =
     /// the paper's 3M tokens per node, §5.3.2).
     pub dram_cache_blocks: u64,
@@ -202,6 +213,7 @@ impl Default for PrefillConfig {
             cost_profile: None,
             queue: QueuePolicy::Fifo,
             chunk_tokens: 8192,
+            pipeline_nodes: 1,
             dram_cache_blocks: 5859,
             ssd_cache_blocks: 0,
             ssd_gb_per_s: 7.0,
@@ -281,11 +293,31 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
-/// A pool's cost model: the paper's analytic model or measured latencies.
+/// A pool's cost model: the paper's analytic model or measured latencies,
+/// per node, and for a pipelined group of prefill nodes (§3.3) the group's
+/// prefill latency over that.
 #[derive(Clone, Debug)]
 pub enum PoolCost {
     Analytic(AnalyticCost),
     Profile(ProfileCost),
+    /// A prompt's chunks (`chunk_tokens` each) through `stages` nodes that
+    /// split the layers, from an empty pipeline ([`run_pipeline`]); every
+    /// other cost is the node's.
+    Pipelined {
+        node: Box<PoolCost>,
+        stages: u32,
+        chunk_tokens: u64,
+    },
+}
+
+impl PoolCost {
+    /// The cost model of one node of the pool.
+    pub fn node(&self) -> &PoolCost {
+        match self {
+            PoolCost::Pipelined { node, .. } => node,
+            other => other,
+        }
+    }
 }
 
 impl CostModel for PoolCost {
@@ -293,24 +325,38 @@ impl CostModel for PoolCost {
         match self {
             PoolCost::Analytic(c) => c.prefill_time(input_tokens, cached_tokens),
             PoolCost::Profile(c) => c.prefill_time(input_tokens, cached_tokens),
+            PoolCost::Pipelined {
+                node,
+                stages,
+                chunk_tokens,
+            } => {
+                let chunks = chunk_times(node.as_ref(), input_tokens, cached_tokens, *chunk_tokens);
+                let mut free = vec![Nanos::ZERO; *stages as usize];
+                run_pipeline(&mut free, Nanos::ZERO, &chunks).end
+            }
         }
     }
     fn decode_step_time(&self, batch_requests: u32, batch_context_tokens: u64) -> Nanos {
         match self {
             PoolCost::Analytic(c) => c.decode_step_time(batch_requests, batch_context_tokens),
             PoolCost::Profile(c) => c.decode_step_time(batch_requests, batch_context_tokens),
+            PoolCost::Pipelined { node, .. } => {
+                node.decode_step_time(batch_requests, batch_context_tokens)
+            }
         }
     }
     fn kv_bytes_per_token(&self) -> u64 {
         match self {
             PoolCost::Analytic(c) => c.kv_bytes_per_token(),
             PoolCost::Profile(c) => c.kv_bytes_per_token(),
+            PoolCost::Pipelined { node, .. } => node.kv_bytes_per_token(),
         }
     }
     fn recompute_seconds(&self, start: u64, end: u64) -> f64 {
         match self {
             PoolCost::Analytic(c) => c.recompute_seconds(start, end),
             PoolCost::Profile(c) => c.recompute_seconds(start, end),
+            PoolCost::Pipelined { node, .. } => node.recompute_seconds(start, end),
         }
     }
 }
@@ -387,6 +433,12 @@ pub struct Resolved {
 }
 
 impl ClusterConfig {
+    /// The prefill instances the scheduler sees: one per pipelined group of
+    /// `prefill.pipeline_nodes` nodes (one per node without pipelining).
+    pub fn prefill_groups(&self) -> u32 {
+        self.prefill.instances / self.prefill.pipeline_nodes.max(1)
+    }
+
     /// Parses YAML text, applies `key=value` overrides (dotted paths; the
     /// scheduler name also as `scheduler=NAME`), and validates.
     pub fn load(
@@ -640,12 +692,43 @@ impl ClusterConfig {
                     Ok(PoolCost::Analytic(c))
                 }
             };
-        let prefill_cost = pool_cost(
+        let x = self.prefill.pipeline_nodes;
+        if x == 0 || x > 64 || self.prefill.instances % x != 0 {
+            return Err(bad(
+                "prefill.pipeline_nodes",
+                format!(
+                    "{x} (expected 1 to 64 nodes per pipelined group, dividing prefill.instances, {})",
+                    self.prefill.instances
+                ),
+            ));
+        }
+        if x > 1 && self.prefill.chunk_tokens == 0 {
+            return Err(bad(
+                "prefill.pipeline_nodes",
+                format!("{x} (a pipeline needs chunks: set prefill.chunk_tokens)"),
+            ));
+        }
+        if x > 1 && self.deployment == Deployment::Colocated {
+            return Err(bad(
+                "prefill.pipeline_nodes",
+                format!("{x} (pipelined prefill groups need a disaggregated deployment)"),
+            ));
+        }
+        let node_cost = pool_cost(
             "prefill.cost_profile",
             &pnode,
             self.prefill.mfu,
             &self.prefill.cost_profile,
         )?;
+        let prefill_cost = if x > 1 {
+            PoolCost::Pipelined {
+                node: Box::new(node_cost),
+                stages: x,
+                chunk_tokens: self.prefill.chunk_tokens as u64,
+            }
+        } else {
+            node_cost
+        };
         let decode_cost = pool_cost(
             "decode.cost_profile",
             &dnode,

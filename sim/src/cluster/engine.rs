@@ -20,6 +20,8 @@ pub enum Event {
     FlowsDue(u64),
     /// The prefill compute of request `r` ends.
     PrefillComputeDone(u32),
+    /// A pipelined prefill group's first stage finished request `r`'s chunks.
+    FirstStageDone(u32),
     /// Decode instance `d` ends an iteration (or a run of iterations),
     /// valid while the instance's generation still equals `generation`.
     DecodeStepDone { d: u32, generation: u32 },

@@ -62,10 +62,13 @@ impl NodeStore {
                 },
             )
         };
-        let dram: Vec<SegmentId> = (0..c.prefill.instances)
+        // A pipelined group's nodes each keep their layers' share of every
+        // block: the group's segment holds as many blocks as its nodes.
+        let x = c.prefill.pipeline_nodes.max(1) as u64;
+        let dram: Vec<SegmentId> = (0..c.prefill_groups())
             .map(|p| {
                 pool.add(
-                    segment(c.prefill.dram_cache_blocks),
+                    segment(x * c.prefill.dram_cache_blocks),
                     SegmentInfo {
                         owner: Some(InstanceId(p)),
                         tier: Tier::Dram,
@@ -74,11 +77,11 @@ impl NodeStore {
                 )
             })
             .collect();
-        let ssd: Vec<Option<SegmentId>> = (0..c.prefill.instances)
+        let ssd: Vec<Option<SegmentId>> = (0..c.prefill_groups())
             .map(|p| {
                 (c.prefill.ssd_cache_blocks > 0).then(|| {
                     pool.add(
-                        segment(c.prefill.ssd_cache_blocks),
+                        segment(x * c.prefill.ssd_cache_blocks),
                         SegmentInfo {
                             owner: Some(InstanceId(p)),
                             tier: Tier::Ssd,

@@ -22,8 +22,8 @@ use super::flows::LinkId;
 use super::request::Phase;
 use super::sampler::BusyBuckets;
 use super::world::{FlowPurpose, World};
-use moonlab_core::cost::CostModel;
-use moonlab_core::sched::estimate_prefill;
+use moonlab_core::cost::{chunk_times, run_pipeline_with, CostModel};
+use moonlab_core::sched::{estimate_prefill, ClusterView};
 use moonlab_core::Nanos;
 use std::collections::VecDeque;
 
@@ -33,6 +33,9 @@ pub struct PrefillInst {
     /// Estimated end of the running request and estimated work queued.
     pub running_end: Nanos,
     pub queued_work: Nanos,
+    /// When each pipeline stage (node) of the instance is free: one stage
+    /// for a plain node, `prefill.pipeline_nodes` for a pipelined group.
+    pub stages: Vec<Nanos>,
     pub nic_tx: LinkId,
     pub nic_rx: LinkId,
     pub h2d: LinkId,
@@ -89,17 +92,31 @@ impl World<'_> {
         debug_assert_eq!(ssd_blocks, local.ssd_blocks);
         let cached = req.reusable_tokens(k, bt);
         let input = req.input_tokens as u64;
-        let compute = self.cfg.prefill_cost.chunked_prefill_time(
+        // The chunks through the instance's stages (one stage: back to back).
+        let chunks = chunk_times(
+            self.cfg.prefill_cost.node(),
             input,
             cached,
             self.cfg.config.prefill.chunk_tokens as u64,
         );
+        let work = chunks.iter().fold(Nanos::ZERO, |a, &t| a.saturating_add(t));
+        let occupancy = self.stage_occupancy(p, req, k, local.ssd_blocks);
+        let interval = self.sample_interval.0;
         let inst = &mut self.prefill[p];
+        let stages = inst.stages.len();
+        let buckets = &mut inst.busy_buckets;
+        let run = run_pipeline_with(&mut inst.stages, now, &chunks, |_, b, e| {
+            buckets.add(b, e, interval)
+        });
+        let compute = run.end.saturating_sub(now);
         inst.running = Some(r);
-        inst.running_end = now.saturating_add(expected.max(compute));
-        inst.busy = inst.busy.saturating_add(compute);
-        inst.busy_buckets
-            .add(now, now.saturating_add(compute), self.sample_interval.0);
+        inst.running_end = if stages > 1 {
+            run.first_stage_end.max(now.saturating_add(occupancy))
+        } else {
+            now.saturating_add(expected.max(compute))
+        };
+        // Busy time per node: each does its layers' share of every chunk.
+        inst.busy = inst.busy.saturating_add(Nanos(work.0 / stages as u64));
         let (h2d, tx, ssd_link) = (inst.h2d, inst.nic_tx, inst.ssd_link);
         let ssd_blocks = ssd_blocks as u64;
         let decode = self.reqs[r as usize].decode;
@@ -107,19 +124,26 @@ impl World<'_> {
         st.prefix = hold;
         st.phase = Phase::Prefilling;
         // Compute, plus the HBM load and the SSD read when there are any.
-        st.prefill_parts = 1 + u8::from(cached > 0) + u8::from(ssd_blocks > 0);
+        let loads = u8::from(cached > 0) + u8::from(ssd_blocks > 0);
+        st.prefill_parts = 1 + loads;
+        // A pipelined group takes its next request once its first stage is
+        // done with this one's chunks (and the loads are over); a node, once
+        // the prefill is done.
+        st.node_parts = if stages > 1 { 1 + loads } else { 0 };
         let rec = &mut self.records[r as usize];
         rec.prefix_tokens = req.hit_tokens(k, bt);
         rec.ssd_tokens = (ssd_blocks * bt as u64).min(rec.prefix_tokens);
         rec.queue_s = now.saturating_sub(req.arrival).as_secs_f64();
-        rec.compute_s = compute.as_secs_f64();
+        rec.compute_s = work.as_secs_f64();
         st.prefill_started = now;
         rec.prefill = Some(self.ids.prefill[p].0);
         rec.decode = Some(self.ids.decode[decode as usize].0);
-        self.engine.push(
-            now.saturating_add(compute),
-            super::engine::Event::PrefillComputeDone(r),
-        );
+        self.engine
+            .push(run.end, super::engine::Event::PrefillComputeDone(r));
+        if stages > 1 {
+            self.engine
+                .push(run.first_stage_end, super::engine::Event::FirstStageDone(r));
+        }
         if ssd_blocks > 0 {
             // The SSD part of the prefix is read back while the layers load.
             self.start_flow(vec![ssd_link], ssd_bytes, FlowPurpose::SsdRead(r));
@@ -137,13 +161,76 @@ impl World<'_> {
         }
     }
 
-    /// One part of request `r`'s prefill (compute, HBM load, SSD read) ended.
-    pub(super) fn prefill_part_done(&mut self, r: u32) {
+    /// The time a request holds a pipelined group's first stage: its
+    /// chunks' compute spread over the stages, or its prefix's load into
+    /// HBM if longer. The queue counts it for every request waiting there.
+    pub(super) fn stage_occupancy(
+        &self,
+        p: usize,
+        req: &moonlab_core::Request,
+        blocks: usize,
+        ssd_blocks: usize,
+    ) -> Nanos {
+        let stages = self.prefill[p].stages.len() as u64;
+        let cached = req.reusable_tokens(blocks, self.cfg.config.block_tokens);
+        let compute = self
+            .cfg
+            .prefill_cost
+            .node()
+            .prefill_time(req.input_tokens as u64, cached);
+        let kv = self.kv_bytes_per_token;
+        let ssd_tokens = req
+            .hit_tokens(ssd_blocks, self.cfg.config.block_tokens)
+            .min(cached);
+        let load = ClusterView::load_time(
+            &self.view(),
+            self.ids.prefill[p],
+            cached * kv,
+            ssd_tokens * kv,
+        );
+        Nanos(compute.0 / stages).max(load)
+    }
+
+    /// One part of request `r`'s prefill ended: its compute (`compute`),
+    /// or its HBM load or SSD read (which the node waits for too).
+    pub(super) fn prefill_part_done(&mut self, r: u32, compute: bool) {
         let st = &mut self.reqs[r as usize];
-        debug_assert!(st.phase == Phase::Prefilling && st.prefill_parts > 0);
+        debug_assert!(st.prefill_parts > 0);
         st.prefill_parts -= 1;
-        if st.prefill_parts == 0 {
+        if !compute && st.node_parts > 0 {
+            st.node_parts -= 1;
+        }
+        let (prefill_done, node_free) = (st.prefill_parts == 0, st.node_parts == 0);
+        let p = st.prefill as usize;
+        if prefill_done {
             self.prefill_done(r);
+        }
+        if !compute
+            && node_free
+            && self.prefill[p].running == Some(r)
+            && self.prefill[p].stages.len() > 1
+        {
+            self.release_prefill(p);
+        }
+    }
+
+    /// A pipelined group's first stage finished request `r`'s chunks.
+    pub(super) fn first_stage_done(&mut self, r: u32) {
+        let st = &mut self.reqs[r as usize];
+        debug_assert!(st.node_parts > 0);
+        st.node_parts -= 1;
+        let p = st.prefill as usize;
+        if st.node_parts == 0 && self.prefill[p].running == Some(r) {
+            self.release_prefill(p);
+        }
+    }
+
+    /// Prefill instance `p` can take its next request.
+    fn release_prefill(&mut self, p: usize) {
+        self.prefill[p].running = None;
+        self.try_start_prefill(p);
+        if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
+            self.start_decode_step(p);
         }
     }
 
@@ -168,7 +255,11 @@ impl World<'_> {
         }
         let demoted = self.store.settle(p, r as usize, &mut self.facts, now);
         let inst = &mut self.prefill[p];
-        inst.running = None;
+        let node = inst.stages.len() == 1;
+        if node {
+            // A plain node is free once the prefill is done.
+            inst.running = None;
+        }
         let ssd_link = inst.ssd_link;
         if demoted.bytes > 0 {
             // Demotion is a write that shares the drive with reads.
@@ -186,9 +277,11 @@ impl World<'_> {
                 self.start_decode_load(r);
             }
         }
-        self.try_start_prefill(p);
-        if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
-            self.start_decode_step(p);
+        if node {
+            self.try_start_prefill(p);
+            if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
+                self.start_decode_step(p);
+            }
         }
     }
 

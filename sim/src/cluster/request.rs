@@ -53,6 +53,9 @@ pub struct RequestState {
     pub prefix: Hold,
     /// Parts of the prefill still running (compute, HBM load, SSD read).
     pub prefill_parts: u8,
+    /// On a pipelined group: what must end before the group takes its next
+    /// request (its first stage's share, HBM load, SSD read).
+    pub node_parts: u8,
     /// The KV stream to the decode instance has arrived (or was not needed).
     pub kv_arrived: bool,
     /// The decode instance's KV memory reserved for this request.

@@ -107,7 +107,13 @@ pub fn simulate(
     let utilization = world
         .prefill
         .iter()
-        .map(|p| p.busy_buckets.shares(buckets, interval))
+        .map(|p| {
+            // A pipelined group's buckets add its nodes' busy time.
+            let nodes = p.stages.len() as f64;
+            let mut shares = p.busy_buckets.shares(buckets, interval);
+            shares.iter_mut().for_each(|s| *s /= nodes);
+            shares
+        })
         .chain(
             world
                 .decode

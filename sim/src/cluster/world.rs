@@ -102,17 +102,22 @@ impl<'t> World<'t> {
         let mut net = Network::new();
         let pnode = &cfg.prefill_node;
         let dnode = &cfg.decode_node;
-        let (np, nd) = (c.prefill.instances, c.decode.instances);
+        // A prefill instance is a node, or a pipelined group of `x` nodes
+        // whose links add up (each node moves its layers' share of the KV).
+        let (np, nd) = (c.prefill_groups(), c.decode.instances);
+        let x = c.prefill.pipeline_nodes.max(1);
+        let xf = x as f64;
         let prefill: Vec<PrefillInst> = (0..np)
             .map(|_| PrefillInst {
                 queue: Default::default(),
                 running: None,
                 running_end: Nanos::ZERO,
                 queued_work: Nanos::ZERO,
-                nic_tx: net.add_link(pnode.nic_bytes_per_s(), LinkKind::NicTx),
-                nic_rx: net.add_link(pnode.nic_bytes_per_s(), LinkKind::NicRx),
-                h2d: net.add_link(pnode.h2d_bytes_per_s(), LinkKind::H2d),
-                ssd_link: net.add_link(c.prefill.ssd_gb_per_s * 1e9, LinkKind::Ssd),
+                stages: vec![Nanos::ZERO; x as usize],
+                nic_tx: net.add_link(xf * pnode.nic_bytes_per_s(), LinkKind::NicTx),
+                nic_rx: net.add_link(xf * pnode.nic_bytes_per_s(), LinkKind::NicRx),
+                h2d: net.add_link(xf * pnode.h2d_bytes_per_s(), LinkKind::H2d),
+                ssd_link: net.add_link(xf * c.prefill.ssd_gb_per_s * 1e9, LinkKind::Ssd),
                 busy: Nanos::ZERO,
                 busy_buckets: BusyBuckets::default(),
             })
@@ -259,7 +264,11 @@ impl<'t> World<'t> {
                 Event::FlowsDue(_) => {}
                 Event::PrefillComputeDone(r) => {
                     self.engine.processed_one();
-                    self.prefill_part_done(r);
+                    self.prefill_part_done(r, true);
+                }
+                Event::FirstStageDone(r) => {
+                    self.engine.processed_one();
+                    self.first_stage_done(r);
                 }
                 Event::DecodeStepDone { d, generation } => {
                     if self.decode[d as usize].generation == generation {
@@ -330,7 +339,7 @@ impl<'t> World<'t> {
         for purpose in done {
             match purpose {
                 FlowPurpose::Fetch(r) => self.fetch_done(r),
-                FlowPurpose::H2d(r) | FlowPurpose::SsdRead(r) => self.prefill_part_done(r),
+                FlowPurpose::H2d(r) | FlowPurpose::SsdRead(r) => self.prefill_part_done(r, false),
                 FlowPurpose::SsdWrite => {}
                 FlowPurpose::KvToDecode(r) => self.kv_arrived(r),
                 FlowPurpose::DecodeLoad(r) => self.decode_load_done(r),
