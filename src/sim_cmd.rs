@@ -118,8 +118,19 @@ pub fn run(a: SimArgs) -> Result<()> {
         ),
         TableFormat::Csv => ("requests.csv", requests_csv(&out.records).into_bytes()),
     };
-    let series = render_timeseries(&out, config.prefill_groups());
+    let series = render_timeseries(&out, out.prefill_instances as u32);
     let replicas = render_replicas(&out);
+    let roles = (config.roles.policy != moonlab_core::roles::RoleKind::Static).then(|| {
+        let mut s = String::from("time_s,node,role\n");
+        for (t, node, role) in &out.role_changes {
+            let name = match role {
+                moonlab_core::roles::Role::Prefill => "prefill",
+                moonlab_core::roles::Role::Decode => "decode",
+            };
+            let _ = writeln!(s, "{},{node},{name}", t.as_secs_f64());
+        }
+        s
+    });
     let json = serde_json::to_string_pretty(&summary)? + "\n";
     let yaml = config.to_yaml();
     let explain = a.explain.then(|| {
@@ -138,6 +149,9 @@ pub fn run(a: SimArgs) -> Result<()> {
     write_bytes_atomic(&a.out.join("config.yaml"), yaml.as_bytes())?;
     if let Some(e) = explain {
         write_bytes_atomic(&a.out.join("explain.jsonl"), e.as_bytes())?;
+    }
+    if let Some(r) = roles {
+        write_bytes_atomic(&a.out.join("roles.csv"), r.as_bytes())?;
     }
     write_bytes_atomic(&a.out.join("summary.json"), json.as_bytes())?;
     print_summary(&a.out, &summary)

@@ -11,6 +11,7 @@ pub mod eviction;
 pub mod lease;
 pub mod metrics;
 pub mod placement;
+pub mod roles;
 pub mod sched;
 pub mod store;
 pub mod types;

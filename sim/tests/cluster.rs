@@ -441,12 +441,25 @@ proptest! {
         watermarks in 0usize..3,
         lease_s in prop::sample::select(vec![0.0f64, 0.5, 10.0]),
         pipelined in any::<bool>(),
+        elastic in any::<bool>(),
     ) {
         let names = ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"];
         // Pipelined groups of 2 nodes where the pool splits into them.
         let x = if pipelined && p % 2 == 0 && !colocated && chunk > 0 { 2 } else { 1 };
         let groups = p / x;
+        // Elastic roles where nodes are plain and disaggregated: every node
+        // then has a prefill and a decode side.
+        let elastic = elastic && x == 1 && !colocated;
+        let (groups, decode_base, decode_sides) = if elastic {
+            (p + d, p + d, p + d)
+        } else {
+            (groups, groups, if colocated { p } else { d })
+        };
         let c = config(&[
+            &format!("roles.policy={}", if elastic { "load-driven" } else { "static" }),
+            "roles.interval_s=0.5",
+            "roles.load_driven.high=0.01",
+            "roles.load_driven.low=0.01",
             &format!("prefill.pipeline_nodes={x}"),
             &format!("prefill.instances={p}"),
             &format!("decode.instances={}", if colocated { p } else { d }),
@@ -488,11 +501,10 @@ proptest! {
                 prop_assert!(r.arrival_s + r.ttft_s <= r.finish_s + 1e-9);
                 prop_assert!(r.prefix_tokens <= q.input_tokens as u64);
                 prop_assert!(r.fetched_tokens <= r.prefix_tokens);
-                let pool = if colocated { p } else { d };
                 prop_assert!(
                     r.prefill.unwrap() < groups
-                        && r.decode.unwrap() >= groups
-                        && r.decode.unwrap() < groups + pool
+                        && r.decode.unwrap() >= decode_base
+                        && r.decode.unwrap() < decode_base + decode_sides
                 );
                 if colocated {
                     prop_assert_eq!(r.decode.unwrap(), r.prefill.unwrap() + p);
@@ -897,4 +909,81 @@ fn a_pipelined_group_overlaps_successive_requests() {
         .unwrap_err()
         .to_string()
         .starts_with("prefill.pipeline_nodes: 3 (expected 1 to 64 nodes per pipelined group, dividing prefill.instances, 8)"));
+}
+
+#[test]
+fn elastic_roles_move_a_drained_decode_node_to_prefill() {
+    // One prefill and two decode nodes; a burst of long prompts at 0 s
+    // piles up in the prefill queue while decode has little to do. At the
+    // first decision (1 s) the load-driven policy asks the lightest decode
+    // node (node 1) to become a prefill node: no new request is placed on
+    // it, and it switches once the requests already placed on it have
+    // decoded. A second burst at 100 s then has two prefill nodes, and its
+    // requests see a shorter TTFT than with static roles.
+    let mut trace: Vec<Request> = (0..12)
+        .map(|i| req(0, 32_768, 2, &(i * 100..i * 100 + 64).collect::<Vec<_>>()))
+        .collect();
+    trace.extend((12..24).map(|i| {
+        req(
+            100_000,
+            32_768,
+            2,
+            &(i * 100..i * 100 + 64).collect::<Vec<_>>(),
+        )
+    }));
+    let base = [
+        "prefill.instances=1",
+        "decode.instances=2",
+        "roles.interval_s=1",
+    ];
+    let fixed = simulate(&trace, config(&base).resolve().unwrap(), false, |_| {});
+    let mut sets = base.to_vec();
+    sets.push("roles.policy=load-driven");
+    let out = simulate(&trace, config(&sets).resolve().unwrap(), false, |_| {});
+    assert!(out.violations.is_empty(), "{:#?}", out.violations);
+    // Nodes 0..3 have prefill sides 0..3 and decode sides 3..6; node 1's
+    // decode side is instance 4. It switched when its last request ended.
+    let last_on_node_1 = out
+        .records
+        .iter()
+        .filter(|r| r.decode == Some(4))
+        .map(|r| r.finish_s)
+        .fold(0.0, f64::max);
+    let (t, node, role) = out.role_changes[0];
+    assert_eq!((node, role), (1, moonlab_core::roles::Role::Prefill));
+    assert!(last_on_node_1 > 1.0 && (t.as_secs_f64() - last_on_node_1).abs() < 1e-9);
+    assert!(out.records.iter().all(|r| r.served));
+    assert!(out
+        .records
+        .iter()
+        .filter(|r| r.arrival_s >= 100.0)
+        .any(|r| r.prefill == Some(1)));
+    let second = |o: &moonlab_sim::cluster::SimOutput| {
+        o.records
+            .iter()
+            .filter(|r| r.arrival_s >= 100.0)
+            .map(|r| r.ttft_s)
+            .sum::<f64>()
+            / 12.0
+    };
+    assert!(
+        second(&out) < 0.7 * second(&fixed),
+        "{} vs {}",
+        second(&out),
+        second(&fixed)
+    );
+    let e = ClusterConfig::load(
+        "",
+        "c",
+        &[
+            "roles.policy=load-driven".into(),
+            "decode.node=8xH200".into(),
+        ],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("roles.policy: load-driven (nodes that switch roles must be alike"),
+        "{e}"
+    );
 }

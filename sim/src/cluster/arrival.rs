@@ -8,9 +8,10 @@
 
 use super::request::Phase;
 use super::view::View;
-use super::world::{FlowPurpose, Role, World};
+use super::world::{FlowPurpose, World};
 use moonlab_core::metrics::LongestIntervals;
 use moonlab_core::placement::{carry_out, finish_fetch};
+use moonlab_core::roles::Role;
 use moonlab_core::sched::{estimate_prefill, InstanceId, Placement, RejectReason};
 use moonlab_core::BlockKey;
 

@@ -8,6 +8,7 @@ use moonlab_core::cost::{
 };
 use moonlab_core::eviction::PolicyKind;
 use moonlab_core::lease::{LeaseKind, LeaseParams};
+use moonlab_core::roles::{LoadDrivenParams, RoleKind};
 use moonlab_core::sched::{Admission, SchedulerKind, Slo};
 use moonlab_core::store::Watermarks;
 use moonlab_core::Nanos;
@@ -161,6 +162,34 @@ pub struct ClusterConfig {
     pub deployment: Deployment,
     /// Changes to the trace's requests.
     pub workload: WorkloadConfig,
+    /// Elastic P/D: a role policy that moves nodes between the prefill and
+    /// decode pools as load changes.
+    pub roles: RolesConfig,
+}
+
+/// Elastic P/D (core's `roles` seam). With a policy other than `static`,
+/// every node can serve either role (prefill and decode nodes must then be
+/// the same hardware); a node asked to switch drains first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesConfig {
+    /// static (roles never change) or load-driven.
+    pub policy: RoleKind,
+    /// Seconds between two decisions.
+    pub interval_s: f64,
+    /// The load-driven policy's thresholds (shares of the SLOs) and the
+    /// nodes each pool keeps.
+    pub load_driven: LoadDrivenParams,
+}
+
+impl Default for RolesConfig {
+    fn default() -> Self {
+        RolesConfig {
+            policy: RoleKind::Static,
+            interval_s: 30.0,
+            load_driven: LoadDrivenParams::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -276,6 +305,7 @@ impl Default for ClusterConfig {
             metrics: MetricsConfig::default(),
             deployment: Deployment::Disaggregated,
             workload: WorkloadConfig::default(),
+            roles: RolesConfig::default(),
         }
     }
 }
@@ -713,6 +743,49 @@ impl ClusterConfig {
                 "prefill.pipeline_nodes",
                 format!("{x} (pipelined prefill groups need a disaggregated deployment)"),
             ));
+        }
+        if self.roles.policy != RoleKind::Static {
+            let r = &self.roles;
+            if self.deployment != Deployment::Disaggregated || x > 1 {
+                return Err(bad(
+                    "roles.policy",
+                    format!(
+                        "{} (elastic roles need a disaggregated deployment without pipelined groups)",
+                        r.policy.name()
+                    ),
+                ));
+            }
+            if self.prefill.node != self.decode.node || self.prefill.gpus != self.decode.gpus {
+                return Err(bad(
+                    "roles.policy",
+                    format!(
+                        "{} (nodes that switch roles must be alike: prefill.node and decode.node, and their gpus, must match)",
+                        r.policy.name()
+                    ),
+                ));
+            }
+            if !(r.interval_s.is_finite() && r.interval_s >= 0.001) {
+                return Err(bad(
+                    "roles.interval_s",
+                    format!("{} (expected at least 0.001 seconds)", r.interval_s),
+                ));
+            }
+            let t = &r.load_driven;
+            if !(t.low >= 0.0 && t.low <= t.high && t.high.is_finite()) {
+                return Err(bad(
+                    "roles.load_driven",
+                    format!(
+                        "low {} and high {} (expected 0 <= low <= high)",
+                        t.low, t.high
+                    ),
+                ));
+            }
+            if t.min_prefill == 0 || t.min_decode == 0 {
+                return Err(bad(
+                    "roles.load_driven",
+                    "min_prefill and min_decode must be at least 1".into(),
+                ));
+            }
         }
         let node_cost = pool_cost(
             "prefill.cost_profile",

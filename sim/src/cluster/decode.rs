@@ -216,6 +216,7 @@ impl World<'_> {
             self.try_start_prefill(d);
         }
         self.start_decode_step(d);
+        self.maybe_switch(d);
     }
 
     /// Request `r` is served: its decode reservation ends and its record is

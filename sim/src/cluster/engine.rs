@@ -27,6 +27,8 @@ pub enum Event {
     DecodeStepDone { d: u32, generation: u32 },
     /// Take a time-series sample.
     Sample,
+    /// Elastic P/D: the role policy decides.
+    RoleTick,
 }
 
 #[derive(Default)]

@@ -11,6 +11,7 @@
 //! - [`arrival`]: scheduling, carrying out placements, prefix fetches;
 //! - [`prefill`] and [`decode`]: the two kinds of instance;
 //! - [`view`]: the scheduler's `ClusterView`;
+//! - [`roles`]: elastic P/D, nodes switching pools;
 //! - [`sampler`]: time series and Figure 11's replica counts;
 //! - [`world`]: the state, and event dispatch;
 //! - [`invariants`]: the end-of-run checks;
@@ -25,6 +26,7 @@ mod invariants;
 mod node_store;
 mod prefill;
 mod request;
+mod roles;
 pub mod run;
 pub mod sampler;
 mod view;

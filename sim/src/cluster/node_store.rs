@@ -48,7 +48,8 @@ pub struct Demoted {
 }
 
 impl NodeStore {
-    pub fn new(cfg: &Resolved, kv_bytes_per_token: u64) -> NodeStore {
+    /// The pool of `prefill_sides` prefill instances' segments.
+    pub fn new(cfg: &Resolved, kv_bytes_per_token: u64, prefill_sides: u32) -> NodeStore {
         let c = &cfg.config;
         let block_bytes = kv_bytes_per_token * c.block_tokens as u64;
         let mut pool = Pool::new();
@@ -65,7 +66,7 @@ impl NodeStore {
         // A pipelined group's nodes each keep their layers' share of every
         // block: the group's segment holds as many blocks as its nodes.
         let x = c.prefill.pipeline_nodes.max(1) as u64;
-        let dram: Vec<SegmentId> = (0..c.prefill_groups())
+        let dram: Vec<SegmentId> = (0..prefill_sides)
             .map(|p| {
                 pool.add(
                     segment(x * c.prefill.dram_cache_blocks),
@@ -77,7 +78,7 @@ impl NodeStore {
                 )
             })
             .collect();
-        let ssd: Vec<Option<SegmentId>> = (0..c.prefill_groups())
+        let ssd: Vec<Option<SegmentId>> = (0..prefill_sides)
             .map(|p| {
                 (c.prefill.ssd_cache_blocks > 0).then(|| {
                     pool.add(

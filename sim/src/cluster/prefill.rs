@@ -84,8 +84,7 @@ impl World<'_> {
         let k = local.blocks;
         // When the node expects to be free again: the same estimate the
         // scheduler and the queue use.
-        let expected =
-            estimate_prefill(&self.view(), self.ids.prefill[p], req, k, local.ssd_blocks);
+        let expected = estimate_prefill(&self.view(), self.prefill_id(p), req, k, local.ssd_blocks);
         let (hold, ssd_blocks, ssd_bytes) =
             self.store
                 .read_prefix(p, &req.blocks[..k], self.leases.as_ref(), now);
@@ -120,6 +119,7 @@ impl World<'_> {
         let (h2d, tx, ssd_link) = (inst.h2d, inst.nic_tx, inst.ssd_link);
         let ssd_blocks = ssd_blocks as u64;
         let decode = self.reqs[r as usize].decode;
+        let (prefill_id, decode_id) = (self.prefill_id(p), self.decode_id(decode as usize));
         let st = &mut self.reqs[r as usize];
         st.prefix = hold;
         st.phase = Phase::Prefilling;
@@ -136,8 +136,8 @@ impl World<'_> {
         rec.queue_s = now.saturating_sub(req.arrival).as_secs_f64();
         rec.compute_s = work.as_secs_f64();
         st.prefill_started = now;
-        rec.prefill = Some(self.ids.prefill[p].0);
-        rec.decode = Some(self.ids.decode[decode as usize].0);
+        rec.prefill = Some(prefill_id.0);
+        rec.decode = Some(decode_id.0);
         self.engine
             .push(run.end, super::engine::Event::PrefillComputeDone(r));
         if stages > 1 {
@@ -184,7 +184,7 @@ impl World<'_> {
             .min(cached);
         let load = ClusterView::load_time(
             &self.view(),
-            self.ids.prefill[p],
+            self.prefill_id(p),
             cached * kv,
             ssd_tokens * kv,
         );
@@ -232,6 +232,7 @@ impl World<'_> {
         if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
             self.start_decode_step(p);
         }
+        self.maybe_switch(p);
     }
 
     /// Request `r`'s first token is out: its blocks enter the node's DRAM,
@@ -282,6 +283,7 @@ impl World<'_> {
             if self.colocated && self.prefill[p].running.is_none() && !self.decode[p].stepping {
                 self.start_decode_step(p);
             }
+            self.maybe_switch(p);
         }
     }
 

@@ -11,6 +11,7 @@ use super::sampler::{replica_series, ReplicaSeries, Sample, REPLICA_RANKS};
 use super::world::World;
 use moonlab_core::eviction::TraceIndex;
 use moonlab_core::metrics::{summarize as summarize_records, RequestRecord, RunTotals, Summary};
+use moonlab_core::roles::Role;
 use moonlab_core::sched::{CandidateEstimate, Slo};
 use moonlab_core::{Nanos, Request};
 use std::cell::OnceCell;
@@ -26,6 +27,8 @@ pub struct SimOutput {
     pub end: Nanos,
     pub prefill_busy_s: Vec<f64>,
     pub decode_busy_s: Vec<f64>,
+    /// Prefill instances (sides, with elastic roles), then decode ones.
+    pub prefill_instances: usize,
     /// Busy share of each instance in each sampling interval
     /// (`[instance][interval]`, prefill instances first).
     pub utilization: Vec<Vec<f64>>,
@@ -38,6 +41,8 @@ pub struct SimOutput {
     pub explain: Vec<(u32, Vec<CandidateEstimate>, String)>,
     /// End-of-run invariants that did not hold (empty when all hold).
     pub violations: Vec<String>,
+    /// Elastic P/D: every completed role switch (time, node, new pool).
+    pub role_changes: Vec<(Nanos, u32, Role)>,
 }
 
 impl SimOutput {
@@ -136,11 +141,13 @@ pub fn simulate(
         prefill_busy_s: world.prefill.iter().map(|p| p.busy.as_secs_f64()).collect(),
         decode_busy_s: world.decode.iter().map(|d| d.busy.as_secs_f64()).collect(),
         utilization,
+        prefill_instances: world.prefill.len(),
         sample_interval: world.sample_interval,
         samples: std::mem::take(&mut world.samples),
         replicas,
         explain: world.explain.take().unwrap_or_default(),
         violations,
+        role_changes: world.roles.take().map(|e| e.changes).unwrap_or_default(),
         records: std::mem::take(&mut world.records),
     }
 }

@@ -20,6 +20,7 @@ use moonlab_core::eviction::{AccessFacts, TraceIndex};
 use moonlab_core::lease::LeasePolicy;
 use moonlab_core::metrics::RequestRecord;
 use moonlab_core::placement::KvBudget;
+use moonlab_core::roles::{interval as role_interval, Role, RoleKind, RolePolicy};
 use moonlab_core::sched::{
     build_scheduler, CandidateEstimate, InstanceId, Scheduler, SchedulerParams,
 };
@@ -43,11 +44,16 @@ pub enum FlowPurpose {
     DecodeLoad(u32),
 }
 
-/// The role of an instance, as the view reports it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Role {
-    Prefill,
-    Decode,
+/// Elastic P/D's state: the policy, each node's pool, the switches under way.
+pub struct Elastic {
+    pub policy: Box<dyn RolePolicy>,
+    pub interval: Nanos,
+    /// Per node (prefill side k and decode side k are node k), its pool.
+    pub role: Vec<Role>,
+    /// Per node, the pool it is draining towards.
+    pub draining: Vec<Option<Role>>,
+    /// Every completed switch: (time, node, new pool).
+    pub changes: Vec<(Nanos, u32, Role)>,
 }
 
 /// Instance ids: prefill instances first, decode instances after them, and
@@ -83,6 +89,8 @@ pub struct World<'t> {
     pub(super) replica_totals: FxHashMap<BlockKey, u64>,
     /// Requests that ended (served or rejected) so far.
     pub(super) ended: usize,
+    /// Elastic P/D: the role policy and each node's role.
+    pub(super) roles: Option<Elastic>,
     pub(super) colocated: bool,
     /// Decode runs of iterations in one event (see [`super::decode`]).
     pub(super) fast_forward: bool,
@@ -104,10 +112,15 @@ impl<'t> World<'t> {
         let dnode = &cfg.decode_node;
         // A prefill instance is a node, or a pipelined group of `x` nodes
         // whose links add up (each node moves its layers' share of the KV).
+        // With elastic roles every node has both a prefill and a decode
+        // side on the same links, one of them in its pool at a time.
         let (np, nd) = (c.prefill_groups(), c.decode.instances);
+        let elastic = c.roles.policy != RoleKind::Static;
+        let nodes = np + nd;
+        let (prefill_sides, decode_sides) = if elastic { (nodes, nodes) } else { (np, nd) };
         let x = c.prefill.pipeline_nodes.max(1);
         let xf = x as f64;
-        let prefill: Vec<PrefillInst> = (0..np)
+        let prefill: Vec<PrefillInst> = (0..prefill_sides)
             .map(|_| PrefillInst {
                 queue: Default::default(),
                 running: None,
@@ -122,27 +135,43 @@ impl<'t> World<'t> {
                 busy_buckets: BusyBuckets::default(),
             })
             .collect();
-        let decode: Vec<DecodeInst> = (0..nd)
-            .map(|_| DecodeInst {
-                batch: Vec::new(),
-                waiting: Default::default(),
-                incoming: Default::default(),
-                kv: KvBudget::new(cfg.decode_kv_tokens),
-                context_tokens: 0,
-                stepping: false,
-                stretch: Default::default(),
-                generation: 0,
-                nic_rx: net.add_link(dnode.nic_bytes_per_s(), LinkKind::NicRx),
-                h2d: net.add_link(dnode.h2d_bytes_per_s(), LinkKind::H2d),
-                busy: Nanos::ZERO,
-                busy_buckets: BusyBuckets::default(),
+        let decode: Vec<DecodeInst> = (0..decode_sides as usize)
+            .map(|k| {
+                let (nic_rx, h2d) = if elastic {
+                    (prefill[k].nic_rx, prefill[k].h2d)
+                } else {
+                    (
+                        net.add_link(dnode.nic_bytes_per_s(), LinkKind::NicRx),
+                        net.add_link(dnode.h2d_bytes_per_s(), LinkKind::H2d),
+                    )
+                };
+                DecodeInst {
+                    batch: Vec::new(),
+                    waiting: Default::default(),
+                    incoming: Default::default(),
+                    kv: KvBudget::new(cfg.decode_kv_tokens),
+                    context_tokens: 0,
+                    stepping: false,
+                    stretch: Default::default(),
+                    generation: 0,
+                    nic_rx,
+                    h2d,
+                    busy: Nanos::ZERO,
+                    busy_buckets: BusyBuckets::default(),
+                }
             })
             .collect();
         let colocated = c.deployment == Deployment::Colocated;
-        let decode_ids: Vec<InstanceId> = (np..np + nd).map(InstanceId).collect();
+        // Prefill sides are ids 0.., decode sides after them. In their pools
+        // at first: all of them, or with elastic roles the first `np` nodes'
+        // prefill sides and the others' decode sides.
+        let first_decode = if elastic { np } else { 0 };
+        let decode_ids: Vec<InstanceId> = (first_decode..decode_sides)
+            .map(|k| InstanceId(prefill_sides + k))
+            .collect();
         let ids = Instances {
             prefill: (0..np).map(InstanceId).collect(),
-            decode_candidates: (0..np)
+            decode_candidates: (0..prefill_sides)
                 .map(|p| {
                     if colocated {
                         // A colocated node decodes what it prefilled.
@@ -153,11 +182,20 @@ impl<'t> World<'t> {
                 })
                 .collect(),
             decode: decode_ids,
-            role: (0..np)
+            role: (0..prefill_sides)
                 .map(|p| (Role::Prefill, p))
-                .chain((0..nd).map(|d| (Role::Decode, d)))
+                .chain((0..decode_sides).map(|d| (Role::Decode, d)))
                 .collect(),
         };
+        let roles = elastic.then(|| Elastic {
+            policy: c.roles.policy.build(c.slo, c.roles.load_driven),
+            interval: role_interval(c.roles.interval_s),
+            role: (0..nodes)
+                .map(|k| if k < np { Role::Prefill } else { Role::Decode })
+                .collect(),
+            draining: vec![None; nodes as usize],
+            changes: Vec::new(),
+        });
         let kv_bytes_per_token = cfg.prefill_cost.kv_bytes_per_token();
         let params = SchedulerParams {
             admission: c.scheduler.admission,
@@ -177,7 +215,7 @@ impl<'t> World<'t> {
             index,
         );
         let sample_interval = Nanos(((c.metrics.sample_interval_s * 1e9) as u64).max(1));
-        let store = NodeStore::new(&cfg, kv_bytes_per_token);
+        let store = NodeStore::new(&cfg, kv_bytes_per_token, prefill_sides);
         let mut w = World {
             trace,
             engine: Engine::new(),
@@ -207,6 +245,7 @@ impl<'t> World<'t> {
             samples: Vec::new(),
             replica_totals: FxHashMap::default(),
             ended: 0,
+            roles,
             colocated,
             fast_forward: c.decode.fast_forward && !colocated,
             kv_bytes_per_token,
@@ -216,6 +255,10 @@ impl<'t> World<'t> {
         if !trace.is_empty() {
             w.engine.push(trace[0].arrival, Event::Arrival(0));
             w.engine.push(sample_interval, Event::Sample);
+            if let Some(e) = &w.roles {
+                let first = trace[0].arrival.saturating_add(e.interval);
+                w.engine.push(first, Event::RoleTick);
+            }
         }
         w
     }
@@ -223,6 +266,16 @@ impl<'t> World<'t> {
     #[inline]
     pub(super) fn now(&self) -> Nanos {
         self.engine.now()
+    }
+
+    /// The instance id of prefill side `p` (prefill sides come first).
+    pub(super) fn prefill_id(&self, p: usize) -> InstanceId {
+        InstanceId(p as u32)
+    }
+
+    /// The instance id of decode side `d` (after every prefill side).
+    pub(super) fn decode_id(&self, d: usize) -> InstanceId {
+        InstanceId((self.prefill.len() + d) as u32)
     }
 
     /// The scheduler's view of the cluster now.
@@ -274,6 +327,16 @@ impl<'t> World<'t> {
                     if self.decode[d as usize].generation == generation {
                         self.engine.processed_one();
                         self.decode_step_done(d as usize);
+                    }
+                }
+                Event::RoleTick => {
+                    self.engine.processed_one();
+                    self.role_tick();
+                    if self.ended < self.trace.len() {
+                        if let Some(e) = &self.roles {
+                            let next = self.now().saturating_add(e.interval);
+                            self.engine.push(next, Event::RoleTick);
+                        }
                     }
                 }
                 Event::Sample => {
