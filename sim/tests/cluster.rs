@@ -987,3 +987,29 @@ fn elastic_roles_move_a_drained_decode_node_to_prefill() {
         "{e}"
     );
 }
+
+#[test]
+fn a_decode_step_overhead_lengthens_every_iteration() {
+    // Three output tokens: two decode iterations, each the cost model's
+    // time plus 5 ms; TBT (the longer interval) and decode time follow.
+    let trace = vec![req(0, 1024, 3, &[1, 2])];
+    let c = config(&[
+        "prefill.instances=1",
+        "decode.instances=1",
+        "decode.step_overhead_ms=5",
+    ]);
+    let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
+    let cost = a800();
+    let s1 = cost.decode_step_time(1, 1025).as_secs_f64() + 0.005;
+    let s2 = cost.decode_step_time(1, 1026).as_secs_f64() + 0.005;
+    let r = &out.records[0];
+    assert!(close(r.decode_s, s1 + s2), "{} vs {}", r.decode_s, s1 + s2);
+    assert!(close(r.tbt_s, s1.max(s2)));
+    let e = ClusterConfig::load("", "c", &["decode.step_overhead_ms=-1".into()])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "decode.step_overhead_ms: -1 (expected 0 to 10000 milliseconds)"
+    );
+}

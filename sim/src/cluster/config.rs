@@ -86,6 +86,11 @@ pub struct DecodeConfig {
     pub max_batch: u32,
     /// Share of the HBM left after the weights that holds KV.
     pub kv_memory_fraction: f64,
+    /// Fixed time added to every decode iteration, milliseconds: the
+    /// scheduling, sampling and launch overheads a serving engine spends per
+    /// step beyond the model's FLOPs and bytes (Eq. 1 leaves them out; the
+    /// paper publishes none for Mooncake). 0 = none.
+    pub step_overhead_ms: f64,
     /// Simulate a batch's iterations until its membership next changes in
     /// one event (same times and token intervals as one event per
     /// iteration, far fewer events); false = one event per iteration.
@@ -261,6 +266,7 @@ impl Default for DecodeConfig {
             cost_profile: None,
             max_batch: 128,
             kv_memory_fraction: 0.9,
+            step_overhead_ms: 0.0,
             fast_forward: true,
         }
     }
@@ -338,6 +344,11 @@ pub enum PoolCost {
         stages: u32,
         chunk_tokens: u64,
     },
+    /// A fixed overhead added to every decode iteration of `inner`.
+    StepOverhead {
+        inner: Box<PoolCost>,
+        step: Nanos,
+    },
 }
 
 impl PoolCost {
@@ -346,6 +357,14 @@ impl PoolCost {
         match self {
             PoolCost::Pipelined { node, .. } => node,
             other => other,
+        }
+    }
+
+    fn inner(&self) -> Option<&PoolCost> {
+        match self {
+            PoolCost::Pipelined { node, .. } => Some(node),
+            PoolCost::StepOverhead { inner, .. } => Some(inner),
+            _ => None,
         }
     }
 }
@@ -364,6 +383,7 @@ impl CostModel for PoolCost {
                 let mut free = vec![Nanos::ZERO; *stages as usize];
                 run_pipeline(&mut free, Nanos::ZERO, &chunks).end
             }
+            PoolCost::StepOverhead { inner, .. } => inner.prefill_time(input_tokens, cached_tokens),
         }
     }
     fn decode_step_time(&self, batch_requests: u32, batch_context_tokens: u64) -> Nanos {
@@ -373,20 +393,30 @@ impl CostModel for PoolCost {
             PoolCost::Pipelined { node, .. } => {
                 node.decode_step_time(batch_requests, batch_context_tokens)
             }
+            PoolCost::StepOverhead { inner, step } => {
+                let t = inner.decode_step_time(batch_requests, batch_context_tokens);
+                if batch_requests == 0 {
+                    t
+                } else {
+                    t.saturating_add(*step)
+                }
+            }
         }
     }
     fn kv_bytes_per_token(&self) -> u64 {
         match self {
             PoolCost::Analytic(c) => c.kv_bytes_per_token(),
             PoolCost::Profile(c) => c.kv_bytes_per_token(),
-            PoolCost::Pipelined { node, .. } => node.kv_bytes_per_token(),
+            other => other.inner().map_or(0, |c| c.kv_bytes_per_token()),
         }
     }
     fn recompute_seconds(&self, start: u64, end: u64) -> f64 {
         match self {
             PoolCost::Analytic(c) => c.recompute_seconds(start, end),
             PoolCost::Profile(c) => c.recompute_seconds(start, end),
-            PoolCost::Pipelined { node, .. } => node.recompute_seconds(start, end),
+            other => other
+                .inner()
+                .map_or(0.0, |c| c.recompute_seconds(start, end)),
         }
     }
 }
@@ -808,6 +838,21 @@ impl ClusterConfig {
             self.decode.mfu,
             &self.decode.cost_profile,
         )?;
+        let o = self.decode.step_overhead_ms;
+        if !(o.is_finite() && (0.0..=10_000.0).contains(&o)) {
+            return Err(bad(
+                "decode.step_overhead_ms",
+                format!("{o} (expected 0 to 10000 milliseconds)"),
+            ));
+        }
+        let decode_cost = if o > 0.0 {
+            PoolCost::StepOverhead {
+                inner: Box::new(decode_cost),
+                step: Nanos((o * 1e6).round() as u64),
+            }
+        } else {
+            decode_cost
+        };
         let free = dnode.hbm_bytes() - model.weight_bytes_total();
         if free <= 0.0 {
             return Err(bad(
