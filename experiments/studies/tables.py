@@ -51,9 +51,24 @@ def studies(out):
               f"{100 * s['hit_rate']:.1f} % | {100 * s['effective_request_capacity']:.1f} % |")
 
 
+def breakdown(out):
+    print("| run | queue (s) | prefill (s) | transfer (s) | load (s) | TTFT (s) | decode (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rows = [("Figure 5, local-cache-aware", "fig5-local-cache-aware"),
+            ("Figure 5, kvcache-centric", "fig5-kvcache-centric")]
+    rows += [(f"§5.4.2, NIC {g} Gbps", f"bw-{g}") for g in [25, 50, 100, 200, 400, 800]]
+    for label, name in rows:
+        s = load(out, name)
+        print(f"| {label} | {s['queue_mean_s']:.3f} | {s['prefill_mean_s']:.3f} | "
+              f"{s['transfer_mean_s']:.3f} | {s['load_mean_s']:.3f} | {s['ttft_mean_s']:.3f} | "
+              f"{s['decode_mean_s']:.3f} |")
+
+
 if __name__ == "__main__":
     out = sys.argv[1] if len(sys.argv) > 1 else "runs/studies"
     print("## Figure 5 (reports/fig5-scheduling.md)\n")
     fig5(out)
     print("\n## Studies (reports/simulator-studies.md)\n")
     studies(out)
+    print("\n## TTFT's parts, §5.4.3 (means over served requests)\n")
+    breakdown(out)
