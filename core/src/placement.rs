@@ -384,21 +384,46 @@ mod tests {
     use crate::types::{BlockKey, InstanceId};
 
     fn pool_of(n: u32) -> Pool {
+        pool_with(&vec![1000; n as usize])
+    }
+
+    /// One DRAM segment per capacity, owned by instances 0, 1, ...
+    fn pool_with(caps: &[u64]) -> Pool {
         let mut pool = Pool::new();
-        for i in 0..n {
+        for (i, &cap) in caps.iter().enumerate() {
             pool.add(
-                Segment::new(
-                    PolicyKind::Lru.build(None),
-                    SegmentConfig::exact(Some(1000)),
-                ),
+                Segment::new(PolicyKind::Lru.build(None), SegmentConfig::exact(Some(cap))),
                 SegmentInfo {
-                    owner: Some(InstanceId(i)),
+                    owner: Some(InstanceId(i as u32)),
                     tier: Tier::Dram,
                     shared: true,
                 },
             );
         }
         pool
+    }
+
+    /// A 2048-token prompt of blocks 0..4.
+    fn four_blocks() -> Request {
+        Request {
+            arrival: Nanos::ZERO,
+            input_tokens: 2048,
+            output_tokens: 2,
+            blocks: (0..4).map(BlockKey).collect(),
+        }
+    }
+
+    /// Writes `keys` into `seg`, 10 bytes each.
+    fn fill(pool: &mut Pool, seg: SegmentId, keys: &[BlockKey]) {
+        for k in keys {
+            pool.segment_mut(seg)
+                .access(*k, 10, &Access::at(Nanos::ZERO));
+        }
+    }
+
+    fn lru_facts() -> AccessFacts<'static> {
+        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap()
     }
 
     #[test]
@@ -462,8 +487,7 @@ mod tests {
         assert!(!pool
             .segment(SegmentId(2))
             .lease_valid(&token, Nanos::from_secs(11)));
-        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
-        let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
+        let mut facts = lru_facts();
         let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(9));
         assert_eq!(
             (done.prefix_blocks, done.written.clone()),
@@ -498,27 +522,9 @@ mod tests {
         // The target holds 25 bytes; block 0 is its own (10 bytes, pinned
         // for the fetch), one 10-byte object of another prefix can be
         // evicted: room for blocks 1 and (after evicting) 2, not 3.
-        let mut pool = Pool::new();
-        for (i, cap) in [(0u32, 1000u64), (1, 25)] {
-            pool.add(
-                Segment::new(PolicyKind::Lru.build(None), SegmentConfig::exact(Some(cap))),
-                SegmentInfo {
-                    owner: Some(InstanceId(i)),
-                    tier: Tier::Dram,
-                    shared: true,
-                },
-            );
-        }
-        let req = Request {
-            arrival: Nanos::ZERO,
-            input_tokens: 2048,
-            output_tokens: 2,
-            blocks: (0..4).map(BlockKey).collect(),
-        };
-        for k in &req.blocks {
-            pool.segment_mut(SegmentId(0))
-                .access(*k, 10, &Access::at(Nanos::ZERO));
-        }
+        let mut pool = pool_with(&[1000, 25]);
+        let req = four_blocks();
+        fill(&mut pool, SegmentId(0), &req.blocks);
         let tgt = pool.segment_mut(SegmentId(1));
         tgt.access(BlockKey(99), 10, &Access::at(Nanos::ZERO));
         tgt.access(BlockKey(0), 10, &Access::at(Nanos(1)));
@@ -547,8 +553,7 @@ mod tests {
             "only what crosses is read"
         );
         assert!(pool.segment(SegmentId(1)).within_capacity());
-        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
-        let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
+        let mut facts = lru_facts();
         let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(3));
         let hold = done.hold;
         assert_eq!((hold.len(), done.prefix_blocks), (2, 2));
@@ -564,27 +569,9 @@ mod tests {
         // Block 0 is reserved; block 1, already there, is pinned so that the
         // room made for block 2 cannot take it; block 2 finds no room: the
         // fetch brings block 0 only, and the request finds blocks 0 and 1.
-        let mut pool = Pool::new();
-        for (i, cap) in [(0u32, 1000u64), (1, 25)] {
-            pool.add(
-                Segment::new(PolicyKind::Lru.build(None), SegmentConfig::exact(Some(cap))),
-                SegmentInfo {
-                    owner: Some(InstanceId(i)),
-                    tier: Tier::Dram,
-                    shared: true,
-                },
-            );
-        }
-        let req = Request {
-            arrival: Nanos::ZERO,
-            input_tokens: 2048,
-            output_tokens: 2,
-            blocks: (0..4).map(BlockKey).collect(),
-        };
-        for k in &req.blocks {
-            pool.segment_mut(SegmentId(0))
-                .access(*k, 10, &Access::at(Nanos::ZERO));
-        }
+        let mut pool = pool_with(&[1000, 25]);
+        let req = four_blocks();
+        fill(&mut pool, SegmentId(0), &req.blocks);
         pool.segment_mut(SegmentId(1))
             .access(BlockKey(1), 10, &Access::at(Nanos::ZERO));
         let fetch = PrefixFetch {
@@ -622,8 +609,7 @@ mod tests {
             &mut evicted
         )
         .is_none());
-        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
-        let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
+        let mut facts = lru_facts();
         let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(3));
         assert_eq!((done.prefix_blocks, done.written.clone()), (2, vec![0]));
         done.hold.release(&mut pool, Nanos(4));
@@ -677,8 +663,7 @@ mod tests {
             2,
             "the SSD part stays"
         );
-        let cost = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
-        let mut facts = AccessFacts::new(PolicyKind::Lru, 512, Box::new(cost), None, "").unwrap();
+        let mut facts = lru_facts();
         let done = finish_fetch(&mut pool, plan, &req, 0, &mut facts, Nanos(2));
         assert_eq!((done.prefix_blocks, done.written.clone()), (4, vec![2, 3]));
         assert_eq!(done.hold.in_segment(SegmentId(2)), 2);

@@ -8,7 +8,7 @@
 
 use super::request::Phase;
 use super::view::View;
-use super::world::{FlowPurpose, World};
+use super::world::{view, FlowPurpose, World};
 use moonlab_core::metrics::LongestIntervals;
 use moonlab_core::placement::{carry_out, finish_fetch};
 use moonlab_core::roles::Role;
@@ -29,17 +29,9 @@ impl World<'_> {
         let mut cands = Vec::new();
         let want = self.explain.is_some();
         let placement = {
-            let view = View {
-                now,
-                cfg: &self.cfg,
-                ids: &self.ids,
-                store: &self.store,
-                prefill: &self.prefill,
-                decode: &self.decode,
-                trace: self.trace,
-                reqs: &self.reqs,
-                net: &self.net,
-            };
+            // The scheduler is a separate field: it may change while the
+            // view borrows the rest.
+            let view = view!(self);
             self.scheduler.place(req, &view, want.then_some(&mut cands))
         };
         let (prefill, decode, fetch, ttft_estimate) = match placement {

@@ -27,6 +27,25 @@ use moonlab_core::sched::{
 use moonlab_core::{BlockKey, Nanos, Request};
 use rustc_hash::FxHashMap;
 
+/// The scheduler's view of a `World`, built from its fields (so that a
+/// caller may borrow the scheduler mutably beside it).
+macro_rules! view {
+    ($w:expr) => {
+        View {
+            now: $w.engine.now(),
+            cfg: &$w.cfg,
+            ids: &$w.ids,
+            store: &$w.store,
+            prefill: &$w.prefill,
+            decode: &$w.decode,
+            trace: $w.trace,
+            reqs: &$w.reqs,
+            net: &$w.net,
+        }
+    };
+}
+pub(super) use view;
+
 /// What a flow in the network is for.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum FlowPurpose {
@@ -280,17 +299,7 @@ impl<'t> World<'t> {
 
     /// The scheduler's view of the cluster now.
     pub(super) fn view(&self) -> View<'_> {
-        View {
-            now: self.engine.now(),
-            cfg: &self.cfg,
-            ids: &self.ids,
-            store: &self.store,
-            prefill: &self.prefill,
-            decode: &self.decode,
-            trace: self.trace,
-            reqs: &self.reqs,
-            net: &self.net,
-        }
+        view!(self)
     }
 
     /// Runs to completion, calling `progress(arrived_requests)` now and then.
