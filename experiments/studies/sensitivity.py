@@ -131,14 +131,20 @@ def local_vs_global(out):
 
 def pd_ratio(out):
     overheads, rates = [0, 5, 10, 20], [1, 2]
+    # Loads: the trace at 1× and 2× its rate, and at 1× with every output
+    # 3000 tokens long (a decode-heavy variant: the trace's mean is 149).
+    loads = [(k, None) for k in rates] + [(1, 3000)]
+    splits = range(5, 14)
     jobs = {}
     for o in overheads:
-        for k in rates:
+        for k, outlen in loads:
             trace = scaled(SYN, k, out)
-            for p in range(5, 12):
-                jobs[(o, k, p)] = (f"pd-o{o}-x{k}-p{p}", trace, PD,
-                                   [f"prefill.instances={p}", f"decode.instances={16 - p}",
-                                    f"decode.step_overhead_ms={o}"])
+            for p in splits:
+                sets = [f"prefill.instances={p}", f"decode.instances={16 - p}",
+                        f"decode.step_overhead_ms={o}"]
+                if outlen:
+                    sets.append(f"workload.output_tokens={outlen}")
+                jobs[(o, k, outlen, p)] = (f"pd-o{o}-x{k}-out{outlen}-p{p}", trace, PD, sets)
     res = run_all(out, jobs)
     print("### P/D ratio (§5.5: 16 nodes, synthetic trace, TTFT ≤ 10 s, TBT ≤ 100 ms)\n")
     print("Effective request capacity by split, with a per-iteration decode overhead "
@@ -148,15 +154,16 @@ def pd_ratio(out):
           "time; WukLab's study of vLLM: scheduling over half of inference time — so 5 to "
           "20 ms against our ~10 ms LLaMA3-70B step) and at 1× and 2× the trace's rate.\n")
     print("Each cell: effective request capacity / TBT p90 (ms).\n")
-    print("| decode overhead | rate | " + " | ".join(f"{p}P{16 - p}D" for p in range(5, 12)) + " | best |")
-    print("|---:|---:|" + "---:|" * 8)
+    print("| decode overhead | load | " + " | ".join(f"{p}P{16 - p}D" for p in splits) + " | best |")
+    print("|---:|---|" + "---:|" * (len(splits) + 1))
     for o in overheads:
-        for k in rates:
-            caps = {p: res[(o, k, p)]["effective_request_capacity"] for p in range(5, 12)}
+        for k, outlen in loads:
+            caps = {p: res[(o, k, outlen, p)]["effective_request_capacity"] for p in splits}
             best = max(caps, key=lambda p: (caps[p], -p))
             cells = " | ".join(
-                f"{100 * caps[p]:.1f} % / {1e3 * res[(o, k, p)]['tbt_p90_s']:.0f}" for p in range(5, 12))
-            print(f"| {o} ms | ×{k} | {cells} | {best}P{16 - best}D |")
+                f"{100 * caps[p]:.1f} % / {1e3 * res[(o, k, outlen, p)]['tbt_p90_s']:.0f}" for p in splits)
+            load = f"×{k}" + (f", {outlen}-token outputs" if outlen else "")
+            print(f"| {o} ms | {load} | {cells} | {best}P{16 - best}D |")
     print()
 
 
