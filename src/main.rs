@@ -37,6 +37,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::install_signal_cleanup();
     let result = match cli.command {
         Command::Trace(cmd) => trace_cmd::run(cmd),
         Command::Cache(args) => cache_cmd::run(args),

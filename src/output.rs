@@ -1,10 +1,144 @@
-//! Atomic output files: everything is written to a temporary file in the
-//! destination's folder and renamed into place only when complete, so a
-//! failed run leaves nothing half-written.
+//! Atomic outputs: every file is written to a temporary file in the
+//! destination's folder and renamed into place only when complete, and a
+//! run folder is written whole into a temporary folder beside its target
+//! and renamed into place last ([`RunFolder`]). Temporary paths are
+//! registered so that SIGINT and SIGTERM remove them before the process
+//! ends ([`install_signal_cleanup`]): a failed or killed run leaves nothing
+//! half-written and nothing behind.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temporary paths to remove if the process is interrupted.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn register(path: &Path) {
+    if let Ok(mut p) = PENDING.lock() {
+        p.push(path.to_path_buf());
+    }
+}
+
+fn unregister(path: &Path) {
+    if let Ok(mut p) = PENDING.lock() {
+        p.retain(|q| q != path);
+    }
+}
+
+/// On SIGINT or SIGTERM, removes every temporary output still pending and
+/// exits with 130 (the shell's code for an interrupt).
+pub fn install_signal_cleanup() {
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(paths) = PENDING.lock() {
+            for p in paths.iter() {
+                let _ = if p.is_dir() {
+                    std::fs::remove_dir_all(p)
+                } else {
+                    std::fs::remove_file(p)
+                };
+            }
+        }
+        eprintln!("interrupted: temporary outputs removed");
+        std::process::exit(130);
+    });
+}
+
+/// A run folder written as one unit: files go into a temporary folder
+/// beside `target`, which takes the target's name only in [`RunFolder::commit`].
+/// A target that exists and is not empty is refused unless `force`, which
+/// replaces it whole. The temporary folder is created at once, so an
+/// unwritable destination is found before any work is done.
+pub struct RunFolder {
+    target: PathBuf,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl RunFolder {
+    pub fn prepare(target: &Path, force: bool) -> Result<RunFolder> {
+        let flag = format!("--out {}", target.display());
+        if target.exists() {
+            if !target.is_dir() {
+                bail!("{flag}: exists and is not a folder");
+            }
+            let empty = std::fs::read_dir(target)
+                .with_context(|| format!("{flag}: cannot read the folder"))?
+                .next()
+                .is_none();
+            if !empty && !force {
+                bail!(
+                    "{flag}: the folder is not empty (a run folder holds one run; --force replaces it whole)"
+                );
+            }
+        }
+        let parent = match target.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("{flag}: cannot create {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".moonlab-run-")
+            .tempdir_in(parent)
+            .with_context(|| format!("{flag}: cannot write in {}", parent.display()))?;
+        register(tmp.path());
+        Ok(RunFolder {
+            target: target.to_path_buf(),
+            tmp: Some(tmp),
+        })
+    }
+
+    /// Writes one file of the run.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let Some(tmp) = &self.tmp else {
+            bail!(
+                "{}: the run folder was already committed",
+                self.target.display()
+            );
+        };
+        write_bytes_atomic(&tmp.path().join(name), bytes)
+    }
+
+    /// Moves the finished run into place (replacing what was there).
+    pub fn commit(mut self) -> Result<()> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        let flag = format!("--out {}", self.target.display());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("{flag}: cannot set permissions"))?;
+        }
+        let done = tmp.keep();
+        unregister(&done);
+        if self.target.exists() {
+            // --force: the old run goes aside, the new one in, then the old one away.
+            let old = done.with_extension("replaced");
+            std::fs::rename(&self.target, &old)
+                .with_context(|| format!("{flag}: cannot move the previous run aside"))?;
+            if let Err(e) = std::fs::rename(&done, &self.target) {
+                let _ = std::fs::rename(&old, &self.target);
+                let _ = std::fs::remove_dir_all(&done);
+                return Err(e).with_context(|| format!("{flag}: cannot move the run into place"));
+            }
+            let _ = std::fs::remove_dir_all(&old);
+        } else if let Err(e) = std::fs::rename(&done, &self.target) {
+            let _ = std::fs::remove_dir_all(&done);
+            return Err(e).with_context(|| format!("{flag}: cannot move the run into place"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RunFolder {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            unregister(tmp.path());
+        }
+    }
+}
 
 /// Creates `path` atomically from what `fill` writes.
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
@@ -23,6 +157,19 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>
                 dir.display()
             )
         })?;
+    // Registered until it is persisted or dropped (removed) here.
+    let tmp_path = tmp.path().to_path_buf();
+    register(&tmp_path);
+    let result = persist(path, tmp, fill);
+    unregister(&tmp_path);
+    result
+}
+
+fn persist(
+    path: &Path,
+    tmp: tempfile::NamedTempFile,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<()> {
     {
         let mut w = BufWriter::new(tmp.as_file());
         fill(&mut w)?;

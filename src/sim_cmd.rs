@@ -1,7 +1,7 @@
 //! `moonlab sim` (a trace through the simulated cluster, written to a run
 //! folder) and `moonlab config show` (the default configuration).
 
-use crate::output::write_bytes_atomic;
+use crate::output::RunFolder;
 use crate::trace_cmd::InputArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -34,6 +34,9 @@ pub struct SimArgs {
     /// Write each request's candidate estimates and why the winner won.
     #[arg(long)]
     explain: bool,
+    /// Replace a non-empty run folder at --out (it is refused otherwise).
+    #[arg(long)]
+    force: bool,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -82,9 +85,9 @@ pub fn run(a: SimArgs) -> Result<()> {
             format.name()
         );
     }
-    if a.out.exists() && !a.out.is_dir() {
-        bail!("--out {}: exists and is not a folder", a.out.display());
-    }
+    // The run folder is checked (and its temporary twin created) before
+    // the simulation: an unusable --out costs nothing.
+    let folder = RunFolder::prepare(&a.out, a.force)?;
     let bar = if a.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -141,19 +144,19 @@ pub fn run(a: SimArgs) -> Result<()> {
         }
         s
     });
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("--out {}: cannot create the folder", a.out.display()))?;
-    write_bytes_atomic(&a.out.join(table_name), &table)?;
-    write_bytes_atomic(&a.out.join("timeseries.csv"), series.as_bytes())?;
-    write_bytes_atomic(&a.out.join("replicas.csv"), replicas.as_bytes())?;
-    write_bytes_atomic(&a.out.join("config.yaml"), yaml.as_bytes())?;
+    folder.write(table_name, &table)?;
+    folder.write("timeseries.csv", series.as_bytes())?;
+    folder.write("replicas.csv", replicas.as_bytes())?;
+    folder.write("config.yaml", yaml.as_bytes())?;
     if let Some(e) = explain {
-        write_bytes_atomic(&a.out.join("explain.jsonl"), e.as_bytes())?;
+        folder.write("explain.jsonl", e.as_bytes())?;
     }
     if let Some(r) = roles {
-        write_bytes_atomic(&a.out.join("roles.csv"), r.as_bytes())?;
+        folder.write("roles.csv", r.as_bytes())?;
     }
-    write_bytes_atomic(&a.out.join("summary.json"), json.as_bytes())?;
+    folder.write("summary.json", json.as_bytes())?;
+    // The run takes its place whole, or not at all.
+    folder.commit()?;
     print_summary(&a.out, &summary)
 }
 

@@ -586,3 +586,119 @@ fn sim_uses_a_measured_cost_profile() {
         "{err}"
     );
 }
+
+/// The entries of `dir`, by name, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_run_folder_holds_one_run() {
+    // A non-empty --out is refused (naming --force); --force replaces it
+    // whole, so nothing of the previous contents survives beside the run.
+    let dir = tmp();
+    let out = dir.path().join("run");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("stale.csv"), "left over").unwrap();
+    let args = [
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "prefill.instances=2",
+        "--out",
+        s(&out),
+        "--quiet",
+    ];
+    let err = fails(&args);
+    assert!(
+        err.contains("the folder is not empty") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(entries(&out), vec!["stale.csv"]);
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    ok(&forced);
+    assert_eq!(
+        entries(&out),
+        vec![
+            "config.yaml",
+            "replicas.csv",
+            "requests.parquet",
+            "summary.json",
+            "timeseries.csv"
+        ]
+    );
+    // Nothing temporary is left beside it.
+    assert_eq!(entries(dir.path()), vec!["run"]);
+    // An empty folder is fine.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    ok(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "prefill.instances=2",
+        "--out",
+        s(&empty),
+        "--quiet",
+    ]);
+    assert!(empty.join("summary.json").exists());
+}
+
+#[test]
+fn an_unusable_out_fails_before_the_run_and_leaves_nothing() {
+    let dir = tmp();
+    let file = write(dir.path(), "a-file", "x");
+    let under = file.join("run");
+    let err = fails(&["sim", "--trace", SYNTH, "--out", s(&under), "--quiet"]);
+    assert!(err.starts_with("error: --out "), "{err}");
+    assert_eq!(entries(dir.path()), vec!["a-file"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn an_interrupted_run_leaves_nothing_behind() {
+    // SIGINT while the simulation runs: the temporary run folder beside
+    // the target is removed and the target never appears.
+    let dir = tmp();
+    let out = dir.path().join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moonlab"))
+        .args([
+            "sim",
+            "--trace",
+            CONV,
+            "--out",
+            s(&out),
+            "--quiet",
+            "--set",
+            "decode.fast_forward=false",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    if status.success() {
+        // The run beat the signal: then it must be whole.
+        assert!(out.join("summary.json").exists());
+    } else {
+        assert_eq!(status.code(), Some(130), "{status:?}");
+        assert!(!out.exists());
+    }
+    let left: Vec<String> = entries(dir.path())
+        .into_iter()
+        .filter(|e| e.starts_with(".moonlab"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
