@@ -46,7 +46,8 @@ pub struct RequestRecord {
     pub load_s: f64,
     /// Arrival to the first token the user sees.
     pub ttft_s: f64,
-    /// The prefill's GPU compute (within `prefill_s`).
+    /// The prefill's GPU compute, in seconds of one node (on a pipelined
+    /// group the work of all its nodes, so it may exceed `prefill_s`).
     pub compute_s: f64,
     /// Decoding: first token to last.
     pub decode_s: f64,

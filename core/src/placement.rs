@@ -115,10 +115,6 @@ impl Hold {
     pub fn in_segment(&self, segment: SegmentId) -> usize {
         self.pins.iter().filter(|(s, _)| *s == segment).count()
     }
-    /// Moves `other`'s pins into this hold, after its own.
-    pub fn absorb(&mut self, other: Hold) {
-        self.pins.extend(other.pins);
-    }
     /// Releases every pin, in the order they were taken.
     pub fn release(self, pool: &mut Pool, now: Nanos) {
         for (seg, pin) in self.pins {
@@ -206,19 +202,20 @@ pub fn plan_fetch(
         .iter()
         .map(|k| src.object_bytes(*k).unwrap_or(0))
         .collect();
-    // What the node holds of the prefix stays while the rest is on its way
-    // (pinned before any room is made).
+    // What the node holds of the prefix, wherever in it, stays while the
+    // rest is on its way (pinned before any room is made).
     let mut local_hold = Hold::new();
     let pin_locally = |hold: &mut Hold, pool: &mut Pool, key: BlockKey| {
         local.iter().any(|&seg| hold.pin(pool, seg, key))
     };
-    for k in &req.blocks[..first] {
-        pin_locally(&mut local_hold, pool, *k);
+    let mut local_blocks = vec![false; blocks];
+    for (j, k) in req.blocks[..blocks].iter().enumerate() {
+        local_blocks[j] = pin_locally(&mut local_hold, pool, *k);
     }
     let mut reservations = Vec::new();
     for (j, &size) in sizes.iter().enumerate().take(blocks).skip(first) {
         let key = req.blocks[j];
-        if pin_locally(&mut local_hold, pool, key) {
+        if local_blocks[j] {
             continue;
         }
         let tgt = pool.segment_mut(target);
@@ -671,6 +668,46 @@ mod tests {
         for s in 0..3 {
             assert_eq!(pool.segment(SegmentId(s)).held(), Default::default());
         }
+    }
+
+    #[test]
+    fn room_for_a_fetch_never_evicts_the_prefix_it_completes() {
+        // The target (30 bytes) holds blocks 0 and 2 of the prefix and an
+        // unrelated object 99. Block 1 needs room: 99 goes, not block 2,
+        // which stays pinned and does not cross again.
+        let mut pool = pool_with(&[1000, 30]);
+        let req = four_blocks();
+        fill(&mut pool, SegmentId(0), &req.blocks);
+        fill(
+            &mut pool,
+            SegmentId(1),
+            &[BlockKey(2), BlockKey(99), BlockKey(0)],
+        );
+        let fetch = PrefixFetch {
+            from: SegmentId(0),
+            blocks: 3,
+        };
+        let mut evicted = Vec::new();
+        let plan = plan_fetch(
+            &mut pool,
+            &req,
+            fetch,
+            SegmentId(1),
+            &[SegmentId(1)],
+            &MooncakeLeases::default(),
+            Nanos(1),
+            &mut evicted,
+        )
+        .unwrap();
+        assert_eq!(evicted, vec![(BlockKey(99), 10)]);
+        assert_eq!(
+            (plan.first, plan.blocks, plan.bytes, plan.reserved()),
+            (1, 3, 10, 1)
+        );
+        let done = finish_fetch(&mut pool, plan, &req, 0, &mut lru_facts(), Nanos(2));
+        assert_eq!((done.prefix_blocks, done.written.clone()), (3, vec![1]));
+        done.hold.release(&mut pool, Nanos(3));
+        assert_eq!(pool.segment(SegmentId(1)).held(), Default::default());
     }
 
     #[test]

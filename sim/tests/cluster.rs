@@ -442,6 +442,7 @@ proptest! {
         lease_s in prop::sample::select(vec![0.0f64, 0.5, 10.0]),
         pipelined in any::<bool>(),
         elastic in any::<bool>(),
+        decode_slack in any::<bool>(),
     ) {
         let names = ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"];
         // Pipelined groups of 2 nodes where the pool splits into them.
@@ -458,8 +459,11 @@ proptest! {
         let c = config(&[
             &format!("roles.policy={}", if elastic { "load-driven" } else { "static" }),
             "roles.interval_s=0.5",
-            "roles.load_driven.high=0.01",
-            "roles.load_driven.low=0.01",
+            "roles.load_driven.high=0.05",
+            "roles.load_driven.low=0.05",
+            // A loose TBT SLO leaves decode room to give nodes to prefill; a
+            // tight one pulls nodes to decode.
+            &format!("slo.tbt_s={}", if decode_slack { 10.0 } else { 0.1 }),
             &format!("prefill.pipeline_nodes={x}"),
             &format!("prefill.instances={p}"),
             &format!("decode.instances={}", if colocated { p } else { d }),
@@ -900,6 +904,20 @@ fn a_pipelined_group_overlaps_successive_requests() {
         "{} vs {}",
         b.ttft_s,
         3.0 * half
+    );
+    // The queue counted for B is A's time in the first stage, t/2: the
+    // scheduler's estimate of B's queue is what B waited.
+    let c4 = config(&[
+        "prefill.instances=2",
+        "decode.instances=1",
+        "prefill.pipeline_nodes=2",
+    ]);
+    let out4 = simulate(&trace, c4.resolve().unwrap(), true, |_| {});
+    let (_, cands, _) = &out4.explain[1];
+    assert!(
+        near(cands[0].queue_s, half, 4.0),
+        "{} vs {half}",
+        cands[0].queue_s
     );
     // Each node was busy t (its half of both prompts) of the 1.5 t run.
     let u = out.prefill_busy_s[0] / out.end.as_secs_f64();

@@ -129,17 +129,22 @@ impl World<'_> {
             st.fetch = Some(plan);
             self.start_flow(links, bytes, FlowPurpose::Fetch(i));
         }
-        // The queue counts the prefill the request will run: from the prefix
-        // it will find once its fetch, if any, is done.
+        // The queue counts the time the request will hold the instance: its
+        // prefill from the prefix it will find once its fetch, if any, is
+        // done (on a pipelined group, its time in the first stage).
         let estimate = {
             let ssd_blocks = self.store.local_prefix(p, &req.blocks).ssd_blocks;
-            estimate_prefill(
-                &self.view(),
-                prefill,
-                req,
-                carried.prefix_blocks,
-                ssd_blocks,
-            )
+            if self.prefill[p].stages.len() > 1 {
+                self.stage_occupancy(p, req, carried.prefix_blocks, ssd_blocks)
+            } else {
+                estimate_prefill(
+                    &self.view(),
+                    prefill,
+                    req,
+                    carried.prefix_blocks,
+                    ssd_blocks,
+                )
+            }
         };
         self.reqs[i as usize].estimate = estimate;
         let inst = &mut self.prefill[p];

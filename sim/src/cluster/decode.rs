@@ -79,9 +79,6 @@ impl World<'_> {
     /// instance.
     pub(super) fn join_decode(&mut self, r: u32) {
         let st = &mut self.reqs[r as usize];
-        if st.tokens >= self.trace[r as usize].output_tokens {
-            return;
-        }
         st.phase = Phase::Decoding;
         let d = st.decode as usize;
         let now = self.now();
@@ -240,5 +237,9 @@ impl World<'_> {
         rec.tbt_s = tbt;
         rec.decode_s = now.saturating_sub(st.first_token).as_secs_f64();
         rec.finish_s = now.as_secs_f64();
+        // A decode side draining towards prefill may have had this request
+        // as its last (one with a single output token never steps here).
+        let d = self.reqs[r as usize].decode as usize;
+        self.maybe_switch(d);
     }
 }

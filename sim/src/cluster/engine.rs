@@ -39,6 +39,8 @@ pub struct Engine {
     processed: u64,
     /// The time of the last processed event: the end of the simulated work.
     last_processed: Nanos,
+    /// Queued periodic events (samples, role decisions).
+    periodic: usize,
 }
 
 impl Event {
@@ -48,6 +50,11 @@ impl Event {
             Event::DecodeStepDone { .. } => 0,
             _ => 1,
         }
+    }
+
+    /// Samples and role decisions recur while anything else can happen.
+    fn periodic(&self) -> bool {
+        matches!(self, Event::Sample | Event::RoleTick)
     }
 }
 
@@ -66,6 +73,7 @@ impl Engine {
     pub fn push(&mut self, at: Nanos, e: Event) {
         debug_assert!(at >= self.now, "event scheduled in the past");
         self.seq += 1;
+        self.periodic += usize::from(e.periodic());
         self.queue
             .push(Reverse((at.max(self.now), e.class(), self.seq, e)));
     }
@@ -73,9 +81,18 @@ impl Engine {
     /// The next event; the clock moves to its time.
     pub fn pop(&mut self) -> Option<Event> {
         let Reverse((at, _, _, e)) = self.queue.pop()?;
+        self.periodic -= usize::from(e.periodic());
         debug_assert!(at >= self.now, "time went backwards");
         self.now = at;
         Some(e)
+    }
+
+    /// True if events other than periodic ones are still queued (possibly
+    /// stale): the run may still change. Periodic events stop recurring
+    /// when this is false, so a request that can no longer move ends the
+    /// run (and the invariants report it) instead of hanging it.
+    pub fn has_work(&self) -> bool {
+        self.queue.len() > self.periodic
     }
 
     /// Counts one processed event (the world calls it for every event that

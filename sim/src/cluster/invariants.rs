@@ -14,6 +14,8 @@
 //!    is empty.
 //! 6. The replica change log behind Figure 11 adds up, key by key, to what
 //!    the DRAM segments hold.
+//! 7. With elastic roles, no node is left draining: every switch asked for
+//!    completed once the node had drained.
 
 use super::flows::LinkKind;
 use super::request::Phase;
@@ -123,6 +125,15 @@ pub fn check(w: &World<'_>) -> Vec<String> {
             || !inst.incoming.is_empty()
         {
             v.push(format!("decode instance {d} still has requests"));
+        }
+    }
+    if let Some(e) = &w.roles {
+        for (k, d) in e.draining.iter().enumerate() {
+            if let Some(to) = d {
+                v.push(format!(
+                    "node {k} was still draining towards {to:?} at the end"
+                ));
+            }
         }
     }
     for (p, inst) in w.prefill.iter().enumerate() {

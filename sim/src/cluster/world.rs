@@ -339,9 +339,10 @@ impl<'t> World<'t> {
                     }
                 }
                 Event::RoleTick => {
-                    self.engine.processed_one();
+                    // A decision, not simulated work: not counted (the run
+                    // ends at its last request or transfer).
                     self.role_tick();
-                    if self.ended < self.trace.len() {
+                    if self.engine.has_work() {
                         if let Some(e) = &self.roles {
                             let next = self.now().saturating_add(e.interval);
                             self.engine.push(next, Event::RoleTick);
@@ -351,9 +352,8 @@ impl<'t> World<'t> {
                 Event::Sample => {
                     // Bookkeeping, not simulated work: not counted.
                     self.sample();
-                    // Keep sampling while work remains (stale wake-ups in
-                    // the queue do not count).
-                    if self.ended < self.trace.len() || self.net.active_flows() > 0 {
+                    // Keep sampling while anything else can still happen.
+                    if self.engine.has_work() {
                         let next = self.now().saturating_add(self.sample_interval);
                         self.engine.push(next, Event::Sample);
                     }
