@@ -49,9 +49,9 @@ pub struct CacheArgs {
     /// Draw hit rate against capacity, one line per policy (.png or .svg).
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads, 1 to 256 (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// Run the replays one after another and print each one's wall time and
     /// block accesses per second to standard error (for benchmarks).
     #[arg(long)]
@@ -68,7 +68,7 @@ pub fn run(a: CacheArgs) -> Result<()> {
     }
     if let Some(n) = a.threads {
         rayon::ThreadPoolBuilder::new()
-            .num_threads(n.max(1))
+            .num_threads(n as usize)
             .build_global()
             .context("--threads")?;
     }

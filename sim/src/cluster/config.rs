@@ -329,6 +329,13 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// Most prefill or decode instances a configuration may ask for.
+pub const MAX_INSTANCES: u64 = 4096;
+/// Most tokens a block, a chunk or a forced output may hold (2^20).
+pub const MAX_TOKENS: u64 = 1 << 20;
+/// Most blocks a DRAM or SSD tier may hold (its bytes must fit in u64).
+pub const MAX_BLOCKS: u64 = 1 << 32;
+
 /// A pool's cost model: the paper's analytic model or measured latencies,
 /// per node, and for a pipelined group of prefill nodes (§3.3) the group's
 /// prefill latency over that.
@@ -506,31 +513,46 @@ impl ClusterConfig {
         source_name: &str,
         sets: &[String],
     ) -> Result<ClusterConfig, ConfigError> {
+        let parse = |message: String| ConfigError::Parse {
+            source_name: source_name.into(),
+            message,
+        };
+        let shape =
+            serde_yaml_ng::to_value(ClusterConfig::default()).map_err(|e| parse(e.to_string()))?;
+        let at_line = |e: &serde_yaml_ng::Error| ConfigError::Parse {
+            source_name: match e.location() {
+                Some(l) => format!("{source_name}:{}", l.line()),
+                None => source_name.into(),
+            },
+            message: without_location(e),
+        };
         let mut value: serde_yaml_ng::Value = if text.trim().is_empty() {
             serde_yaml_ng::Value::Mapping(Default::default())
         } else {
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
-                source_name: source_name.into(),
-                message: e.to_string(),
-            })?
+            serde_yaml_ng::from_str(text).map_err(|e| at_line(&e))?
         };
+        // The file alone first: its errors name its line and the key.
+        check_keys(&value, &shape, "").map_err(parse)?;
+        // (serde_yaml_ng's messages name the key path.)
+        if !text.trim().is_empty() {
+            serde_yaml_ng::from_str::<ClusterConfig>(text).map_err(|e| at_line(&e))?;
+        }
+        // Then each --set in turn: its errors name the flag and the key.
         for s in sets {
             apply_set(&mut value, s)?;
+            let set_error = |message: String| ConfigError::Set {
+                assignment: s.clone(),
+                message,
+            };
+            check_keys(&value, &shape, "").map_err(set_error)?;
+            serde_yaml_ng::from_value::<ClusterConfig>(value.clone()).map_err(|e| {
+                // A tree built from values loses paths: name the key set.
+                let key = s.split_once('=').map_or(s.as_str(), |(k, _)| k.trim());
+                set_error(format!("{key}: {}", without_location(&e)))
+            })?;
         }
-        let shape =
-            serde_yaml_ng::to_value(ClusterConfig::default()).map_err(|e| ConfigError::Parse {
-                source_name: source_name.into(),
-                message: e.to_string(),
-            })?;
-        check_keys(&value, &shape, "").map_err(|message| ConfigError::Parse {
-            source_name: source_name.into(),
-            message,
-        })?;
         let config: ClusterConfig =
-            serde_yaml_ng::from_value(value).map_err(|e| ConfigError::Parse {
-                source_name: source_name.into(),
-                message: e.to_string(),
-            })?;
+            serde_yaml_ng::from_value(value).map_err(|e| parse(e.to_string()))?;
         // Validate everything but the profile files (read later, with I/O).
         let mut check = config.clone();
         check.prefill.cost_profile = None;
@@ -603,11 +625,68 @@ impl ClusterConfig {
                 spec.nic_gbit_per_s = g;
             }
         }
-        if self.workload.output_tokens == Some(0) {
-            return Err(bad(
+        // Values that size memory or loops have documented ranges.
+        let counts: [(&str, u64, u64, u64); 8] = [
+            (
+                "prefill.instances",
+                self.prefill.instances as u64,
+                1,
+                MAX_INSTANCES,
+            ),
+            (
+                "decode.instances",
+                self.decode.instances as u64,
+                1,
+                MAX_INSTANCES,
+            ),
+            ("decode.max_batch", self.decode.max_batch as u64, 1, 65_536),
+            ("block_tokens", self.block_tokens as u64, 1, MAX_TOKENS),
+            (
+                "prefill.chunk_tokens",
+                self.prefill.chunk_tokens as u64,
+                0,
+                MAX_TOKENS,
+            ),
+            (
+                "prefill.dram_cache_blocks",
+                self.prefill.dram_cache_blocks,
+                0,
+                MAX_BLOCKS,
+            ),
+            (
+                "prefill.ssd_cache_blocks",
+                self.prefill.ssd_cache_blocks,
+                0,
+                MAX_BLOCKS,
+            ),
+            (
                 "workload.output_tokens",
-                "0 (expected at least 1, or null)".into(),
-            ));
+                self.workload.output_tokens.map_or(1, u64::from),
+                1,
+                MAX_TOKENS,
+            ),
+        ];
+        for (key, v, lo, hi) in counts {
+            if v < lo || v > hi {
+                return Err(bad(key, format!("{v} (expected {lo} to {hi})")));
+            }
+        }
+        let seconds: [(&str, f64, f64, f64); 5] = [
+            (
+                "metrics.sample_interval_s",
+                self.metrics.sample_interval_s,
+                0.1,
+                86_400.0,
+            ),
+            ("store.lease_s", self.store.lease_s, 0.0, 1e7),
+            ("store.soft_pin_s", self.store.soft_pin_s, 0.0, 1e7),
+            ("slo.ttft_s", self.slo.ttft_s, 1e-6, 1e6),
+            ("slo.tbt_s", self.slo.tbt_s, 1e-6, 1e6),
+        ];
+        for (key, v, lo, hi) in seconds {
+            if !(v.is_finite() && v >= lo && v <= hi) {
+                return Err(bad(key, format!("{v} (expected {lo} to {hi} seconds)")));
+            }
         }
         for (key, spec, gpus) in [
             ("prefill.gpus", &mut pnode, self.prefill.gpus),
@@ -635,12 +714,6 @@ impl ClusterConfig {
                     format!("{v} is out of range (expected 0 < x <= 1)"),
                 ));
             }
-        }
-        if self.prefill.instances == 0 {
-            return Err(bad("prefill.instances", "0 (expected at least 1)".into()));
-        }
-        if self.decode.instances == 0 {
-            return Err(bad("decode.instances", "0 (expected at least 1)".into()));
         }
         if !(self.prefill.ssd_gb_per_s.is_finite() && self.prefill.ssd_gb_per_s > 0.0) {
             return Err(bad(
@@ -671,30 +744,6 @@ impl ClusterConfig {
                 ));
             }
         }
-        if self.decode.max_batch == 0 {
-            return Err(bad("decode.max_batch", "0 (expected at least 1)".into()));
-        }
-        if self.block_tokens == 0 {
-            return Err(bad("block_tokens", "0 (expected at least 1)".into()));
-        }
-        if !(self.store.soft_pin_s.is_finite() && self.store.soft_pin_s >= 0.0) {
-            return Err(bad(
-                "store.soft_pin_s",
-                format!(
-                    "{} (expected a non-negative number of seconds)",
-                    self.store.soft_pin_s
-                ),
-            ));
-        }
-        if !(self.store.lease_s.is_finite() && self.store.lease_s >= 0.0) {
-            return Err(bad(
-                "store.lease_s",
-                format!(
-                    "{} (expected a non-negative number of seconds)",
-                    self.store.lease_s
-                ),
-            ));
-        }
         if !(self.scheduler.balancing_threshold.is_finite()
             && self.scheduler.balancing_threshold >= 1.0)
         {
@@ -706,21 +755,16 @@ impl ClusterConfig {
                 ),
             ));
         }
-        if !(self.metrics.sample_interval_s.is_finite() && self.metrics.sample_interval_s >= 0.001)
-        {
-            return Err(bad(
-                "metrics.sample_interval_s",
+        let eviction = PolicyKind::parse(&self.store.eviction).map_err(|_| {
+            bad(
+                "store.eviction",
                 format!(
-                    "{} (expected at least 0.001 seconds)",
-                    self.metrics.sample_interval_s
+                    "unknown eviction policy `{}` (expected one of: {})",
+                    self.store.eviction,
+                    PolicyKind::names().join(", ")
                 ),
-            ));
-        }
-        if !(self.slo.ttft_s > 0.0 && self.slo.tbt_s > 0.0) {
-            return Err(bad("slo", "thresholds must be positive seconds".into()));
-        }
-        let eviction = PolicyKind::parse(&self.store.eviction)
-            .map_err(|e| bad("store.eviction", e.to_string()))?;
+            )
+        })?;
         let lease_kind = LeaseKind::parse(&self.store.lease_policy)
             .map_err(|e| bad("store.lease_policy", e.to_string()))?;
         for (key, v) in [
@@ -794,10 +838,10 @@ impl ClusterConfig {
                     ),
                 ));
             }
-            if !(r.interval_s.is_finite() && r.interval_s >= 0.001) {
+            if !(r.interval_s.is_finite() && (0.1..=86_400.0).contains(&r.interval_s)) {
                 return Err(bad(
                     "roles.interval_s",
-                    format!("{} (expected at least 0.001 seconds)", r.interval_s),
+                    format!("{} (expected 0.1 to 86400 seconds)", r.interval_s),
                 ));
             }
             let t = &r.load_driven;
@@ -878,6 +922,15 @@ impl ClusterConfig {
             eviction,
             decode_kv_tokens,
         })
+    }
+}
+
+/// A YAML error's message without the " at line L column C" it may end with.
+fn without_location(e: &serde_yaml_ng::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
 
@@ -1020,6 +1073,72 @@ mod tests {
             e.starts_with("store.eviction: unknown eviction policy"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn values_that_size_memory_or_loops_have_ranges() {
+        let err = |set: &str| {
+            ClusterConfig::load("", "c", &[set.to_string()])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            err("prefill.instances=4294967295"),
+            "prefill.instances: 4294967295 (expected 1 to 4096)"
+        );
+        assert_eq!(
+            err("workload.output_tokens=4294967295"),
+            "workload.output_tokens: 4294967295 (expected 1 to 1048576)"
+        );
+        assert_eq!(
+            err("metrics.sample_interval_s=0.001"),
+            "metrics.sample_interval_s: 0.001 (expected 0.1 to 86400 seconds)"
+        );
+        assert_eq!(
+            err("decode.max_batch=0"),
+            "decode.max_batch: 0 (expected 1 to 65536)"
+        );
+        assert_eq!(
+            err("prefill.dram_cache_blocks=18446744073709551615"),
+            "prefill.dram_cache_blocks: 18446744073709551615 (expected 0 to 4294967296)"
+        );
+        assert!(err("store.lease_s=1e300").starts_with("store.lease_s: "));
+        // A single policy is asked for: `all` is not offered.
+        let e = err("store.eviction=all");
+        assert!(
+            e.starts_with("store.eviction: unknown eviction policy `all`") && !e.contains("`all`)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn type_errors_name_the_source_the_line_and_the_key() {
+        let e = ClusterConfig::load(
+            "model: llama3-70b\nprefill:\n  instances: \"four\"\n",
+            "c.yaml",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "c.yaml:3: prefill.instances: invalid type: string \"four\", expected u32"
+        );
+        let e = ClusterConfig::load(
+            "prefill:\n  instances: 4\n",
+            "c.yaml",
+            &["prefill.mfu=high".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "--set prefill.mfu=high: prefill.mfu: invalid type: string \"high\", expected f64"
+        );
+        let e = ClusterConfig::load("prefill: [\n", "c.yaml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:2: "), "{e}");
     }
 
     #[test]
