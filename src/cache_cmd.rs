@@ -1,7 +1,7 @@
 //! `moonlab cache`: the policy × capacity cross product of prefix-cache
 //! replays, in parallel across cores, as a table, JSONL or CSV, and a plot.
 
-use crate::output::{write_atomic, write_bytes_atomic};
+use crate::output::write_files_atomic;
 use crate::plot;
 use crate::trace_cmd::InputArgs;
 use anyhow::{bail, Context, Result};
@@ -10,7 +10,7 @@ use moonlab_core::eviction::PolicyKind;
 use moonlab_core::Capacity;
 use moonlab_sim::replay::{replay, replay_grid, PreparedTrace, ReplayConfig, ReplayResult};
 use moonlab_traces::read_all;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 pub enum CacheFormat {
@@ -81,8 +81,9 @@ pub fn run(a: CacheArgs) -> Result<()> {
         }
     }
     let opts = a.input.read_options();
+    let labels = trace_labels(&a.traces);
     let mut traces = Vec::new();
-    for path in &a.traces {
+    for (path, name) in a.traces.iter().zip(labels) {
         let (format, requests) = read_all(path, &opts)?;
         if !format.has_prefix_hashes() {
             bail!(
@@ -91,10 +92,6 @@ pub fn run(a: CacheArgs) -> Result<()> {
                 format.name()
             );
         }
-        let name = path.file_stem().map_or_else(
-            || path.display().to_string(),
-            |s| s.to_string_lossy().into_owned(),
-        );
         traces.push(PreparedTrace::new(name, requests, opts.block_tokens));
     }
     let mut configs = Vec::new();
@@ -131,18 +128,80 @@ pub fn run(a: CacheArgs) -> Result<()> {
         CacheFormat::Jsonl => render_jsonl(&results)?,
         CacheFormat::Csv => render_csv(&results),
     };
-    match &a.out {
-        Some(path) => write_bytes_atomic(path, rendered.as_bytes())?,
-        None => crate::output::emit(&rendered)?,
+    // The outputs are one unit: the plot is drawn before anything is
+    // written, and the files take their places together.
+    let plot = match &a.plot {
+        Some(path) => Some((
+            path,
+            plot::hit_rate_vs_capacity(&results, opts.block_tokens, path)?,
+        )),
+        None => None,
+    };
+    let mut files: Vec<(&Path, &[u8])> = Vec::new();
+    if let Some(path) = &a.out {
+        files.push((path, rendered.as_bytes()));
     }
-    if let Some(path) = &a.plot {
-        let svg_or_png = plot::hit_rate_vs_capacity(&results, opts.block_tokens, path)?;
-        write_atomic(path, |w| {
-            w.write_all(&svg_or_png)?;
-            Ok(())
-        })?;
+    if let Some((path, bytes)) = &plot {
+        files.push((path, bytes));
+    }
+    write_files_atomic(&files)?;
+    if a.out.is_none() {
+        crate::output::emit(&rendered)?;
     }
     Ok(())
+}
+
+/// One label per trace, told apart: the file's stem (`conversation_trace`),
+/// with as many parent folders as it takes to differ from the others
+/// (`a/trace`, `b/trace`), and `#2`, `#3`... for a file given again.
+fn trace_labels(paths: &[PathBuf]) -> Vec<String> {
+    let parts: Vec<Vec<String>> = paths
+        .iter()
+        .map(|p| {
+            let p = moonlab_traces::source::display_name(p);
+            let mut parts: Vec<String> = p
+                .parent()
+                .into_iter()
+                .flat_map(|d| d.components())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .filter(|c| c != "/" && c != ".")
+                .collect();
+            parts.push(p.file_stem().map_or_else(
+                || p.display().to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            ));
+            parts
+        })
+        .collect();
+    let label = |i: usize, depth: usize| parts[i][parts[i].len() - depth..].join("/");
+    let mut depth = vec![1usize; paths.len()];
+    loop {
+        let labels: Vec<String> = (0..paths.len()).map(|i| label(i, depth[i])).collect();
+        let mut grew = false;
+        for i in 0..paths.len() {
+            let clashes = labels.iter().filter(|l| **l == labels[i]).count() > 1;
+            if clashes && depth[i] < parts[i].len() {
+                depth[i] += 1;
+                grew = true;
+            }
+        }
+        if !grew {
+            // What still clashes is the same path given again.
+            let mut seen: std::collections::HashMap<String, usize> = Default::default();
+            return labels
+                .into_iter()
+                .map(|l| {
+                    let n = seen.entry(l.clone()).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        l
+                    } else {
+                        format!("{l} #{n}")
+                    }
+                })
+                .collect();
+        }
+    }
 }
 
 /// Replays one at a time, reporting each one's wall time on stderr.
@@ -267,5 +326,31 @@ fn csv_field(s: &str) -> String {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trace_labels;
+    use std::path::PathBuf;
+
+    fn labels(paths: &[&str]) -> Vec<String> {
+        trace_labels(&paths.iter().map(PathBuf::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn traces_with_the_same_file_name_get_different_labels() {
+        assert_eq!(labels(&["a/conv.jsonl", "b/x.jsonl"]), ["conv", "x"]);
+        assert_eq!(
+            labels(&["runs/a/trace.jsonl", "runs/b/trace.jsonl", "c.jsonl"]),
+            ["a/trace", "b/trace", "c"]
+        );
+        assert_eq!(
+            labels(&["/x/a/t.jsonl", "/y/a/t.jsonl"]),
+            ["x/a/t", "y/a/t"]
+        );
+        assert_eq!(labels(&["t.jsonl", "t.jsonl"]), ["t", "t #2"]);
+        assert_eq!(labels(&["t.jsonl", "d/t.jsonl"]), ["t", "d/t"]);
+        assert_eq!(labels(&["-"]), ["<stdin>"]);
     }
 }

@@ -142,59 +142,103 @@ impl Drop for RunFolder {
 
 /// Creates `path` atomically from what `fill` writes.
 pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".moonlab-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| {
-            format!(
-                "{}: cannot create a temporary file in {}",
-                path.display(),
-                dir.display()
-            )
-        })?;
-    // Registered until it is persisted or dropped (removed) here.
-    let tmp_path = tmp.path().to_path_buf();
-    register(&tmp_path);
-    let result = persist(path, tmp, fill);
-    unregister(&tmp_path);
-    result
+    Staged::fill(path, fill)?.publish()
 }
 
-fn persist(
-    path: &Path,
-    tmp: tempfile::NamedTempFile,
-    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
-) -> Result<()> {
-    {
-        let mut w = BufWriter::new(tmp.as_file());
-        fill(&mut w)?;
-        w.flush()
-            .with_context(|| format!("{}: write failed", path.display()))?;
+/// Writes several files as one unit: each is written whole to its
+/// temporary file first, and only when all are complete do they take their
+/// places, so a failure while writing any of them leaves none.
+pub fn write_files_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    let staged = files
+        .iter()
+        .map(|(path, bytes)| {
+            Staged::fill(path, |w| {
+                w.write_all(bytes)?;
+                Ok(())
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for s in staged {
+        s.publish()?;
     }
-    // Temporary files are created private (0600); a finished output is an
-    // ordinary file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("{}: cannot set permissions", path.display()))?;
-    }
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("{}: sync failed", path.display()))?;
-    tmp.persist(path).map_err(|e| e.error).with_context(|| {
-        format!(
-            "{}: cannot move the finished file into place",
-            path.display()
-        )
-    })?;
     Ok(())
+}
+
+/// A finished output in its temporary file beside its destination,
+/// registered for removal on signals; dropped unpublished, it is removed.
+struct Staged {
+    path: PathBuf,
+    /// Taken by [`Staged::publish`].
+    tmp: Option<tempfile::NamedTempFile>,
+}
+
+impl Staged {
+    fn fill(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<Staged> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".moonlab-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| {
+                format!(
+                    "{}: cannot create a temporary file in {}",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
+        register(tmp.path());
+        let staged = Staged {
+            path: path.to_path_buf(),
+            tmp: Some(tmp),
+        };
+        let file = staged
+            .tmp
+            .as_ref()
+            .map(|t| t.as_file())
+            .context("staged twice")?;
+        {
+            let mut w = BufWriter::new(file);
+            fill(&mut w)?;
+            w.flush()
+                .with_context(|| format!("{}: write failed", path.display()))?;
+        }
+        // Temporary files are created private (0600); a finished output is
+        // an ordinary file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("{}: cannot set permissions", path.display()))?;
+        }
+        file.sync_all()
+            .with_context(|| format!("{}: sync failed", path.display()))?;
+        Ok(staged)
+    }
+
+    fn publish(mut self) -> Result<()> {
+        let tmp = self.tmp.take().context("published twice")?;
+        let tmp_path = tmp.path().to_path_buf();
+        let result = tmp.persist(&self.path).map_err(|e| e.error);
+        unregister(&tmp_path);
+        result.with_context(|| {
+            format!(
+                "{}: cannot move the finished file into place",
+                self.path.display()
+            )
+        })?;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            unregister(tmp.path());
+        }
+    }
 }
 
 /// Writes bytes produced in memory atomically.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args)]
 pub struct SimArgs {
-    /// Trace with block hashes (Mooncake JSONL).
+    /// Trace with block hashes (Mooncake JSONL; `-`: standard input).
     #[arg(long)]
     trace: PathBuf,
     /// Cluster configuration (YAML); `moonlab config show` prints the defaults.
@@ -64,14 +64,27 @@ pub fn config(cmd: ConfigCommand) -> Result<()> {
 
 #[allow(clippy::disallowed_methods)] // the binary may read the wall clock
 pub fn run(a: SimArgs) -> Result<()> {
-    let (text, name) = match &a.config {
-        Some(p) => (
-            std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => (String::new(), "(defaults)".to_string()),
+    // --block-tokens is the configuration's block_tokens (the trace's
+    // hash_ids and the cluster's blocks are one size).
+    let mut sets = a.sets.clone();
+    if let Some(bt) = a.input.block_tokens {
+        let clash = sets.iter().find(|s| {
+            s.split_once('=')
+                .is_some_and(|(k, v)| k.trim() == "block_tokens" && v.trim() != bt.to_string())
+        });
+        if let Some(clash) = clash {
+            bail!("--block-tokens {bt} and --set {clash} disagree (expected one block size)");
+        }
+        sets.insert(0, format!("block_tokens={bt}"));
+    }
+    let config = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            ClusterConfig::load_file(&text, p, &sets)?
+        }
+        None => ClusterConfig::load("", "(defaults)", &sets)?,
     };
-    let config = ClusterConfig::load(&text, &name, &a.sets)?;
     let resolved = config.resolve_with(&|path: &str| {
         std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
     })?;
@@ -105,11 +118,20 @@ pub fn run(a: SimArgs) -> Result<()> {
     let wall_s = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
     if !out.violations.is_empty() {
+        let unfinished = out
+            .records
+            .iter()
+            .filter(|r| r.outcome() == "unfinished")
+            .count();
         bail!(
-            "the run broke {} end-of-run invariants (a simulator bug; nothing was written):\n  {}",
+            "the run broke {} end-of-run invariants, with {unfinished} of {} requests unfinished (a simulator bug; nothing was written):\n  {}",
             out.violations.len(),
+            out.records.len(),
             out.violations.join("\n  ")
         );
+    }
+    if let Some(why) = &out.limit_reached {
+        bail!("{why} (nothing was written)");
     }
     let mut summary = summarize(&out, config.scheduler.name.name(), config.slo);
     summary.wall_s = wall_s;
@@ -162,11 +184,12 @@ pub fn run(a: SimArgs) -> Result<()> {
 
 fn print_summary(dir: &Path, s: &moonlab_sim::cluster::Summary) -> Result<()> {
     let text = format!(
-        "scheduler {}: {} requests, {} served, {} rejected\n  TTFT mean {:.2} s, p90 {:.2} s   TBT mean {:.3} s, p90 {:.3} s\n  hit rate {:.1} %   effective request capacity {:.1} % (TTFT <= {} s, TBT <= {} s)\n  {} events in {:.2} s wall; run folder {}\n",
+        "scheduler {}: {} requests, {} served, {} rejected, {} unfinished\n  TTFT mean {:.2} s, p90 {:.2} s   TBT mean {:.3} s, p90 {:.3} s\n  hit rate {:.1} %   effective request capacity {:.1} % (TTFT <= {} s, TBT <= {} s)\n  {} events in {:.2} s wall; run folder {}\n",
         s.scheduler,
         s.requests,
         s.served,
         s.rejected,
+        s.unfinished,
         s.ttft_mean_s,
         s.ttft_p90_s,
         s.tbt_mean_s,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use moonlab_core::Nanos;
 use moonlab_traces::mooncake::MooncakeWriter;
-use moonlab_traces::source::{open_trace, open_trace_ordered};
+use moonlab_traces::source::open_trace;
 use moonlab_traces::stats::StatsBuilder;
 use moonlab_traces::synth::{self, SynthSpec};
 use moonlab_traces::transform::Slice;
@@ -31,9 +31,10 @@ pub enum StatsFormat {
 /// How to read input traces (shared by every command that reads one).
 #[derive(Args, Clone)]
 pub struct InputArgs {
-    /// Tokens per block of the trace's hash_ids.
-    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
-    pub block_tokens: u32,
+    /// Tokens per block of the trace's hash_ids [default: 512; `sim`
+    /// takes it from the configuration's `block_tokens`].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub block_tokens: Option<u32>,
     /// Sort requests by timestamp instead of rejecting an unsorted file
     /// (reads the whole file into memory).
     #[arg(long)]
@@ -46,7 +47,9 @@ pub struct InputArgs {
 impl InputArgs {
     pub fn read_options(&self) -> ReadOptions {
         ReadOptions {
-            block_tokens: self.block_tokens,
+            block_tokens: self
+                .block_tokens
+                .unwrap_or(moonlab_traces::DEFAULT_BLOCK_TOKENS),
             sort: self.sort,
             format: self.input_format,
         }
@@ -60,7 +63,8 @@ fn parse_format(s: &str) -> Result<TraceFormat, String> {
 
 #[derive(Args)]
 pub struct StatsArgs {
-    /// Trace files (Mooncake JSONL, Azure CSV, BurstGPT CSV).
+    /// Trace files (Mooncake JSONL, Azure CSV, BurstGPT CSV; `-`: standard
+    /// input).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
@@ -71,7 +75,7 @@ pub struct StatsArgs {
 
 #[derive(Args)]
 pub struct SynthArgs {
-    /// The trace to imitate.
+    /// The trace to imitate (`-`: standard input).
     #[arg(long)]
     like: PathBuf,
     /// Arrival rate multiplier K (the output has K × the source's rate).
@@ -82,6 +86,10 @@ pub struct SynthArgs {
     duration: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Most requests to write: a duration and rate expected to give more
+    /// are refused before anything is written.
+    #[arg(long, default_value_t = synth::DEFAULT_MAX_REQUESTS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_requests: u64,
     /// Output file (Mooncake JSONL).
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
@@ -94,6 +102,7 @@ pub struct SynthArgs {
 
 #[derive(Args)]
 pub struct SliceArgs {
+    /// The trace to cut (`-`: standard input).
     file: PathBuf,
     /// Keep requests arriving at or after this many seconds (trace clock).
     #[arg(long)]
@@ -141,7 +150,11 @@ fn stats(a: StatsArgs) -> Result<()> {
             }
             stream.format
         };
-        all.push((file.clone(), format, b.finish()));
+        all.push((
+            moonlab_traces::source::display_name(file),
+            format,
+            b.finish(),
+        ));
     }
     match a.format {
         StatsFormat::Table => {
@@ -173,7 +186,8 @@ fn synth_cmd(a: SynthArgs) -> Result<()> {
         rate_scale: a.rate_scale,
         duration_s: a.duration,
         seed: a.seed,
-        block_tokens: a.input.block_tokens,
+        block_tokens: a.input.read_options().block_tokens,
+        max_requests: a.max_requests,
     };
     spec.validate().context("trace synth")?;
     let opts = a.input.read_options();
@@ -199,7 +213,12 @@ fn synth_cmd(a: SynthArgs) -> Result<()> {
     let mut count = 0;
     write_atomic(&a.out, |w| {
         let mut writer = MooncakeWriter::new(w);
-        count = synth::generate(&model, &spec, |r| writer.write(&r))?;
+        count = synth::generate(&model, &spec, |r| {
+            writer.write(&r).map_err(anyhow::Error::from)
+        })?;
+        if count == 0 {
+            bail!("trace synth: the spec generates no requests (nothing was written)");
+        }
         writer.finish()?;
         Ok(())
     })?;
@@ -221,6 +240,14 @@ fn slice(a: SliceArgs) -> Result<()> {
             bail!("--rate-scale {k}: expected a positive number");
         }
     }
+    if let (Some(from), Some(to)) = (a.from, a.to) {
+        if from >= to {
+            bail!("--from {from} --to {to}: the window is empty (expected --from before --to)");
+        }
+    }
+    if a.first == Some(0) {
+        bail!("--first 0: keeps nothing (expected at least 1)");
+    }
     let spec = Slice {
         from: seconds("from", a.from)?,
         to: seconds("to", a.to)?,
@@ -229,28 +256,39 @@ fn slice(a: SliceArgs) -> Result<()> {
         rebase: a.rebase,
     };
     let opts = a.input.read_options();
-    let format = TraceFormat::detect(&a.file)?;
-    if opts.format.unwrap_or(format) != TraceFormat::Mooncake {
-        bail!(
-            "{}: slice writes the Mooncake format, which needs block hashes; this {} trace has none",
-            a.file.display(),
-            opts.format.unwrap_or(format).name()
-        );
-    }
+    let name = moonlab_traces::source::display_name(&a.file);
     let mut kept = 0;
     write_atomic(&a.out, |w| {
         let mut writer = MooncakeWriter::new(w);
         let mut sink = |r: moonlab_core::Request| writer.write(&r).map_err(anyhow::Error::from);
+        let hashed = |format: TraceFormat| {
+            if format == TraceFormat::Mooncake {
+                return Ok(());
+            }
+            Err(anyhow::anyhow!(
+                "{}: slice writes the Mooncake format, which needs block hashes; this {} trace has none",
+                name.display(),
+                format.name()
+            ))
+        };
         kept = if opts.sort {
-            let (_, reqs) = read_all(&a.file, &opts)?;
+            let (format, reqs) = read_all(&a.file, &opts)?;
+            hashed(format)?;
             spec.apply(reqs.into_iter().map(Ok), &mut sink)?
         } else {
-            let stream = open_trace_ordered(&a.file, &opts, true)?;
+            let stream = open_trace(&a.file, &opts)?;
+            hashed(stream.format)?;
             spec.apply(
                 stream.requests.map(|r| r.map_err(anyhow::Error::from)),
                 &mut sink,
             )?
         };
+        if kept == 0 {
+            bail!(
+                "{}: no request falls in the slice (nothing was written)",
+                name.display()
+            );
+        }
         writer.finish()?;
         Ok(())
     })?;

@@ -563,9 +563,11 @@ fn sim_uses_a_measured_cost_profile() {
         "csv",
     ]);
     let csv = std::fs::read_to_string(out.join("requests.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
     let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+    let prefill_s = header.iter().position(|c| *c == "prefill_s").unwrap();
     // 1500 new tokens at prefix 0: halfway between 1 s and 3 s.
-    assert_eq!(row[14], "2", "prefill_s in {csv}");
+    assert_eq!(row[prefill_s], "2", "prefill_s in {csv}");
     let bad = write(
         dir.path(),
         "bad.csv",
@@ -701,4 +703,655 @@ fn an_interrupted_run_leaves_nothing_behind() {
         .filter(|e| e.starts_with(".moonlab"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+// ---- Hardening: each example of issue 9 and its siblings ----
+
+/// Runs moonlab with `input` piped into its standard input through a real
+/// pipe (`cat FILE |`), as `<(cat trace)` or `zcat trace.gz |` would.
+fn piped(file: &str, args: &[&str]) -> Output {
+    let mut cat = Command::new("cat")
+        .arg(file)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cat runs");
+    let out = Command::new(env!("CARGO_BIN_EXE_moonlab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(cat.stdout.take().unwrap())
+        .output()
+        .expect("the moonlab binary runs");
+    cat.wait().unwrap();
+    out
+}
+
+#[cfg(unix)]
+#[test]
+fn a_trace_read_from_a_pipe_loses_no_request() {
+    let from_file = ok_json(&["trace", "stats", "--format", "json", CONV]);
+    for path in ["-", "/dev/stdin"] {
+        let out = piped(CONV, &["trace", "stats", "--format", "json", path]);
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json[0]["stats"], from_file[0]["stats"], "{path}");
+    }
+    // Every command that reads a trace takes `-`.
+    let dir = tmp();
+    let sliced = dir.path().join("s.jsonl");
+    let out = piped(
+        CONV,
+        &["trace", "slice", "-", "--first", "100", "-o", s(&sliced)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&sliced).unwrap().lines().count(),
+        100
+    );
+    let out = piped(
+        SYNTH,
+        &[
+            "cache",
+            "--trace",
+            "-",
+            "--policy",
+            "lru",
+            "--capacity",
+            "inf",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_file = ok(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru",
+        "--capacity",
+        "inf",
+        "--format",
+        "csv",
+    ]);
+    let rows = |t: &str| {
+        t.lines()
+            .skip(1)
+            .map(|l| l.split_once(',').unwrap().1.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rows(&String::from_utf8_lossy(&out.stdout)),
+        rows(&from_file)
+    );
+    // A first line longer than the detection window still reads whole.
+    let long = format!(
+        "{{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1], \"note\": \"{}\"}}\n{GOOD}",
+        "x".repeat(200_000)
+    );
+    let p = write(dir.path(), "long.jsonl", &long);
+    let out = piped(s(&p), &["trace", "stats", "--format", "json", "-"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["stats"]["requests"], 2);
+}
+
+#[test]
+fn timestamps_that_cannot_be_represented_are_rejected_by_line() {
+    let dir = tmp();
+    let far = format!(
+        "{GOOD}{}",
+        GOOD.replace("\"timestamp\": 0", "\"timestamp\": 2e13")
+    );
+    let p = write(dir.path(), "far.jsonl", &far);
+    let err = fails(&["trace", "stats", s(&p)]);
+    assert!(
+        err.contains(
+            "far.jsonl:2: timestamp: 20000000000000 ms is beyond the latest representable arrival"
+        ),
+        "{err}"
+    );
+    // Epoch milliseconds are fine.
+    let epoch = GOOD.replace("\"timestamp\": 0", "\"timestamp\": 1700000000000");
+    let p = write(dir.path(), "epoch.jsonl", &epoch);
+    ok(&["trace", "stats", s(&p)]);
+    // A rate scale that overflows the clock or merges distinct arrivals.
+    let out = dir.path().join("o.jsonl");
+    let err = fails(&[
+        "trace",
+        "slice",
+        CONV,
+        "--rate-scale",
+        "1e-12",
+        "-o",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("would arrive at") && err.contains("beyond the latest representable arrival"),
+        "{err}"
+    );
+    let err = fails(&[
+        "trace",
+        "slice",
+        CONV,
+        "--rate-scale",
+        "1e12",
+        "-o",
+        s(&out),
+    ]);
+    assert!(err.contains("would arrive at the same nanosecond"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(entries(dir.path()), vec!["epoch.jsonl", "far.jsonl"]);
+}
+
+#[test]
+fn runs_that_produce_nothing_are_errors() {
+    let dir = tmp();
+    let out = dir.path().join("o.jsonl");
+    let err = fails(&[
+        "trace",
+        "slice",
+        CONV,
+        "--from",
+        "600",
+        "--to",
+        "100",
+        "-o",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("--from 600 --to 100: the window is empty"),
+        "{err}"
+    );
+    let err = fails(&["trace", "slice", CONV, "--from", "1e9", "-o", s(&out)]);
+    assert!(err.contains("no request falls in the slice"), "{err}");
+    let err = fails(&["trace", "slice", CONV, "--first", "0", "-o", s(&out)]);
+    assert!(err.contains("--first 0"), "{err}");
+    let err = fails(&[
+        "trace",
+        "synth",
+        "--like",
+        SYNTH,
+        "--rate-scale",
+        "1e-320",
+        "-o",
+        s(&out),
+    ]);
+    assert!(err.contains("the model is unusable"), "{err}");
+    assert!(!out.exists());
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn synth_output_is_capped_and_says_so() {
+    let dir = tmp();
+    let out = dir.path().join("o.jsonl");
+    let err = fails(&[
+        "trace",
+        "synth",
+        "--like",
+        SYNTH,
+        "--duration",
+        "1e300",
+        "-o",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("duration 1e300 s ends beyond the latest representable arrival"),
+        "{err}"
+    );
+    let err = fails(&[
+        "trace",
+        "synth",
+        "--like",
+        SYNTH,
+        "--duration",
+        "1e9",
+        "-o",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("more than the cap of 10000000") && err.contains("--max-requests"),
+        "{err}"
+    );
+    let err = fails(&[
+        "trace",
+        "synth",
+        "--like",
+        SYNTH,
+        "--rate-scale",
+        "1e9",
+        "-o",
+        s(&out),
+    ]);
+    assert!(err.contains("more than the cap"), "{err}");
+    let err = fails(&[
+        "trace",
+        "synth",
+        "--like",
+        SYNTH,
+        "--max-requests",
+        "50",
+        "-o",
+        s(&out),
+    ]);
+    assert!(err.contains("more than the cap of 50"), "{err}");
+    assert!(entries(dir.path()).is_empty());
+    // The cap can be raised (or lowered) and a spec within it runs.
+    ok(&[
+        "trace",
+        "synth",
+        "--like",
+        SYNTH,
+        "--duration",
+        "10",
+        "--max-requests",
+        "1000",
+        "-o",
+        s(&out),
+    ]);
+    assert!(out.exists());
+}
+
+#[test]
+fn config_values_that_size_memory_or_loops_are_bounded_by_key() {
+    let dir = tmp();
+    let out = dir.path().join("run");
+    for (set, want) in [
+        ("prefill.instances=4294967295", "prefill.instances"),
+        (
+            "workload.output_tokens=4294967295",
+            "workload.output_tokens",
+        ),
+        (
+            "metrics.sample_interval_s=0.001",
+            "metrics.sample_interval_s",
+        ),
+        ("decode.max_batch=4294967295", "decode.max_batch"),
+        ("store.eviction=all", "store.eviction"),
+    ] {
+        let err = fails(&[
+            "sim",
+            "--trace",
+            SYNTH,
+            "--set",
+            set,
+            "--out",
+            s(&out),
+            "--quiet",
+        ]);
+        assert!(
+            err.contains(want) && err.contains("expected"),
+            "{set}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "store.eviction=all",
+        "--out",
+        s(&out),
+    ]);
+    assert!(!err.contains(", all") && !err.contains("all,"), "{err}");
+    // A section is not a value; a tiny number is shown short.
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "prefill=",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("`prefill` is a section (expected a key inside it"),
+        "{err}"
+    );
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "slo.ttft_s=1e-300",
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("slo.ttft_s: 1e-300 (expected"), "{err}");
+    // A run needing more samples than allowed fails naming the key.
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "metrics.max_samples=3",
+        "--set",
+        "metrics.sample_interval_s=1",
+        "--out",
+        s(&out),
+        "--quiet",
+    ]);
+    assert!(
+        err.contains("metrics.max_samples: the run needs more than 3 samples")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
+    let err = fails(&["cache", "--trace", SYNTH, "--threads", "100000"]);
+    assert!(
+        err.contains("--threads") && err.contains("1..=256"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn config_errors_name_the_source_line_and_key() {
+    let dir = tmp();
+    let out = dir.path().join("run");
+    let cfg = write(
+        dir.path(),
+        "c.yaml",
+        "model: llama3-70b\nprefill:\n  instances: \"four\"\n",
+    );
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("c.yaml:3: prefill.instances: invalid type: string \"four\", expected u32"),
+        "{err}"
+    );
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--set",
+        "decode.mfu=high",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("--set decode.mfu=high: decode.mfu: invalid type")
+            && !err.contains("(defaults)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sim_block_tokens_is_the_configurations_block_size() {
+    let dir = tmp();
+    let out = dir.path().join("run");
+    // The trace's hash_ids are 512-token blocks: 256 is read and refused.
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--block-tokens",
+        "256",
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("hash_ids") && err.contains("256"), "{err}");
+    let err = fails(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--block-tokens",
+        "512",
+        "--set",
+        "block_tokens=256",
+        "--out",
+        s(&out),
+    ]);
+    assert!(
+        err.contains("--block-tokens 512 and --set block_tokens=256 disagree"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    ok(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--block-tokens",
+        "512",
+        "--set",
+        "prefill.instances=2",
+        "--out",
+        s(&out),
+        "--quiet",
+    ]);
+    let yaml = std::fs::read_to_string(out.join("config.yaml")).unwrap();
+    assert!(yaml.contains("block_tokens: 512"), "{yaml}");
+}
+
+#[test]
+fn cost_profiles_beside_the_config_and_bad_profiles_by_line() {
+    let dir = tmp();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir(&configs).unwrap();
+    write(
+        &configs,
+        "a800.csv",
+        "phase,x,y,seconds\nprefill,1000,0,1.0\nprefill,2000,0,3.0\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n",
+    );
+    let cfg = write(
+        &configs,
+        "c.yaml",
+        "prefill:\n  instances: 2\n  cost_profile: a800.csv\n",
+    );
+    // Run from the repository root: the profile is found beside the config.
+    let out = dir.path().join("run");
+    ok(&[
+        "sim",
+        "--trace",
+        SYNTH,
+        "--config",
+        s(&cfg),
+        "--out",
+        s(&out),
+        "--quiet",
+    ]);
+    let out2 = dir.path().join("run2");
+    for (name, text, want) in [
+        (
+            "dup.csv",
+            "phase,x,y,seconds\nprefill,1000,0,1.0\nprefill,2000,0,3.0\nprefill,1000,0,1.1\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n",
+            "dup.csv:4: prefill x = 1000, y = 0 is measured a second time (first on line 2",
+        ),
+        (
+            "zero.csv",
+            "phase,x,y,seconds\nprefill,1000,0,0\nprefill,2000,0,0\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n",
+            "zero.csv: every time in the prefill table is 0 seconds",
+        ),
+    ] {
+        write(&configs, name, text);
+        let cfg = write(&configs, "bad.yaml", &format!("prefill:\n  cost_profile: {name}\n"));
+        let err = fails(&["sim", "--trace", SYNTH, "--config", s(&cfg), "--out", s(&out2), "--quiet"]);
+        assert!(err.contains(want), "{err}");
+        assert!(!out2.exists());
+    }
+}
+
+#[test]
+fn an_epoch_clock_trace_simulates_in_bounded_time_and_memory() {
+    // The synthetic trace moved to epoch milliseconds (1.7e12 ms).
+    let dir = tmp();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(SYNTH)).unwrap();
+    let shifted: String = text
+        .lines()
+        .take(500)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let t = v["timestamp"].as_u64().unwrap() + 1_700_000_000_000;
+            format!(
+                "{{\"timestamp\": {t}, \"input_length\": {}, \"output_length\": {}, \"hash_ids\": {}}}\n",
+                v["input_length"], v["output_length"], v["hash_ids"]
+            )
+        })
+        .collect();
+    let p = write(dir.path(), "epoch.jsonl", &shifted);
+    let out = dir.path().join("run");
+    ok(&[
+        "sim",
+        "--trace",
+        s(&p),
+        "--set",
+        "metrics.sample_interval_s=1",
+        "--out",
+        s(&out),
+        "--quiet",
+        "--table-format",
+        "csv",
+    ]);
+    let series = std::fs::read_to_string(out.join("timeseries.csv")).unwrap();
+    let first_t: f64 = series
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        first_t > 1.7e9,
+        "samples start at the first arrival: {first_t}"
+    );
+    assert!(
+        series.lines().count() < 100_000,
+        "{} rows",
+        series.lines().count()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["unfinished"], 0);
+    assert_eq!(
+        summary["served"].as_u64().unwrap() + summary["rejected"].as_u64().unwrap(),
+        500
+    );
+}
+
+#[test]
+fn traces_with_the_same_file_name_keep_apart_in_tables_and_plots() {
+    let dir = tmp();
+    for sub in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(SYNTH),
+            dir.path().join(sub).join("trace.jsonl"),
+        )
+        .unwrap();
+    }
+    let a = dir.path().join("a/trace.jsonl");
+    let b = dir.path().join("b/trace.jsonl");
+    let csv = ok(&[
+        "cache",
+        "--trace",
+        s(&a),
+        "--trace",
+        s(&b),
+        "--policy",
+        "lru",
+        "--capacity",
+        "inf",
+        "--format",
+        "csv",
+    ]);
+    let traces: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(traces, vec!["a/trace", "b/trace"]);
+}
+
+#[test]
+fn cache_outputs_are_one_unit() {
+    // The plot cannot be written: neither is the table, and nothing
+    // temporary is left.
+    let dir = tmp();
+    let out = dir.path().join("r.csv");
+    let plot = dir.path().join("missing").join("fig.svg");
+    let err = fails(&[
+        "cache",
+        "--trace",
+        SYNTH,
+        "--policy",
+        "lru",
+        "--capacity",
+        "inf",
+        "--format",
+        "csv",
+        "--out",
+        s(&out),
+        "--plot",
+        s(&plot),
+    ]);
+    assert!(err.contains("fig.svg"), "{err}");
+    assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+}
+
+#[test]
+fn input_encodings_and_io_errors_are_explained_once() {
+    let dir = tmp();
+    let bom = write(dir.path(), "bom.jsonl", &format!("\u{feff}{GOOD}{GOOD}"));
+    let json = ok_json(&["trace", "stats", "--format", "json", s(&bom)]);
+    assert_eq!(json[0]["stats"]["requests"], 2);
+    let bad = dir.path().join("latin1.jsonl");
+    let mut bytes = format!("{GOOD}{GOOD}").into_bytes();
+    bytes.extend_from_slice(b"{\"timestamp\": 1, \"note\": \"caf\xe9\"}\n");
+    std::fs::write(&bad, bytes).unwrap();
+    let err = fails(&["trace", "stats", s(&bad)]);
+    assert!(
+        err.contains("latin1.jsonl:3: (line): not valid UTF-8 at byte 30"),
+        "{err}"
+    );
+    let err = fails(&["trace", "stats", s(&dir.path().join("absent.jsonl"))]);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // A huge field is quoted short.
+    let huge = GOOD.replace(
+        "\"timestamp\": 0",
+        &format!("\"timestamp\": \"{}\"", "9".repeat(5_000_000)),
+    );
+    let p = write(dir.path(), "huge.jsonl", &huge);
+    let err = fails(&["trace", "stats", s(&p)]);
+    assert!(
+        err.len() < 400 && err.contains("bytes)"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
+    let csv = format!(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n{},x,10,5,15,Conversation log\n",
+        "1".repeat(5_000_000)
+    );
+    let p = write(dir.path(), "huge.csv", &csv);
+    let err = fails(&["trace", "stats", s(&p)]);
+    assert!(
+        err.len() < 400 && err.contains("bytes)"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
 }

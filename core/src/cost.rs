@@ -485,6 +485,16 @@ pub enum ProfileError {
     TooFew { table: &'static str, points: usize },
     #[error("the {table} table has a negative or non-finite value at row {row}")]
     Bad { table: &'static str, row: usize },
+    #[error("the {table} table measures x = {x}, y = {y} twice (rows {first} and {second}; expected one time per point: average repeated measurements first)")]
+    Duplicate {
+        table: &'static str,
+        x: f64,
+        y: f64,
+        first: usize,
+        second: usize,
+    },
+    #[error("every time in the {table} table is 0 seconds (expected measured times)")]
+    AllZero { table: &'static str },
 }
 
 impl ProfileCost {
@@ -509,6 +519,27 @@ impl ProfileCost {
                 return Err(ProfileError::Bad {
                     table: name,
                     row: row + 1,
+                });
+            }
+            if t.iter().all(|p| p.seconds == 0.0) {
+                return Err(ProfileError::AllZero { table: name });
+            }
+            let mut order: Vec<usize> = (0..t.len()).collect();
+            order.sort_by(|&a, &b| {
+                (t[a].y.total_cmp(&t[b].y))
+                    .then(t[a].x.total_cmp(&t[b].x))
+                    .then(a.cmp(&b))
+            });
+            if let Some(w) = order
+                .windows(2)
+                .find(|w| t[w[0]].x == t[w[1]].x && t[w[0]].y == t[w[1]].y)
+            {
+                return Err(ProfileError::Duplicate {
+                    table: name,
+                    x: t[w[0]].x,
+                    y: t[w[0]].y,
+                    first: w[0] + 1,
+                    second: w[1] + 1,
                 });
             }
         }

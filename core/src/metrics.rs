@@ -55,6 +55,18 @@ pub struct RequestRecord {
     pub finish_s: f64,
 }
 
+impl RequestRecord {
+    /// How the request ended: `served`, `rejected` (with a reason), or
+    /// `unfinished` (still in the system when the run stopped).
+    pub fn outcome(&self) -> &'static str {
+        match (self.served, self.reject_reason) {
+            (true, _) => "served",
+            (false, Some(_)) => "rejected",
+            (false, None) => "unfinished",
+        }
+    }
+}
+
 /// The type of a column of the per-request table.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ColumnType {
@@ -116,6 +128,11 @@ macro_rules! column {
 pub const REQUEST_COLUMNS: &[Column] = &[
     column!(id, U32),
     column!(arrival_s, F64),
+    Column {
+        name: "outcome",
+        ty: ColumnType::OptStr,
+        get: |r| Cell::OptStr(Some(r.outcome())),
+    },
     column!(served, Bool),
     column!(reject_reason, OptStr),
     column!(prefill, OptU32),
@@ -221,7 +238,11 @@ pub struct Summary {
     pub scheduler: String,
     pub requests: u64,
     pub served: u64,
+    /// Requests turned away, each with a reason (`reject_reason`).
     pub rejected: u64,
+    /// Requests still in the system when the run stopped: neither served
+    /// nor rejected.
+    pub unfinished: u64,
     pub ttft_mean_s: f64,
     pub ttft_p50_s: f64,
     pub ttft_p90_s: f64,
@@ -318,7 +339,8 @@ pub fn summarize(
         scheduler: scheduler.to_string(),
         requests: rs.len() as u64,
         served: served.len() as u64,
-        rejected: (rs.len() - served.len()) as u64,
+        rejected: rs.iter().filter(|r| r.outcome() == "rejected").count() as u64,
+        unfinished: rs.iter().filter(|r| r.outcome() == "unfinished").count() as u64,
         ttft_mean_s: mean(&ttft),
         ttft_p50_s: quantile(&ttft, 0.5),
         ttft_p90_s: quantile(&ttft, 0.9),
@@ -423,7 +445,40 @@ mod tests {
         );
         assert_eq!(
             lines.next().unwrap(),
-            "3,1.5,false,ttft-slo,,,7,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0"
+            "3,1.5,rejected,false,ttft-slo,,,7,1,0,0,0,0,0,0,0,0,0,0,0,0,0,0"
         );
+    }
+
+    #[test]
+    fn unfinished_requests_are_reported_as_unfinished_not_rejected() {
+        let served = RequestRecord {
+            served: true,
+            ttft_s: 1.0,
+            ..RequestRecord::default()
+        };
+        let rejected = RequestRecord {
+            reject_reason: Some("ttft-slo"),
+            ..RequestRecord::default()
+        };
+        let unfinished = RequestRecord::default();
+        assert_eq!(unfinished.outcome(), "unfinished");
+        let totals = RunTotals {
+            end: Nanos::from_millis(1000),
+            ..RunTotals::default()
+        };
+        let s = summarize(
+            &[served, rejected, unfinished.clone(), unfinished],
+            "x",
+            Slo {
+                ttft_s: 30.0,
+                tbt_s: 0.1,
+            },
+            &totals,
+        );
+        assert_eq!(
+            (s.requests, s.served, s.rejected, s.unfinished),
+            (4, 1, 1, 2)
+        );
+        assert_eq!(s.effective_request_capacity, 0.25);
     }
 }

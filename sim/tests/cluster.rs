@@ -1031,3 +1031,54 @@ fn a_decode_step_overhead_lengthens_every_iteration() {
         "decode.step_overhead_ms: -1 (expected 0 to 10000 milliseconds)"
     );
 }
+
+#[test]
+fn an_epoch_clock_and_long_idle_gaps_cost_no_empty_samples() {
+    // The same 300 requests on a clock starting at zero and on one starting
+    // at an epoch millisecond (1.7e12 ms), and split by a ten-year gap:
+    // every request's times are the same, and the samples follow the work.
+    let base = bundled("conversation_trace.jsonl", 300);
+    let shift = |reqs: &[Request], by: u64, from: usize| -> Vec<Request> {
+        reqs.iter()
+            .enumerate()
+            .map(|(i, r)| Request {
+                arrival: Nanos(r.arrival.0 + if i >= from { by } else { 0 }),
+                ..r.clone()
+            })
+            .collect()
+    };
+    let epoch = 1_700_000_000_000u64 * 1_000_000;
+    let decade = 315_360_000u64 * 1_000_000_000;
+    let c = config(&["metrics.sample_interval_s=1"]);
+    let run = |t: &[Request]| simulate(t, c.resolve().unwrap(), false, |_| {});
+    let plain = run(&base);
+    let on_epoch = run(&shift(&base, epoch, 0));
+    let with_gap = run(&shift(&shift(&base, epoch, 0), decade, 150));
+    assert!(plain.violations.is_empty() && on_epoch.violations.is_empty());
+    assert!(with_gap.violations.is_empty());
+    let times = |o: &moonlab_sim::cluster::SimOutput| {
+        o.records
+            .iter()
+            .map(|r| (r.ttft_s, r.tbt_s, r.served))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(times(&plain), times(&on_epoch));
+    // Sampling is anchored at the first arrival: same samples, shifted.
+    assert_eq!(plain.samples.len(), on_epoch.samples.len());
+    for (a, b) in plain.samples.iter().zip(&on_epoch.samples) {
+        assert_eq!(a.time.0 + epoch, b.time.0);
+        assert_eq!(a.decode_batch, b.decode_batch);
+    }
+    assert_eq!(plain.utilization, on_epoch.utilization);
+    // The ten-year gap: a few samples, not 315 million.
+    let busy_span = plain.end.0 - base[0].arrival.0;
+    let bound = 2 * (busy_span / 1_000_000_000 + 4) as usize;
+    assert!(
+        with_gap.samples.len() <= bound,
+        "{} samples (bound {bound})",
+        with_gap.samples.len()
+    );
+    for u in with_gap.utilization.iter().flatten() {
+        assert!((0.0..=1.0 + 1e-9).contains(u));
+    }
+}

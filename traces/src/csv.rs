@@ -32,74 +32,16 @@
 //! row's is an error; without it (the caller sorts), rows are let through,
 //! except one earlier than the first row, whose arrival would be negative.
 
-use crate::error::TraceError;
-use crate::{MAX_INPUT_TOKENS, MAX_OUTPUT_TOKENS};
+use crate::error::{quote, TraceError};
+use crate::lines::Lines;
+use crate::{MAX_ARRIVAL, MAX_INPUT_TOKENS, MAX_OUTPUT_TOKENS};
 use moonlab_core::{Nanos, Request};
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const AZURE_HEADER: &str = "TIMESTAMP,ContextTokens,GeneratedTokens";
 const BURSTGPT_HEADER: &str =
     "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type";
-
-/// Reads physical lines, strips a leading BOM and line ends, skips blank
-/// lines, counts line numbers from 1.
-struct Lines<R> {
-    input: R,
-    path: PathBuf,
-    line_no: u64,
-    buf: Vec<u8>,
-}
-
-impl<R: BufRead> Lines<R> {
-    fn new(input: R, path: &Path) -> Self {
-        Lines {
-            input,
-            path: path.to_path_buf(),
-            line_no: 0,
-            buf: Vec::with_capacity(256),
-        }
-    }
-
-    /// The next non-blank line, trimmed of its line end; `Ok(None)` at the
-    /// end of the input.
-    fn next_line(&mut self) -> Result<Option<String>, TraceError> {
-        loop {
-            self.buf.clear();
-            let n = self
-                .input
-                .read_until(b'\n', &mut self.buf)
-                .map_err(|e| TraceError::io(&self.path, e))?;
-            if n == 0 {
-                return Ok(None);
-            }
-            self.line_no += 1;
-            let mut bytes: &[u8] = &self.buf;
-            if self.line_no == 1 {
-                bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-            }
-            let text = match std::str::from_utf8(bytes) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Err(TraceError::invalid(
-                        &self.path,
-                        self.line_no,
-                        "(line)",
-                        format!(
-                            "not valid UTF-8 (byte {}; expected a CSV text line)",
-                            e.valid_up_to()
-                        ),
-                    ))
-                }
-            };
-            let text = text.trim_end_matches(['\n', '\r']);
-            if text.trim().is_empty() {
-                continue;
-            }
-            return Ok(Some(text.to_string()));
-        }
-    }
-}
 
 /// Splits one CSV line into trimmed fields. Fields may be double quoted
 /// (`"a, b"`, with `""` for a quote inside).
@@ -152,7 +94,7 @@ fn find_columns<const N: usize>(
                     path,
                     line,
                     "(header)",
-                    format!("missing column `{want}` (expected a header like `{expected_header}`; found `{header}`)"),
+                    format!("missing column `{want}` (expected a header like `{expected_header}`; found `{}`)", quote(header)),
                 ))
             }
         }
@@ -200,6 +142,7 @@ fn parse_tokens(
     max: u64,
 ) -> Result<u32, TraceError> {
     let bad = |what: String| TraceError::invalid(path, line, name, what);
+    let shown = quote(text);
     let value: Option<i128> = if let Ok(v) = text.parse::<i128>() {
         Some(v)
     } else {
@@ -212,7 +155,7 @@ fn parse_tokens(
     };
     let Some(v) = value else {
         return Err(bad(format!(
-            "`{text}` is not a whole number of tokens (expected an integer in {min}..={max})"
+            "`{shown}` is not a whole number of tokens (expected an integer in {min}..={max})"
         )));
     };
     if v < 0 {
@@ -255,6 +198,7 @@ impl Clock {
         t: i128,
         text: &str,
     ) -> Result<Nanos, TraceError> {
+        let shown = quote(text);
         if self.check_order {
             if let Some((prev, prev_line, prev_text)) = &self.last {
                 if t < *prev {
@@ -263,7 +207,7 @@ impl Clock {
                         line,
                         column,
                         format!(
-                            "`{text}` is earlier than line {prev_line}'s `{prev_text}` (expected non-decreasing timestamps; sort the file or pass --sort)"
+                            "`{shown}` is earlier than line {prev_line}'s `{prev_text}` (expected non-decreasing timestamps; sort the file or pass --sort)"
                         ),
                     ));
                 }
@@ -277,19 +221,22 @@ impl Clock {
                 line,
                 column,
                 format!(
-                    "`{text}` is earlier than the first row's timestamp (arrivals count from the first row, so it must be the earliest; sort the file)"
+                    "`{shown}` is earlier than the first row's timestamp (arrivals count from the first row, so it must be the earliest; sort the file)"
                 ),
             ));
         }
-        if rel > u64::MAX as i128 {
+        if rel > MAX_ARRIVAL.0 as i128 {
             return Err(TraceError::invalid(
                 path,
                 line,
                 column,
-                format!("`{text}` is more than 584 years after the first row (expected a trace timestamp)"),
+                format!(
+                    "`{shown}` is more than {} ms after the first row, beyond the latest representable arrival (about 317 years)",
+                    crate::MAX_ARRIVAL_MS
+                ),
             ));
         }
-        self.last = Some((t, line, text.to_string()));
+        self.last = Some((t, line, shown));
         Ok(Nanos(rel as u64))
     }
 }
@@ -319,6 +266,7 @@ fn days_in_month(y: i64, m: u32) -> u32 {
 /// and time; the zone is `Z`, `+HH:MM`, `+HHMM` or `+HH`, or absent for
 /// UTC) into nanoseconds since 1970-01-01T00:00:00Z.
 fn parse_datetime(text: &str) -> Result<i128, String> {
+    let shown = quote(text);
     let b = text.as_bytes();
     let digits = |from: usize, n: usize| -> Option<u32> {
         let s = b.get(from..from + n)?;
@@ -337,7 +285,7 @@ fn parse_datetime(text: &str) -> Result<i128, String> {
         digits(14, 2),
         digits(17, 2),
     ) else {
-        return Err(format!("`{text}` is not a date-time ({shape})"));
+        return Err(format!("`{shown}` is not a date-time ({shape})"));
     };
     if b[4] != b'-'
         || b[7] != b'-'
@@ -345,21 +293,21 @@ fn parse_datetime(text: &str) -> Result<i128, String> {
         || b[13] != b':'
         || b[16] != b':'
     {
-        return Err(format!("`{text}` is not a date-time ({shape})"));
+        return Err(format!("`{shown}` is not a date-time ({shape})"));
     }
     let year = year as i64;
     if !(1..=12).contains(&month) {
-        return Err(format!("`{text}` has month {month} (expected 01..=12)"));
+        return Err(format!("`{shown}` has month {month} (expected 01..=12)"));
     }
     let dim = days_in_month(year, month);
     if day < 1 || day > dim {
         return Err(format!(
-            "`{text}` has day {day} (expected 01..={dim} for that month)"
+            "`{shown}` has day {day} (expected 01..={dim} for that month)"
         ));
     }
     if hour > 23 || minute > 59 || second > 59 {
         return Err(format!(
-            "`{text}` has time {hour:02}:{minute:02}:{second:02} (expected 00:00:00..=23:59:59)"
+            "`{shown}` has time {hour:02}:{minute:02}:{second:02} (expected 00:00:00..=23:59:59)"
         ));
     }
     let mut i = 19;
@@ -376,7 +324,7 @@ fn parse_datetime(text: &str) -> Result<i128, String> {
         let n = i - start;
         if n == 0 {
             return Err(format!(
-                "`{text}` has a `.` without fraction digits ({shape})"
+                "`{shown}` has a `.` without fraction digits ({shape})"
             ));
         }
         for _ in n..9 {
@@ -405,15 +353,15 @@ fn parse_datetime(text: &str) -> Result<i128, String> {
                 }
                 _ => {
                     return Err(format!(
-                        "`{text}` has a bad zone offset `{}` (expected +HH:MM)",
-                        &text[i..]
+                        "`{shown}` has a bad zone offset `{}` (expected +HH:MM)",
+                        quote(&text[i..])
                     ))
                 }
             }
         }
         Some(_) => {
             return Err(format!(
-                "`{text}` has trailing text `{}` ({shape})",
+                "`{shown}` has trailing text `{}` ({shape})",
                 &text[i..]
             ))
         }
@@ -426,8 +374,9 @@ fn parse_datetime(text: &str) -> Result<i128, String> {
 /// Parses seconds written as a decimal (`12.5`, `-3`, `1e3`) into
 /// nanoseconds; decimals are parsed exactly to the nanosecond.
 fn parse_seconds(text: &str) -> Result<i128, String> {
+    let shown = quote(text);
     let bad =
-        || format!("`{text}` is not a number of seconds (expected a decimal such as `12.345`)");
+        || format!("`{shown}` is not a number of seconds (expected a decimal such as `12.345`)");
     let (neg, body) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -515,7 +464,7 @@ impl<R: BufRead> CsvReader<R> {
         let format = self.format;
         let [ts_name, input_name, output_name] = format.columns;
         loop {
-            let Some(text) = self.lines.next_line()? else {
+            let Some(current) = self.lines.next_line("a CSV text line")? else {
                 if !self.seen_any {
                     return Err(TraceError::file(
                         &self.lines.path,
@@ -527,19 +476,19 @@ impl<R: BufRead> CsvReader<R> {
                 }
                 return Ok(None);
             };
-            let (path, line) = (self.lines.path.as_path(), self.lines.line_no);
+            let (path, line, text) = (current.path, current.no, current.text);
             let Some(cols) = self.columns else {
                 self.columns = Some(find_columns(
                     path,
                     line,
-                    &text,
+                    text,
                     format.columns,
                     format.header,
                 )?);
                 continue;
             };
             self.seen_any = true;
-            let fields = split_fields(&text);
+            let fields = split_fields(text);
             let ts_text = field(path, line, &fields, cols[0], ts_name)?;
             let t = (format.parse_time)(ts_text)
                 .map_err(|m| TraceError::invalid(path, line, ts_name, m))?;

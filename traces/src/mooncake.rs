@@ -15,13 +15,15 @@
 //! non-decreasing (unless the caller sorts). Blank lines are skipped; other
 //! keys are ignored. The writer emits the same format.
 
+use crate::error::quote;
 use crate::error::TraceError;
-use crate::{MAX_INPUT_TOKENS, MAX_OUTPUT_TOKENS};
+use crate::lines::Lines;
+use crate::{MAX_ARRIVAL_MS, MAX_INPUT_TOKENS, MAX_OUTPUT_TOKENS};
 use moonlab_core::types::blocks_for_tokens;
 use moonlab_core::{BlockKey, Nanos, Request};
 use serde::Deserialize;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Deserialize)]
 struct RawLine {
@@ -33,15 +35,18 @@ struct RawLine {
 
 /// Streams requests out of a Mooncake JSONL file.
 pub struct MooncakeReader<R> {
-    input: R,
-    path: PathBuf,
-    block_tokens: u32,
-    check_order: bool,
-    line_no: u64,
-    last_arrival: Option<(Nanos, u64)>,
-    buf: String,
+    lines: Lines<R>,
+    parser: LineParser,
     seen_any: bool,
     done: bool,
+}
+
+/// What parsing one line needs besides the line: the block size and the
+/// order check's memory.
+struct LineParser {
+    block_tokens: u32,
+    check_order: bool,
+    last_arrival: Option<(Nanos, u64)>,
 }
 
 impl<R: BufRead> MooncakeReader<R> {
@@ -49,21 +54,21 @@ impl<R: BufRead> MooncakeReader<R> {
     /// (callers that sort afterwards pass false).
     pub fn new(input: R, path: &Path, block_tokens: u32, check_order: bool) -> Self {
         MooncakeReader {
-            input,
-            path: path.to_path_buf(),
-            block_tokens,
-            check_order,
-            line_no: 0,
-            last_arrival: None,
-            buf: String::new(),
+            lines: Lines::new(input, path),
+            parser: LineParser {
+                block_tokens,
+                check_order,
+                last_arrival: None,
+            },
             seen_any: false,
             done: false,
         }
     }
+}
 
-    fn parse_line(&mut self) -> Result<Request, TraceError> {
-        let (path, line) = (&self.path, self.line_no);
-        let text = self.buf.trim();
+impl LineParser {
+    fn parse(&mut self, path: &Path, line: u64, text: &str) -> Result<Request, TraceError> {
+        let text = text.trim();
         if !text.starts_with('{') {
             return Err(TraceError::invalid(
                 path,
@@ -82,12 +87,20 @@ impl<R: BufRead> MooncakeReader<R> {
         let ts = raw
             .timestamp
             .ok_or_else(|| missing("timestamp", "arrival in milliseconds"))?;
-        if !ts.is_finite() || !(0.0..=1e15).contains(&ts) {
+        if !ts.is_finite() || ts < 0.0 {
             return Err(TraceError::invalid(
                 path,
                 line,
                 "timestamp",
                 format!("{ts} is not a non-negative number of milliseconds"),
+            ));
+        }
+        if ts > MAX_ARRIVAL_MS as f64 {
+            return Err(TraceError::invalid(
+                path,
+                line,
+                "timestamp",
+                format!("{ts} ms is beyond the latest representable arrival (expected at most {MAX_ARRIVAL_MS} ms, about 317 years)"),
             ));
         }
         let input = raw
@@ -175,6 +188,7 @@ fn explain_json_error(path: &Path, line: u64, text: &str, e: serde_json::Error) 
                     _ => v.is_i64(),
                 };
                 if !ok {
+                    let v = quote(&v.to_string());
                     return TraceError::invalid(path, line, field, format!("{v} is not {what}"));
                 }
             }
@@ -199,37 +213,27 @@ impl<R: BufRead> Iterator for MooncakeReader<R> {
         if self.done {
             return None;
         }
-        loop {
-            self.buf.clear();
-            match self.input.read_line(&mut self.buf) {
-                Ok(0) => {
-                    self.done = true;
-                    if !self.seen_any {
-                        return Some(Err(TraceError::file(
-                            &self.path,
-                            "holds no requests (expected one JSON object per line)",
-                        )));
-                    }
+        let result = match self.lines.next_line("a JSON object") {
+            Ok(Some(line)) => {
+                self.seen_any = true;
+                self.parser.parse(line.path, line.no, line.text)
+            }
+            Ok(None) => {
+                self.done = true;
+                if self.seen_any {
                     return None;
                 }
-                Ok(_) => {
-                    self.line_no += 1;
-                    if self.buf.trim().is_empty() {
-                        continue;
-                    }
-                    self.seen_any = true;
-                    let r = self.parse_line();
-                    if r.is_err() {
-                        self.done = true;
-                    }
-                    return Some(r);
-                }
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(TraceError::io(&self.path, e)));
-                }
+                Err(TraceError::file(
+                    &self.lines.path,
+                    "holds no requests (expected one JSON object per line)",
+                ))
             }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            self.done = true;
         }
+        Some(result)
     }
 }
 
@@ -344,8 +348,40 @@ mod tests {
             got.starts_with("t.jsonl:3: timestamp: 0 is earlier than line 2's 7"),
             "{got}"
         );
+        let beyond = ok.replace("\"timestamp\": 0", "\"timestamp\": 1e14");
+        assert!(
+            err(&beyond).starts_with("t.jsonl:1: timestamp: 100000000000000 ms is beyond the latest representable arrival"),
+            "{}",
+            err(&beyond)
+        );
+        let huge_field = format!(
+            "{{\"timestamp\": \"{}\", \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1]}}",
+            "9".repeat(10_000_000)
+        );
+        let got = err(&huge_field);
+        assert!(
+            got.len() < 300 && got.contains("bytes)"),
+            "{}",
+            &got[..300.min(got.len())]
+        );
         assert!(err("").contains("holds no requests"));
         assert!(err("\n\n").contains("holds no requests"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_bad_utf8_names_its_line() {
+        let ok =
+            "{\"timestamp\": 0, \"input_length\": 10, \"output_length\": 5, \"hash_ids\": [1]}\n";
+        let with_bom = format!("\u{feff}{ok}{ok}");
+        assert_eq!(read(&with_bom).unwrap().len(), 2);
+        let mut bytes = format!("{ok}\n{ok}").into_bytes();
+        bytes.extend_from_slice(b"{\"timestamp\": 9\xff}\n");
+        let e: Result<Vec<_>, _> =
+            MooncakeReader::new(&bytes[..], Path::new("t.jsonl"), 512, true).collect();
+        assert_eq!(
+            e.unwrap_err().to_string(),
+            "t.jsonl:4: (line): not valid UTF-8 at byte 16 of the line (expected a JSON object)"
+        );
     }
 
     #[test]

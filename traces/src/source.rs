@@ -1,14 +1,26 @@
-//! Opening a trace file of any supported format as a stream of requests,
-//! and reading a whole trace into memory when an analysis needs it (sorting,
+//! Opening a trace of any supported format as a stream of requests, and
+//! reading a whole trace into memory when an analysis needs it (sorting,
 //! replay with an oracle).
+//!
+//! A trace is read once, front to back: the format is detected from the
+//! first bytes, which are kept and replayed to the reader, so a pipe
+//! (`<(zcat trace.gz)`, `/dev/stdin`) reads exactly like a file. The path
+//! `-` is standard input (named `<stdin>` in messages).
 
 use crate::csv::{AzureReader, BurstGptReader};
 use crate::error::TraceError;
 use crate::mooncake::MooncakeReader;
 use moonlab_core::Request;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Cursor, Read};
+use std::path::{Path, PathBuf};
+
+/// The path that means standard input.
+pub const STDIN: &str = "-";
+
+/// How much of the input detection reads at most to find the first
+/// non-blank line.
+const SNIFF_BYTES: usize = 64 * 1024;
 
 /// A supported trace format.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -46,18 +58,15 @@ impl TraceFormat {
         }
     }
 
-    /// Detects the format from the first non-blank line: a JSON object is
+    /// Detects the format from the first non-blank line of `head` (the
+    /// start of the input; a byte-order mark is skipped): a JSON object is
     /// Mooncake; a CSV header naming `ContextTokens` is Azure, one naming
     /// `Request tokens` is BurstGPT.
-    pub fn detect(path: &Path) -> Result<TraceFormat, TraceError> {
-        let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-        let mut head = Vec::with_capacity(4096);
-        file.take(64 * 1024)
-            .read_to_end(&mut head)
-            .map_err(|e| TraceError::io(path, e))?;
-        let text = String::from_utf8_lossy(&head);
+    pub fn detect(head: &[u8], path: &Path) -> Result<TraceFormat, TraceError> {
+        let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+        let text = String::from_utf8_lossy(head);
         let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        let first = first.trim_start_matches('\u{feff}').trim();
+        let first = first.trim();
         if first.is_empty() {
             return Err(TraceError::file(
                 path,
@@ -78,9 +87,64 @@ impl TraceFormat {
             path,
             1,
             "(format)",
-            "not a known trace format (expected a JSON object per line, an Azure CSV header `TIMESTAMP,ContextTokens,GeneratedTokens`, or a BurstGPT CSV header with `Request tokens`)",
+            format!(
+                "not a known trace format: `{}` (expected a JSON object per line, an Azure CSV header `TIMESTAMP,ContextTokens,GeneratedTokens`, or a BurstGPT CSV header with `Request tokens`)",
+                crate::error::quote(first)
+            ),
         ))
     }
+}
+
+/// The name a path gets in messages: `<stdin>` for [`STDIN`].
+pub fn display_name(path: &Path) -> PathBuf {
+    if path.as_os_str() == STDIN {
+        PathBuf::from("<stdin>")
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// Opens the input (`-` is standard input), reads its start until the first
+/// non-blank line is whole (at most [`SNIFF_BYTES`]), detects the format
+/// from it unless `forced`, and returns the format with a reader that
+/// replays the start and then continues with the rest.
+fn open_detected(
+    path: &Path,
+    forced: Option<TraceFormat>,
+) -> Result<(TraceFormat, Box<dyn BufRead + Send>), TraceError> {
+    let name = display_name(path);
+    let mut input: Box<dyn Read + Send> = if path.as_os_str() == STDIN {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(|e| TraceError::io(&name, e))?)
+    };
+    let mut head = Vec::with_capacity(8192);
+    let mut chunk = vec![0u8; 8192];
+    while head.len() < SNIFF_BYTES && !holds_a_whole_nonblank_line(&head) {
+        let n = match input.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(TraceError::io(&name, e)),
+        };
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let format = match forced {
+        Some(f) => f,
+        None => TraceFormat::detect(&head, &name)?,
+    };
+    let rest = Cursor::new(head).chain(input);
+    Ok((format, Box::new(BufReader::with_capacity(1 << 20, rest))))
+}
+
+fn holds_a_whole_nonblank_line(bytes: &[u8]) -> bool {
+    bytes
+        .split(|&b| b == b'\n')
+        .rev()
+        .skip(1)
+        .any(|line| !line.iter().all(u8::is_ascii_whitespace))
 }
 
 /// How to read a trace.
@@ -110,19 +174,15 @@ pub struct TraceStream {
     pub requests: Box<dyn Iterator<Item = Result<Request, TraceError>> + Send>,
 }
 
-/// Opens `path` for streaming. With `check_order` false, out-of-order
+/// Opens `path` (`-`: standard input) for streaming. With `check_order` false, out-of-order
 /// timestamps are let through (the caller sorts).
 pub fn open_trace_ordered(
     path: &Path,
     opts: &ReadOptions,
     check_order: bool,
 ) -> Result<TraceStream, TraceError> {
-    let format = match opts.format {
-        Some(f) => f,
-        None => TraceFormat::detect(path)?,
-    };
-    let file = File::open(path).map_err(|e| TraceError::io(path, e))?;
-    let input: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, file));
+    let (format, input) = open_detected(path, opts.format)?;
+    let path = &display_name(path);
     let requests: Box<dyn Iterator<Item = Result<Request, TraceError>> + Send> = match format {
         TraceFormat::Mooncake => Box::new(MooncakeReader::new(
             input,

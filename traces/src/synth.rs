@@ -178,7 +178,15 @@ pub struct SynthSpec {
     pub seed: u64,
     /// Tokens per block of the generated `hash_ids`.
     pub block_tokens: u32,
+    /// Most requests to generate: a spec whose expected count (duration
+    /// over mean gap) is larger is refused before anything is written, and
+    /// a run that draws more stops with an error.
+    pub max_requests: u64,
 }
+
+/// The default of [`SynthSpec::max_requests`]: ten million requests, a few
+/// gigabytes of JSONL at the shipped traces' lengths.
+pub const DEFAULT_MAX_REQUESTS: u64 = 10_000_000;
 
 impl SynthSpec {
     /// Checks the values: rate scale and duration positive and finite, block
@@ -188,15 +196,27 @@ impl SynthSpec {
             return Err(SynthError::BadRateScale(self.rate_scale));
         }
         if let Some(d) = self.duration_s {
-            if !(d.is_finite() && d > 0.0) {
-                return Err(SynthError::BadDuration(d));
-            }
+            check_duration(d)?;
         }
         if self.block_tokens == 0 {
             return Err(SynthError::BadBlockTokens);
         }
+        if self.max_requests == 0 {
+            return Err(SynthError::BadMaxRequests);
+        }
         Ok(())
     }
+}
+
+/// A duration must be positive, finite, and end at a representable arrival.
+fn check_duration(d: f64) -> Result<(), SynthError> {
+    if !(d.is_finite() && d > 0.0) {
+        return Err(SynthError::BadDuration(d));
+    }
+    if d * 1e3 > crate::MAX_ARRIVAL_MS as f64 {
+        return Err(SynthError::DurationTooLong(d));
+    }
+    Ok(())
 }
 
 /// Why a model could not be fitted or a spec is unusable.
@@ -230,8 +250,21 @@ pub enum SynthError {
     BadRateScale(f64),
     #[error("duration {0} s is not a positive finite number of seconds (expected S > 0, or none for the source's span)")]
     BadDuration(f64),
+    #[error("duration {0:e} s ends beyond the latest representable arrival (expected at most {max} s, about 317 years)", max = crate::MAX_ARRIVAL_MS / 1000)]
+    DurationTooLong(f64),
     #[error("block size 0 tokens (expected at least 1; Moonshot's traces use 512)")]
     BadBlockTokens,
+    #[error("a request cap of 0 (expected at least 1)")]
+    BadMaxRequests,
+    #[error("about {expected:.0} requests would be generated (duration {duration_s} s over a mean gap of {mean_gap_s:.3e} s), more than the cap of {max} (raise --max-requests, or shorten --duration / lower --rate-scale)")]
+    TooManyRequests {
+        expected: f64,
+        duration_s: f64,
+        mean_gap_s: f64,
+        max: u64,
+    },
+    #[error("the draw reached the cap of {max} requests before the duration ended (raise --max-requests, or shorten --duration / lower --rate-scale)")]
+    CapReached { max: u64 },
     #[error("the model is unusable: {0}")]
     BadModel(String),
 }
@@ -692,16 +725,19 @@ fn fit_zipf(uses_by_rank: impl Iterator<Item = u64>) -> f64 {
 /// the first error of `emit`. Call [`SynthSpec::validate`] first: with an
 /// invalid spec (or a hand-edited, unusable model) nothing is generated and
 /// the count is 0; [`stream`] reports why.
-pub fn generate<E>(
+pub fn generate<E: From<SynthError>>(
     model: &SynthModel,
     spec: &SynthSpec,
     mut emit: impl FnMut(Request) -> Result<(), E>,
 ) -> Result<u64, E> {
-    let Ok(requests) = stream(model, spec) else {
-        return Ok(0);
-    };
     let mut count = 0u64;
-    for r in requests {
+    for r in stream(model, spec)? {
+        if count == spec.max_requests {
+            return Err(SynthError::CapReached {
+                max: spec.max_requests,
+            }
+            .into());
+        }
         emit(r)?;
         count += 1;
     }
@@ -847,8 +883,15 @@ impl<'m> SynthStream<'m> {
             ));
         }
         let duration_s = spec.duration_s.unwrap_or(model.source_span_s);
-        if !(duration_s.is_finite() && duration_s > 0.0) {
-            return Err(SynthError::BadDuration(duration_s));
+        check_duration(duration_s)?;
+        let expected = duration_s / mean + 1.0;
+        if expected > spec.max_requests as f64 {
+            return Err(SynthError::TooManyRequests {
+                expected,
+                duration_s,
+                mean_gap_s: mean,
+                max: spec.max_requests,
+            });
         }
         if model.fresh.input_tokens.is_empty() || model.block_tokens == 0 {
             return Err(bad("no fresh input lengths were fitted"));
@@ -1265,6 +1308,7 @@ mod tests {
             duration_s,
             seed,
             block_tokens: BT,
+            max_requests: DEFAULT_MAX_REQUESTS,
         }
     }
 
@@ -1272,7 +1316,7 @@ mod tests {
         let mut out = Vec::new();
         let n = generate(model, spec, |r| {
             out.push(r);
-            Ok::<(), ()>(())
+            Ok::<(), SynthError>(())
         })
         .unwrap();
         assert_eq!(n as usize, out.len());
@@ -1512,6 +1556,7 @@ mod tests {
             duration_s: None,
             seed: 5,
             block_tokens: bt,
+            max_requests: DEFAULT_MAX_REQUESTS,
         };
         let out = gen(&model, &spec);
         assert!(out.len() > 200);
@@ -1552,6 +1597,7 @@ mod tests {
             duration_s: Some(120.0),
             seed: 9,
             block_tokens: 256,
+            max_requests: DEFAULT_MAX_REQUESTS,
         };
         let out = gen(model, &spec);
         assert!(!out.is_empty());
@@ -1581,13 +1627,48 @@ mod tests {
         })
         .starts_with("block size 0 tokens"));
 
+        assert!(e(spec(1.0, Some(1e300), 0)).starts_with("duration 1e300 s ends beyond"));
+        assert!(e(SynthSpec {
+            max_requests: 0,
+            ..ok.clone()
+        })
+        .starts_with("a request cap of 0"));
+
         let (_, model) = source(SYNTHETIC);
-        assert_eq!(
-            gen(model, &spec(0.0, None, 0)).len(),
-            0,
-            "an invalid spec generates nothing"
-        );
+        let ge = |s: SynthSpec| {
+            generate(model, &s, |_| Ok::<(), SynthError>(()))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(ge(spec(0.0, None, 0)).starts_with("rate scale 0 is not"));
         assert!(stream(model, &spec(0.0, None, 0)).is_err());
+        assert!(
+            ge(spec(1e-320, None, 0)).starts_with("the model is unusable: the mean gap divided"),
+            "{}",
+            ge(spec(1e-320, None, 0))
+        );
+        let huge = ge(spec(1.0, Some(1e9), 0));
+        assert!(
+            huge.starts_with("about ") && huge.contains("more than the cap of 10000000"),
+            "{huge}"
+        );
+        let capped = SynthSpec {
+            max_requests: 10,
+            ..spec(1.0, Some(1.0), 0)
+        };
+        let mean_gap = model.arrivals.mean_gap_s;
+        let just_fits = SynthSpec {
+            duration_s: Some(mean_gap * 8.0),
+            ..capped.clone()
+        };
+        // Expected 9 requests: allowed; the draw is then held to the cap.
+        match generate(model, &just_fits, |_| Ok::<(), SynthError>(())) {
+            Ok(n) => assert!(n <= 10),
+            Err(e) => assert!(
+                e.to_string().starts_with("the draw reached the cap of 10"),
+                "{e}"
+            ),
+        }
 
         let r = |ms: u64, input: u32, blocks: Vec<u64>| Request {
             arrival: Nanos::from_millis(ms),
@@ -1677,6 +1758,7 @@ mod tests {
             let spec = SynthSpec {
                 rate_scale: [0.5, 1.0, 7.0][case % 3],
                 duration_s: [None, Some(30.0)][case % 2],
+                max_requests: DEFAULT_MAX_REQUESTS,
                 seed: case as u64,
                 block_tokens: [bt, 8][case % 2],
             };

@@ -4,7 +4,7 @@
 
 use moonlab_core::cost::{
     chunk_times, run_pipeline, AnalyticCost, Attention, CostModel, ModelSpec, NodeSpec,
-    ProfileCost, ProfilePoint,
+    ProfileCost, ProfileError, ProfilePoint,
 };
 use moonlab_core::eviction::PolicyKind;
 use moonlab_core::lease::{LeaseKind, LeaseParams};
@@ -223,15 +223,22 @@ pub enum Deployment {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Sampling interval of the time series and of the replica counts, in
-    /// seconds of simulated time (the paper's Figure 11 samples every 30 s).
-    /// Memory grows with (simulated time / interval) × resident blocks.
+    /// seconds of simulated time (the paper's Figure 11 samples every 30 s);
+    /// 0.1 to 86400.
     pub sample_interval_s: f64,
+    /// Most samples a run may take (1 to 100 million), and as many role
+    /// decisions: a run whose simulated time needs more (an unrealistically
+    /// slow configuration, or a very fine interval) fails naming this key
+    /// instead of filling memory. The time series holds one row per sample
+    /// and instance.
+    pub max_samples: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             sample_interval_s: 30.0,
+            max_samples: 1_000_000,
         }
     }
 }
@@ -446,6 +453,8 @@ pub fn parse_profile(
         ));
     }
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    // The file line of each table row, to name lines in the table's errors.
+    let (mut prefill_lines, mut decode_lines) = (Vec::new(), Vec::new());
     for (i, line) in lines {
         let n = i + 1;
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -472,8 +481,14 @@ pub fn parse_profile(
             seconds: num(3, "seconds")?,
         };
         match f[0] {
-            "prefill" => prefill.push(point),
-            "decode" => decode.push(point),
+            "prefill" => {
+                prefill.push(point);
+                prefill_lines.push(n);
+            }
+            "decode" => {
+                decode.push(point);
+                decode_lines.push(n);
+            }
             other => {
                 return Err(format!(
                     "{source}:{n}: phase: `{other}` (expected prefill or decode)"
@@ -481,7 +496,30 @@ pub fn parse_profile(
             }
         }
     }
-    ProfileCost::new(prefill, decode, kv_bytes_per_token).map_err(|e| format!("{source}: {e}"))
+    ProfileCost::new(prefill, decode, kv_bytes_per_token).map_err(|e| {
+        let line_of = |table: &str, row: usize| {
+            if table == "prefill" {
+                prefill_lines[row - 1]
+            } else {
+                decode_lines[row - 1]
+            }
+        };
+        match e {
+            ProfileError::Duplicate {
+                table,
+                x,
+                y,
+                first,
+                second,
+            } => format!(
+                "{source}:{}: {table} x = {x}, y = {y} is measured a second time (first on line {}; expected one time per point: average repeated measurements first)",
+                line_of(table, second),
+                line_of(table, first)
+            ),
+            ProfileError::Bad { table, row } => format!("{source}:{}: {e}", line_of(table, row)),
+            other => format!("{source}: {other}"),
+        }
+    })
 }
 
 /// The config with presets resolved, ready to simulate.
@@ -507,10 +545,36 @@ impl ClusterConfig {
     }
 
     /// Parses YAML text, applies `key=value` overrides (dotted paths; the
-    /// scheduler name also as `scheduler=NAME`), and validates.
+    /// scheduler name also as `scheduler=NAME`), and validates. Relative
+    /// `cost_profile` paths are left as they are (relative to the working
+    /// folder); [`ClusterConfig::load_file`] resolves a file's own against
+    /// its folder.
     pub fn load(
         text: &str,
         source_name: &str,
+        sets: &[String],
+    ) -> Result<ClusterConfig, ConfigError> {
+        Self::load_relative(text, source_name, None, sets)
+    }
+
+    /// [`ClusterConfig::load`] for the text of the file at `path`: a
+    /// relative `cost_profile` written in the file names a file beside the
+    /// config (as a user reading the config expects); one given with
+    /// `--set` stays relative to the working folder, like any path typed
+    /// on a command line.
+    pub fn load_file(
+        text: &str,
+        path: &std::path::Path,
+        sets: &[String],
+    ) -> Result<ClusterConfig, ConfigError> {
+        let folder = path.parent().unwrap_or(std::path::Path::new(""));
+        Self::load_relative(text, &path.display().to_string(), Some(folder), sets)
+    }
+
+    fn load_relative(
+        text: &str,
+        source_name: &str,
+        folder: Option<&std::path::Path>,
         sets: &[String],
     ) -> Result<ClusterConfig, ConfigError> {
         let parse = |message: String| ConfigError::Parse {
@@ -537,9 +601,19 @@ impl ClusterConfig {
         if !text.trim().is_empty() {
             serde_yaml_ng::from_str::<ClusterConfig>(text).map_err(|e| at_line(&e))?;
         }
+        if let Some(folder) = folder {
+            for pool in ["prefill", "decode"] {
+                let slot = value.get_mut(pool).and_then(|p| p.get_mut("cost_profile"));
+                if let Some(serde_yaml_ng::Value::String(p)) = slot {
+                    if std::path::Path::new(p.as_str()).is_relative() {
+                        *p = folder.join(p.as_str()).display().to_string();
+                    }
+                }
+            }
+        }
         // Then each --set in turn: its errors name the flag and the key.
         for s in sets {
-            apply_set(&mut value, s)?;
+            apply_set(&mut value, &shape, s)?;
             let set_error = |message: String| ConfigError::Set {
                 assignment: s.clone(),
                 message,
@@ -619,14 +693,14 @@ impl ClusterConfig {
                 if !(g.is_finite() && g > 0.0) {
                     return Err(bad(
                         key,
-                        format!("{g} (expected a positive bandwidth in Gbit/s)"),
+                        format!("{} (expected a positive bandwidth in Gbit/s)", show(g)),
                     ));
                 }
                 spec.nic_gbit_per_s = g;
             }
         }
         // Values that size memory or loops have documented ranges.
-        let counts: [(&str, u64, u64, u64); 8] = [
+        let counts: [(&str, u64, u64, u64); 9] = [
             (
                 "prefill.instances",
                 self.prefill.instances as u64,
@@ -665,6 +739,12 @@ impl ClusterConfig {
                 1,
                 MAX_TOKENS,
             ),
+            (
+                "metrics.max_samples",
+                self.metrics.max_samples,
+                1,
+                100_000_000,
+            ),
         ];
         for (key, v, lo, hi) in counts {
             if v < lo || v > hi {
@@ -685,7 +765,10 @@ impl ClusterConfig {
         ];
         for (key, v, lo, hi) in seconds {
             if !(v.is_finite() && v >= lo && v <= hi) {
-                return Err(bad(key, format!("{v} (expected {lo} to {hi} seconds)")));
+                return Err(bad(
+                    key,
+                    format!("{} (expected {lo} to {hi} seconds)", show(v)),
+                ));
             }
         }
         for (key, spec, gpus) in [
@@ -711,7 +794,7 @@ impl ClusterConfig {
             if !(v > 0.0 && v <= 1.0) {
                 return Err(bad(
                     key,
-                    format!("{v} is out of range (expected 0 < x <= 1)"),
+                    format!("{} is out of range (expected 0 < x <= 1)", show(v)),
                 ));
             }
         }
@@ -720,7 +803,7 @@ impl ClusterConfig {
                 "prefill.ssd_gb_per_s",
                 format!(
                     "{} (expected a positive bandwidth in GB/s)",
-                    self.prefill.ssd_gb_per_s
+                    show(self.prefill.ssd_gb_per_s)
                 ),
             ));
         }
@@ -774,7 +857,7 @@ impl ClusterConfig {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(
                     key,
-                    format!("{v} is out of range (expected 0 <= x <= 1)"),
+                    format!("{} is out of range (expected 0 <= x <= 1)", show(v)),
                 ));
             }
         }
@@ -841,7 +924,7 @@ impl ClusterConfig {
             if !(r.interval_s.is_finite() && (0.1..=86_400.0).contains(&r.interval_s)) {
                 return Err(bad(
                     "roles.interval_s",
-                    format!("{} (expected 0.1 to 86400 seconds)", r.interval_s),
+                    format!("{} (expected 0.1 to 86400 seconds)", show(r.interval_s)),
                 ));
             }
             let t = &r.load_driven;
@@ -886,7 +969,7 @@ impl ClusterConfig {
         if !(o.is_finite() && (0.0..=10_000.0).contains(&o)) {
             return Err(bad(
                 "decode.step_overhead_ms",
-                format!("{o} (expected 0 to 10000 milliseconds)"),
+                format!("{} (expected 0 to 10000 milliseconds)", show(o)),
             ));
         }
         let decode_cost = if o > 0.0 {
@@ -922,6 +1005,16 @@ impl ClusterConfig {
             eviction,
             decode_kv_tokens,
         })
+    }
+}
+
+/// A number as an error message shows it: plainly, or in scientific
+/// notation when it is very large or very small (`1e-300`, not 300 zeros).
+fn show(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e15).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
     }
 }
 
@@ -968,7 +1061,11 @@ fn check_keys(
 /// Applies `a.b.c=value` to a YAML tree; `scheduler=NAME` is short for
 /// `scheduler.name=NAME`. The value is parsed as YAML (numbers, booleans,
 /// strings).
-fn apply_set(root: &mut serde_yaml_ng::Value, assignment: &str) -> Result<(), ConfigError> {
+fn apply_set(
+    root: &mut serde_yaml_ng::Value,
+    shape: &serde_yaml_ng::Value,
+    assignment: &str,
+) -> Result<(), ConfigError> {
     use serde_yaml_ng::Value;
     let err = |message: &str| ConfigError::Set {
         assignment: assignment.into(),
@@ -988,6 +1085,19 @@ fn apply_set(root: &mut serde_yaml_ng::Value, assignment: &str) -> Result<(), Co
     }
     let value: Value =
         serde_yaml_ng::from_str(raw).map_err(|_| err("the value is not valid YAML"))?;
+    let default = path.split('.').try_fold(shape, |node, part| node.get(part));
+    if let Some(section) = default.and_then(Value::as_mapping) {
+        if !value.is_mapping() {
+            let example = section
+                .keys()
+                .next()
+                .and_then(Value::as_str)
+                .map_or(String::new(), |k| format!(" such as {path}.{k}"));
+            return Err(err(&format!(
+                "`{path}` is a section (expected a key inside it{example}, or a YAML mapping)"
+            )));
+        }
+    }
     let mut node = root;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -1142,6 +1252,25 @@ mod tests {
     }
 
     #[test]
+    fn a_relative_cost_profile_in_a_file_is_beside_the_file() {
+        let text = "prefill:\n  cost_profile: p.csv\ndecode:\n  cost_profile: /abs/d.csv\n";
+        let c =
+            ClusterConfig::load_file(text, std::path::Path::new("configs/c.yaml"), &[]).unwrap();
+        assert_eq!(c.prefill.cost_profile.as_deref(), Some("configs/p.csv"));
+        assert_eq!(c.decode.cost_profile.as_deref(), Some("/abs/d.csv"));
+        // A path typed with --set is relative to the working folder.
+        let c = ClusterConfig::load_file(
+            text,
+            std::path::Path::new("configs/c.yaml"),
+            &["prefill.cost_profile=q.csv".into()],
+        )
+        .unwrap();
+        assert_eq!(c.prefill.cost_profile.as_deref(), Some("q.csv"));
+        let c = ClusterConfig::load(text, "c.yaml", &[]).unwrap();
+        assert_eq!(c.prefill.cost_profile.as_deref(), Some("p.csv"));
+    }
+
+    #[test]
     fn cost_profiles_parse_and_errors_name_the_line() {
         let text = "phase,x,y,seconds\nprefill,1000,0,1\nprefill,2000,0,3\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n";
         let c = parse_profile(text, "p.csv", 1024).unwrap();
@@ -1152,6 +1281,16 @@ mod tests {
         assert_eq!(e, "p.csv:2: phase: `warmup` (expected prefill or decode)");
         let e = parse_profile("phase,x,y,seconds\nprefill,1,2,-3\n", "p.csv", 1).unwrap_err();
         assert_eq!(e, "p.csv:2: seconds: `-3` is not a non-negative number");
+        let dup = "phase,x,y,seconds\nprefill,1000,0,1\ndecode,1,1000,0.02\nprefill,2000,0,3\nprefill,1000,0,1.2\ndecode,8,1000,0.03\n";
+        assert_eq!(
+            parse_profile(dup, "p.csv", 1).unwrap_err(),
+            "p.csv:5: prefill x = 1000, y = 0 is measured a second time (first on line 2; expected one time per point: average repeated measurements first)"
+        );
+        let zero = "phase,x,y,seconds\nprefill,1000,0,1\nprefill,2000,0,3\ndecode,1,1000,0\ndecode,8,1000,0\n";
+        assert_eq!(
+            parse_profile(zero, "p.csv", 1).unwrap_err(),
+            "p.csv: every time in the decode table is 0 seconds (expected measured times)"
+        );
         assert!(parse_profile("x\n", "p.csv", 1)
             .unwrap_err()
             .starts_with("p.csv:1: expected the header"));

@@ -185,8 +185,7 @@ impl World<'_> {
         let ends = &stretch.ends[..stretch.steps];
         debug_assert_eq!(ends.last(), Some(&now));
         inst.busy = inst.busy.saturating_add(now.saturating_sub(stretch.start));
-        inst.busy_buckets
-            .add(stretch.start, now, self.sample_interval.0);
+        inst.busy_buckets.add(stretch.start, now, self.grid);
         inst.context_tokens += (ends.len() * batch.len()) as u64;
         let mut keep = Vec::with_capacity(batch.len());
         for r in batch {

@@ -100,12 +100,12 @@ impl World<'_> {
         );
         let work = chunks.iter().fold(Nanos::ZERO, |a, &t| a.saturating_add(t));
         let occupancy = self.stage_occupancy(p, req, k, local.ssd_blocks);
-        let interval = self.sample_interval.0;
+        let grid = self.grid;
         let inst = &mut self.prefill[p];
         let stages = inst.stages.len();
         let buckets = &mut inst.busy_buckets;
         let run = run_pipeline_with(&mut inst.stages, now, &chunks, |_, b, e| {
-            buckets.add(b, e, interval)
+            buckets.add(b, e, grid)
         });
         let compute = run.end.saturating_sub(now);
         inst.running = Some(r);

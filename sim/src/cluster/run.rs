@@ -29,8 +29,8 @@ pub struct SimOutput {
     pub decode_busy_s: Vec<f64>,
     /// Prefill instances (sides, with elastic roles), then decode ones.
     pub prefill_instances: usize,
-    /// Busy share of each instance in each sampling interval
-    /// (`[instance][interval]`, prefill instances first).
+    /// Busy share of each instance in the interval that ends at each
+    /// sample (`[instance][sample]`, prefill instances first).
     pub utilization: Vec<Vec<f64>>,
     pub sample_interval: Nanos,
     pub samples: Vec<Sample>,
@@ -41,6 +41,10 @@ pub struct SimOutput {
     pub explain: Vec<(u32, Vec<CandidateEstimate>, String)>,
     /// End-of-run invariants that did not hold (empty when all hold).
     pub violations: Vec<String>,
+    /// The run needed more samples or role decisions than
+    /// `metrics.max_samples` allows: its time series is incomplete, and
+    /// this says so (the requests' results are whole).
+    pub limit_reached: Option<String>,
     /// Elastic P/D: every completed role switch (time, node, new pool).
     pub role_changes: Vec<(Nanos, u32, Role)>,
 }
@@ -104,18 +108,18 @@ pub fn simulate(
         "end-of-run invariants:\n{}",
         violations.join("\n")
     );
-    let interval = world.sample_interval.0;
+    let grid = world.grid;
     // The end of the simulated work (trailing samples and stale wake-ups
     // are not work).
     let end = world.engine.last_processed();
-    let buckets = (end.0 / interval + 1) as usize;
+    let samples = &world.samples;
     let utilization = world
         .prefill
         .iter()
         .map(|p| {
             // A pipelined group's buckets add its nodes' busy time.
             let nodes = p.stages.len() as f64;
-            let mut shares = p.busy_buckets.shares(buckets, interval);
+            let mut shares = p.busy_buckets.shares(samples, grid);
             shares.iter_mut().for_each(|s| *s /= nodes);
             shares
         })
@@ -123,7 +127,7 @@ pub fn simulate(
             world
                 .decode
                 .iter()
-                .map(|d| d.busy_buckets.shares(buckets, interval)),
+                .map(|d| d.busy_buckets.shares(samples, grid)),
         )
         .collect();
     let replicas = replica_series(
@@ -142,11 +146,12 @@ pub fn simulate(
         decode_busy_s: world.decode.iter().map(|d| d.busy.as_secs_f64()).collect(),
         utilization,
         prefill_instances: world.prefill.len(),
-        sample_interval: world.sample_interval,
+        sample_interval: Nanos(grid.interval),
         samples: std::mem::take(&mut world.samples),
         replicas,
         explain: world.explain.take().unwrap_or_default(),
         violations,
+        limit_reached: world.limit_reached.take(),
         role_changes: world.roles.take().map(|e| e.changes).unwrap_or_default(),
         records: std::mem::take(&mut world.records),
     }

@@ -15,32 +15,60 @@ use super::node_store::ReplicaChange;
 use moonlab_core::{BlockKey, Nanos};
 use rustc_hash::FxHashMap;
 
+/// The sampling grid: samples fall at `origin + k·interval` (k ≥ 1), the
+/// origin being the first arrival, so a trace whose clock starts far from
+/// zero (epoch milliseconds) samples from its first request on. While the
+/// cluster is idle the world skips the grid points between the idle
+/// stretch's first samples and the last one before the next arrival
+/// (`World::run`): samples and busy buckets follow the work, not the clock.
+#[derive(Copy, Clone, Debug)]
+pub struct Grid {
+    pub origin: Nanos,
+    pub interval: u64,
+}
+
+impl Grid {
+    /// The index of the interval [origin + k·interval, origin + (k+1)·interval)
+    /// holding `t` (times before the origin fall in the first).
+    pub fn bucket(&self, t: Nanos) -> u64 {
+        t.0.saturating_sub(self.origin.0) / self.interval
+    }
+
+    /// The last grid point at or before `t`.
+    pub fn floor(&self, t: Nanos) -> Nanos {
+        Nanos(self.origin.0 + self.bucket(t) * self.interval)
+    }
+}
+
 /// Per-interval busy time of one instance, accumulated exactly: a busy
-/// period [s, e) adds its overlap with every interval it spans.
+/// period [s, e) adds its overlap with every grid interval it spans. Only
+/// intervals with busy time are stored.
 #[derive(Default)]
 pub struct BusyBuckets {
-    pub ns: Vec<u64>,
+    ns: FxHashMap<u64, u64>,
 }
 
 impl BusyBuckets {
-    pub fn add(&mut self, start: Nanos, end: Nanos, interval: u64) {
+    pub fn add(&mut self, start: Nanos, end: Nanos, grid: Grid) {
         let (mut s, e) = (start.0, end.0);
         while s < e {
-            let b = (s / interval) as usize;
-            let bucket_end = (b as u64 + 1) * interval;
+            let b = grid.bucket(Nanos(s));
+            let bucket_end = grid.origin.0 + (b + 1) * grid.interval;
             let upto = e.min(bucket_end);
-            if self.ns.len() <= b {
-                self.ns.resize(b + 1, 0);
-            }
-            self.ns[b] += upto - s;
+            *self.ns.entry(b).or_default() += upto - s;
             s = upto;
         }
     }
 
-    /// Busy share of each of the first `buckets` intervals.
-    pub fn shares(&self, buckets: usize, interval: u64) -> Vec<f64> {
-        (0..buckets)
-            .map(|i| self.ns.get(i).copied().unwrap_or(0) as f64 / interval as f64)
+    /// Busy share of the interval that ends at each sample time.
+    pub fn shares(&self, samples: &[Sample], grid: Grid) -> Vec<f64> {
+        samples
+            .iter()
+            .map(|sample| {
+                let b = grid.bucket(sample.time).checked_sub(1);
+                let ns = b.and_then(|b| self.ns.get(&b)).copied().unwrap_or(0);
+                ns as f64 / grid.interval as f64
+            })
             .collect()
     }
 }
@@ -159,11 +187,53 @@ mod tests {
         assert_eq!(s[1].replicas, vec![1, 1, 1]);
     }
 
+    fn at(times: &[u64]) -> Vec<Sample> {
+        times
+            .iter()
+            .map(|&t| Sample {
+                time: Nanos(t),
+                prefill_queue: vec![],
+                prefill_cache_blocks: vec![],
+                decode_batch: vec![],
+                decode_waiting: vec![],
+            })
+            .collect()
+    }
+
     #[test]
     fn busy_time_splits_across_intervals() {
+        let grid = Grid {
+            origin: Nanos::ZERO,
+            interval: 10,
+        };
         let mut b = BusyBuckets::default();
-        b.add(Nanos(5), Nanos(25), 10);
-        assert_eq!(b.ns, vec![5, 10, 5]);
-        assert_eq!(b.shares(4, 10), vec![0.5, 1.0, 0.5, 0.0]);
+        b.add(Nanos(5), Nanos(25), grid);
+        assert_eq!(
+            b.shares(&at(&[10, 20, 30, 40]), grid),
+            vec![0.5, 1.0, 0.5, 0.0]
+        );
+    }
+
+    #[test]
+    fn the_grid_starts_at_the_first_arrival_and_stores_only_busy_intervals() {
+        // An epoch-millisecond clock: the first request at 1.7e12 ms.
+        let origin = Nanos(1_700_000_000_000 * 1_000_000);
+        let grid = Grid {
+            origin,
+            interval: 1_000_000_000,
+        };
+        let mut b = BusyBuckets::default();
+        b.add(origin, Nanos(origin.0 + 1_500_000_000), grid);
+        // Ten years later, half a second busy.
+        let later = Nanos(origin.0 + 315_360_000 * 1_000_000_000);
+        b.add(later, Nanos(later.0 + 500_000_000), grid);
+        assert_eq!(b.ns.len(), 3);
+        let samples = at(&[
+            origin.0 + 1_000_000_000,
+            origin.0 + 2_000_000_000,
+            later.0 + 1_000_000_000,
+        ]);
+        assert_eq!(b.shares(&samples, grid), vec![1.0, 0.5, 0.5]);
+        assert_eq!(grid.floor(Nanos(later.0 + 700_000_000)), later);
     }
 }

@@ -13,7 +13,7 @@ use super::flows::{LinkId, LinkKind, Network};
 use super::node_store::NodeStore;
 use super::prefill::PrefillInst;
 use super::request::RequestState;
-use super::sampler::{BusyBuckets, Sample};
+use super::sampler::{BusyBuckets, Grid, Sample};
 use super::view::View;
 use moonlab_core::cost::CostModel;
 use moonlab_core::eviction::{AccessFacts, TraceIndex};
@@ -102,8 +102,19 @@ pub struct World<'t> {
     pub(super) scheduler: Box<dyn Scheduler>,
     pub(super) leases: Box<dyn LeasePolicy>,
     pub(super) facts: AccessFacts<'t>,
-    pub(super) sample_interval: Nanos,
+    /// Where samples fall (from the first arrival on).
+    pub(super) grid: Grid,
     pub(super) samples: Vec<Sample>,
+    /// Requests arrived so far (the index of the next arrival).
+    pub(super) arrived: usize,
+    /// Whether the cluster was idle at the last sample and at the last
+    /// role decision: a second idle one skips to the next arrival.
+    idle_at_sample: bool,
+    idle_at_tick: bool,
+    /// Role decisions taken so far (bounded like samples).
+    ticks: u64,
+    /// The periodic events stopped at `metrics.max_samples`: what to say.
+    pub(super) limit_reached: Option<String>,
     /// Every key's replica count summed over the samples (Figure 11).
     pub(super) replica_totals: FxHashMap<BlockKey, u64>,
     /// Requests that ended (served or rejected) so far.
@@ -233,7 +244,10 @@ impl<'t> World<'t> {
             c.prefill.ssd_cache_blocks > 0,
             index,
         );
-        let sample_interval = Nanos(((c.metrics.sample_interval_s * 1e9) as u64).max(1));
+        let grid = Grid {
+            origin: trace.first().map_or(Nanos::ZERO, |r| r.arrival),
+            interval: ((c.metrics.sample_interval_s * 1e9) as u64).max(1),
+        };
         let store = NodeStore::new(&cfg, kv_bytes_per_token, prefill_sides);
         let mut w = World {
             trace,
@@ -260,8 +274,13 @@ impl<'t> World<'t> {
             scheduler,
             leases,
             facts,
-            sample_interval,
+            grid,
             samples: Vec::new(),
+            arrived: 0,
+            idle_at_sample: false,
+            idle_at_tick: false,
+            ticks: 0,
+            limit_reached: None,
             replica_totals: FxHashMap::default(),
             ended: 0,
             roles,
@@ -273,7 +292,10 @@ impl<'t> World<'t> {
         // Arrivals are pushed lazily, one ahead, so the queue stays small.
         if !trace.is_empty() {
             w.engine.push(trace[0].arrival, Event::Arrival(0));
-            w.engine.push(sample_interval, Event::Sample);
+            w.engine.push(
+                grid.origin.saturating_add(Nanos(grid.interval)),
+                Event::Sample,
+            );
             if let Some(e) = &w.roles {
                 let first = trace[0].arrival.saturating_add(e.interval);
                 w.engine.push(first, Event::RoleTick);
@@ -309,6 +331,7 @@ impl<'t> World<'t> {
             match e {
                 Event::Arrival(i) => {
                     self.engine.processed_one();
+                    self.arrived = i as usize + 1;
                     if let Some(next) = self.trace.get(i as usize + 1) {
                         self.engine.push(next.arrival, Event::Arrival(i + 1));
                     }
@@ -342,9 +365,16 @@ impl<'t> World<'t> {
                     // A decision, not simulated work: not counted (the run
                     // ends at its last request or transfer).
                     self.role_tick();
-                    if self.engine.has_work() {
+                    self.ticks += 1;
+                    if self.engine.has_work() && self.within_limit(self.ticks, "role decisions") {
                         if let Some(e) = &self.roles {
-                            let next = self.now().saturating_add(e.interval);
+                            let ticks = Grid {
+                                origin: self.grid.origin,
+                                interval: e.interval.0,
+                            };
+                            let idle = self.idle();
+                            let next = self.next_periodic(ticks, idle && self.idle_at_tick);
+                            self.idle_at_tick = idle;
                             self.engine.push(next, Event::RoleTick);
                         }
                     }
@@ -353,14 +383,56 @@ impl<'t> World<'t> {
                     // Bookkeeping, not simulated work: not counted.
                     self.sample();
                     // Keep sampling while anything else can still happen.
-                    if self.engine.has_work() {
-                        let next = self.now().saturating_add(self.sample_interval);
+                    let taken = self.samples.len() as u64;
+                    if self.engine.has_work() && self.within_limit(taken, "samples") {
+                        let idle = self.idle();
+                        let next = self.next_periodic(self.grid, idle && self.idle_at_sample);
+                        self.idle_at_sample = idle;
                         self.engine.push(next, Event::Sample);
                     }
                 }
             }
         }
         progress(self.trace.len() as u64);
+    }
+
+    /// Whether another periodic event may follow `taken` ones; at
+    /// `metrics.max_samples` the events stop and the run says why (the
+    /// rest of the simulation still runs to its end).
+    fn within_limit(&mut self, taken: u64, what: &str) -> bool {
+        let max = self.cfg.config.metrics.max_samples;
+        if taken < max {
+            return true;
+        }
+        if self.limit_reached.is_none() {
+            self.limit_reached = Some(format!(
+                "metrics.max_samples: the run needs more than {max} {what} (simulated time reached {:.0} s, {:.0} s after the first arrival); raise metrics.max_samples or metrics.sample_interval_s (roles.interval_s for role decisions), or check for an unrealistically slow configuration",
+                self.now().as_secs_f64(),
+                self.now().saturating_sub(self.grid.origin).as_secs_f64()
+            ));
+        }
+        false
+    }
+
+    /// Nothing is in flight: every request that arrived has ended and no
+    /// transfer is under way. Only the next arrival can change anything.
+    fn idle(&self) -> bool {
+        self.ended == self.arrived && self.net.active_flows() == 0
+    }
+
+    /// The next grid point of a periodic event: one interval on, or, when
+    /// the cluster has been idle since the previous one (`skip`), the last
+    /// grid point at or before the next arrival. An idle stretch keeps its
+    /// first and last samples (so plots show it) and nothing in between, so
+    /// a trace on an epoch clock or with long gaps costs no empty samples.
+    /// Role decisions skip the same way: an idle cluster puts no pressure
+    /// on either pool, so the load-driven policy would decide nothing there.
+    fn next_periodic(&self, grid: Grid, skip: bool) -> Nanos {
+        let next = self.now().saturating_add(Nanos(grid.interval));
+        match self.trace.get(self.arrived) {
+            Some(r) if skip => next.max(grid.floor(r.arrival)),
+            _ => next,
+        }
     }
 
     fn sample(&mut self) {
