@@ -707,9 +707,25 @@ fn an_interrupted_run_leaves_nothing_behind() {
 
 // ---- Hardening: each example of issue 9 and its siblings ----
 
-/// Runs moonlab with `input` piped into its standard input through a real
+/// Runs a command that must fail with an error holding every one of
+/// `wants`, on one line; returns the error.
+fn fails_with(args: &[&str], wants: &[&str]) -> String {
+    let err = fails(args);
+    for want in wants {
+        assert!(err.contains(want), "{args:?}\n got: {err}\nwant: {want}");
+    }
+    // (clap adds a hint line after its own one-line errors.)
+    let lines = err
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information"))
+        .count();
+    assert_eq!(lines, 1, "one line: {err}");
+    err
+}
+
+/// Runs moonlab with `file` piped into its standard input through a real
 /// pipe (`cat FILE |`), as `<(cat trace)` or `zcat trace.gz |` would.
-fn piped(file: &str, args: &[&str]) -> Output {
+fn piped(file: &str, args: &[&str]) -> String {
     let mut cat = Command::new("cat")
         .arg(file)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -723,78 +739,68 @@ fn piped(file: &str, args: &[&str]) -> Output {
         .output()
         .expect("the moonlab binary runs");
     cat.wait().unwrap();
-    out
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The first `n` requests of the synthetic trace, moved `shift_ms` later.
+fn shifted_synth(n: usize, shift_ms: u64) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(SYNTH)).unwrap();
+    text.lines()
+        .take(n)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["timestamp"] = (v["timestamp"].as_u64().unwrap() + shift_ms).into();
+            format!("{v}\n")
+        })
+        .collect()
 }
 
 #[cfg(unix)]
 #[test]
 fn a_trace_read_from_a_pipe_loses_no_request() {
-    let from_file = ok_json(&["trace", "stats", "--format", "json", CONV]);
+    let stats =
+        |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap()[0]["stats"].clone();
+    let from_file = stats(&ok(&["trace", "stats", "--format", "json", CONV]));
     for path in ["-", "/dev/stdin"] {
-        let out = piped(CONV, &["trace", "stats", "--format", "json", path]);
-        assert!(
-            out.status.success(),
-            "{path}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(json[0]["stats"], from_file[0]["stats"], "{path}");
+        let json = piped(CONV, &["trace", "stats", "--format", "json", path]);
+        assert_eq!(stats(&json), from_file, "{path}");
     }
     // Every command that reads a trace takes `-`.
     let dir = tmp();
     let sliced = dir.path().join("s.jsonl");
-    let out = piped(
+    piped(
         CONV,
         &["trace", "slice", "-", "--first", "100", "-o", s(&sliced)],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
         std::fs::read_to_string(&sliced).unwrap().lines().count(),
         100
     );
-    let out = piped(
-        SYNTH,
-        &[
-            "cache",
-            "--trace",
-            "-",
-            "--policy",
-            "lru",
-            "--capacity",
-            "inf",
-            "--format",
-            "csv",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let from_file = ok(&[
+    let cache = [
         "cache",
-        "--trace",
-        SYNTH,
         "--policy",
         "lru",
         "--capacity",
         "inf",
         "--format",
         "csv",
-    ]);
-    let rows = |t: &str| {
+        "--trace",
+    ];
+    let rows = |t: &str| -> Vec<String> {
         t.lines()
             .skip(1)
             .map(|l| l.split_once(',').unwrap().1.to_string())
-            .collect::<Vec<_>>()
+            .collect()
     };
+    let from_pipe = piped(SYNTH, &[&cache[..], &["-"]].concat());
     assert_eq!(
-        rows(&String::from_utf8_lossy(&out.stdout)),
-        rows(&from_file)
+        rows(&from_pipe),
+        rows(&ok(&[&cache[..], &[SYNTH]].concat()))
     );
     // A first line longer than the detection window still reads whole.
     let long = format!(
@@ -802,14 +808,8 @@ fn a_trace_read_from_a_pipe_loses_no_request() {
         "x".repeat(200_000)
     );
     let p = write(dir.path(), "long.jsonl", &long);
-    let out = piped(s(&p), &["trace", "stats", "--format", "json", "-"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json[0]["stats"]["requests"], 2);
+    let json = piped(s(&p), &["trace", "stats", "--format", "json", "-"]);
+    assert_eq!(stats(&json)["requests"], 2);
 }
 
 #[test]
@@ -820,43 +820,26 @@ fn timestamps_that_cannot_be_represented_are_rejected_by_line() {
         GOOD.replace("\"timestamp\": 0", "\"timestamp\": 2e13")
     );
     let p = write(dir.path(), "far.jsonl", &far);
-    let err = fails(&["trace", "stats", s(&p)]);
-    assert!(
-        err.contains(
-            "far.jsonl:2: timestamp: 20000000000000 ms is beyond the latest representable arrival"
-        ),
-        "{err}"
+    fails_with(
+        &["trace", "stats", s(&p)],
+        &["far.jsonl:2: timestamp: 20000000000000 ms is beyond the latest representable arrival"],
     );
     // Epoch milliseconds are fine.
     let epoch = GOOD.replace("\"timestamp\": 0", "\"timestamp\": 1700000000000");
-    let p = write(dir.path(), "epoch.jsonl", &epoch);
-    ok(&["trace", "stats", s(&p)]);
+    ok(&[
+        "trace",
+        "stats",
+        s(&write(dir.path(), "epoch.jsonl", &epoch)),
+    ]);
     // A rate scale that overflows the clock or merges distinct arrivals.
     let out = dir.path().join("o.jsonl");
-    let err = fails(&[
-        "trace",
-        "slice",
-        CONV,
-        "--rate-scale",
-        "1e-12",
-        "-o",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("would arrive at") && err.contains("beyond the latest representable arrival"),
-        "{err}"
+    let slice =
+        |k: &'static str| ["trace", "slice", CONV, "--rate-scale", k, "-o", s(&out)].to_vec();
+    fails_with(
+        &slice("1e-12"),
+        &["would arrive at", "beyond the latest representable arrival"],
     );
-    let err = fails(&[
-        "trace",
-        "slice",
-        CONV,
-        "--rate-scale",
-        "1e12",
-        "-o",
-        s(&out),
-    ]);
-    assert!(err.contains("would arrive at the same nanosecond"), "{err}");
-    assert!(!out.exists());
+    fails_with(&slice("1e12"), &["would arrive at the same nanosecond"]);
     assert_eq!(entries(dir.path()), vec!["epoch.jsonl", "far.jsonl"]);
 }
 
@@ -864,37 +847,29 @@ fn timestamps_that_cannot_be_represented_are_rejected_by_line() {
 fn runs_that_produce_nothing_are_errors() {
     let dir = tmp();
     let out = dir.path().join("o.jsonl");
-    let err = fails(&[
-        "trace",
-        "slice",
-        CONV,
-        "--from",
-        "600",
-        "--to",
-        "100",
-        "-o",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("--from 600 --to 100: the window is empty"),
-        "{err}"
+    let slice = |extra: &[&'static str]| [&["trace", "slice", CONV, "-o", s(&out)], extra].concat();
+    fails_with(
+        &slice(&["--from", "600", "--to", "100"]),
+        &["--from 600 --to 100: the window is empty"],
     );
-    let err = fails(&["trace", "slice", CONV, "--from", "1e9", "-o", s(&out)]);
-    assert!(err.contains("no request falls in the slice"), "{err}");
-    let err = fails(&["trace", "slice", CONV, "--first", "0", "-o", s(&out)]);
-    assert!(err.contains("--first 0"), "{err}");
-    let err = fails(&[
-        "trace",
-        "synth",
-        "--like",
-        SYNTH,
-        "--rate-scale",
-        "1e-320",
-        "-o",
-        s(&out),
-    ]);
-    assert!(err.contains("the model is unusable"), "{err}");
-    assert!(!out.exists());
+    fails_with(
+        &slice(&["--from", "1e9"]),
+        &["no request falls in the slice"],
+    );
+    fails_with(&slice(&["--first", "0"]), &["--first 0"]);
+    fails_with(
+        &[
+            "trace",
+            "synth",
+            "--like",
+            SYNTH,
+            "--rate-scale",
+            "1e-320",
+            "-o",
+            s(&out),
+        ],
+        &["the model is unusable"],
+    );
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
 }
 
@@ -902,70 +877,25 @@ fn runs_that_produce_nothing_are_errors() {
 fn synth_output_is_capped_and_says_so() {
     let dir = tmp();
     let out = dir.path().join("o.jsonl");
-    let err = fails(&[
-        "trace",
-        "synth",
-        "--like",
-        SYNTH,
-        "--duration",
-        "1e300",
-        "-o",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("duration 1e300 s ends beyond the latest representable arrival"),
-        "{err}"
+    let synth = |extra: &[&'static str]| {
+        [&["trace", "synth", "--like", SYNTH, "-o", s(&out)], extra].concat()
+    };
+    fails_with(
+        &synth(&["--duration", "1e300"]),
+        &["duration 1e300 s ends beyond the latest representable arrival"],
     );
-    let err = fails(&[
-        "trace",
-        "synth",
-        "--like",
-        SYNTH,
-        "--duration",
-        "1e9",
-        "-o",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("more than the cap of 10000000") && err.contains("--max-requests"),
-        "{err}"
+    fails_with(
+        &synth(&["--duration", "1e9"]),
+        &["more than the cap of 10000000", "--max-requests"],
     );
-    let err = fails(&[
-        "trace",
-        "synth",
-        "--like",
-        SYNTH,
-        "--rate-scale",
-        "1e9",
-        "-o",
-        s(&out),
-    ]);
-    assert!(err.contains("more than the cap"), "{err}");
-    let err = fails(&[
-        "trace",
-        "synth",
-        "--like",
-        SYNTH,
-        "--max-requests",
-        "50",
-        "-o",
-        s(&out),
-    ]);
-    assert!(err.contains("more than the cap of 50"), "{err}");
+    fails_with(&synth(&["--rate-scale", "1e9"]), &["more than the cap"]);
+    fails_with(
+        &synth(&["--max-requests", "50"]),
+        &["more than the cap of 50"],
+    );
     assert!(entries(dir.path()).is_empty());
     // The cap can be raised (or lowered) and a spec within it runs.
-    ok(&[
-        "trace",
-        "synth",
-        "--like",
-        SYNTH,
-        "--duration",
-        "10",
-        "--max-requests",
-        "1000",
-        "-o",
-        s(&out),
-    ]);
+    ok(&synth(&["--duration", "10", "--max-requests", "1000"]));
     assert!(out.exists());
 }
 
@@ -973,7 +903,20 @@ fn synth_output_is_capped_and_says_so() {
 fn config_values_that_size_memory_or_loops_are_bounded_by_key() {
     let dir = tmp();
     let out = dir.path().join("run");
-    for (set, want) in [
+    let sim = |sets: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["sim", "--trace", SYNTH, "--out", s(&out), "--quiet"]
+            .map(String::from)
+            .to_vec();
+        for set in sets {
+            args.extend(["--set".to_string(), set.to_string()]);
+        }
+        args
+    };
+    let fails_sim = |sets: &[&str], wants: &[&str]| {
+        let args = sim(sets);
+        fails_with(&args.iter().map(String::as_str).collect::<Vec<_>>(), wants)
+    };
+    for (set, key) in [
         ("prefill.instances=4294967295", "prefill.instances"),
         (
             "workload.output_tokens=4294967295",
@@ -984,80 +927,29 @@ fn config_values_that_size_memory_or_loops_are_bounded_by_key() {
             "metrics.sample_interval_s",
         ),
         ("decode.max_batch=4294967295", "decode.max_batch"),
-        ("store.eviction=all", "store.eviction"),
+        ("metrics.max_samples=0", "metrics.max_samples"),
     ] {
-        let err = fails(&[
-            "sim",
-            "--trace",
-            SYNTH,
-            "--set",
-            set,
-            "--out",
-            s(&out),
-            "--quiet",
-        ]);
-        assert!(
-            err.contains(want) && err.contains("expected"),
-            "{set}: {err}"
-        );
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        fails_sim(&[set], &[key, "expected"]);
     }
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--set",
-        "store.eviction=all",
-        "--out",
-        s(&out),
-    ]);
+    let err = fails_sim(&["store.eviction=all"], &["store.eviction"]);
     assert!(!err.contains(", all") && !err.contains("all,"), "{err}");
     // A section is not a value; a tiny number is shown short.
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--set",
-        "prefill=",
-        "--out",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("`prefill` is a section (expected a key inside it"),
-        "{err}"
+    fails_sim(
+        &["prefill="],
+        &["`prefill` is a section (expected a key inside it"],
     );
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--set",
-        "slo.ttft_s=1e-300",
-        "--out",
-        s(&out),
-    ]);
-    assert!(err.contains("slo.ttft_s: 1e-300 (expected"), "{err}");
+    fails_sim(&["slo.ttft_s=1e-300"], &["slo.ttft_s: 1e-300 (expected"]);
     // A run needing more samples than allowed fails naming the key.
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--set",
-        "metrics.max_samples=3",
-        "--set",
-        "metrics.sample_interval_s=1",
-        "--out",
-        s(&out),
-        "--quiet",
-    ]);
-    assert!(
-        err.contains("metrics.max_samples: the run needs more than 3 samples")
-            && err.contains("nothing was written"),
-        "{err}"
+    fails_sim(
+        &["metrics.max_samples=3", "metrics.sample_interval_s=1"],
+        &[
+            "metrics.max_samples: the run needs more than 3 samples",
+            "nothing was written",
+        ],
     );
-    let err = fails(&["cache", "--trace", SYNTH, "--threads", "100000"]);
-    assert!(
-        err.contains("--threads") && err.contains("1..=256"),
-        "{err}"
+    fails_with(
+        &["cache", "--trace", SYNTH, "--threads", "100000"],
+        &["--threads", "1..=256"],
     );
     assert!(!out.exists());
 }
@@ -1071,78 +963,57 @@ fn config_errors_name_the_source_line_and_key() {
         "c.yaml",
         "model: llama3-70b\nprefill:\n  instances: \"four\"\n",
     );
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--config",
-        s(&cfg),
-        "--out",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("c.yaml:3: prefill.instances: invalid type: string \"four\", expected u32"),
-        "{err}"
+    fails_with(
+        &[
+            "sim",
+            "--trace",
+            SYNTH,
+            "--config",
+            s(&cfg),
+            "--out",
+            s(&out),
+        ],
+        &["c.yaml:3: prefill.instances: invalid type: string \"four\", expected u32"],
     );
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--set",
-        "decode.mfu=high",
-        "--out",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("--set decode.mfu=high: decode.mfu: invalid type")
-            && !err.contains("(defaults)"),
-        "{err}"
+    let err = fails_with(
+        &[
+            "sim",
+            "--trace",
+            SYNTH,
+            "--set",
+            "decode.mfu=high",
+            "--out",
+            s(&out),
+        ],
+        &["--set decode.mfu=high: decode.mfu: invalid type"],
     );
+    assert!(!err.contains("(defaults)"), "{err}");
 }
 
 #[test]
 fn sim_block_tokens_is_the_configurations_block_size() {
     let dir = tmp();
     let out = dir.path().join("run");
+    let sim = |extra: &[&'static str]| {
+        [
+            &["sim", "--trace", SYNTH, "--out", s(&out), "--quiet"],
+            extra,
+        ]
+        .concat()
+    };
     // The trace's hash_ids are 512-token blocks: 256 is read and refused.
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--block-tokens",
-        "256",
-        "--out",
-        s(&out),
-    ]);
-    assert!(err.contains("hash_ids") && err.contains("256"), "{err}");
-    let err = fails(&[
-        "sim",
-        "--trace",
-        SYNTH,
-        "--block-tokens",
-        "512",
-        "--set",
-        "block_tokens=256",
-        "--out",
-        s(&out),
-    ]);
-    assert!(
-        err.contains("--block-tokens 512 and --set block_tokens=256 disagree"),
-        "{err}"
+    fails_with(&sim(&["--block-tokens", "256"]), &["hash_ids", "256"]);
+    fails_with(
+        &sim(&["--block-tokens", "512", "--set", "block_tokens=256"]),
+        &["--block-tokens 512 and --set block_tokens=256 disagree"],
     );
     assert!(!out.exists());
-    ok(&[
-        "sim",
-        "--trace",
-        SYNTH,
+    ok(&sim(&[
         "--block-tokens",
         "512",
         "--set",
         "prefill.instances=2",
-        "--out",
-        s(&out),
-        "--quiet",
-    ]);
+    ]));
     let yaml = std::fs::read_to_string(out.join("config.yaml")).unwrap();
     assert!(yaml.contains("block_tokens: 512"), "{yaml}");
 }
@@ -1152,10 +1023,11 @@ fn cost_profiles_beside_the_config_and_bad_profiles_by_line() {
     let dir = tmp();
     let configs = dir.path().join("configs");
     std::fs::create_dir(&configs).unwrap();
+    let decode = "decode,1,1000,0.02\ndecode,8,1000,0.03\n";
     write(
         &configs,
         "a800.csv",
-        "phase,x,y,seconds\nprefill,1000,0,1.0\nprefill,2000,0,3.0\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n",
+        &format!("phase,x,y,seconds\nprefill,1000,0,1.0\nprefill,2000,0,3.0\n{decode}"),
     );
     let cfg = write(
         &configs,
@@ -1174,45 +1046,54 @@ fn cost_profiles_beside_the_config_and_bad_profiles_by_line() {
         s(&out),
         "--quiet",
     ]);
-    let out2 = dir.path().join("run2");
-    for (name, text, want) in [
+    let out = dir.path().join("run2");
+    for (name, prefill, want) in [
         (
             "dup.csv",
-            "phase,x,y,seconds\nprefill,1000,0,1.0\nprefill,2000,0,3.0\nprefill,1000,0,1.1\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n",
+            "prefill,1000,0,1.0\nprefill,2000,0,3.0\nprefill,1000,0,1.1\n",
             "dup.csv:4: prefill x = 1000, y = 0 is measured a second time (first on line 2",
         ),
         (
             "zero.csv",
-            "phase,x,y,seconds\nprefill,1000,0,0\nprefill,2000,0,0\ndecode,1,1000,0.02\ndecode,8,1000,0.03\n",
+            "prefill,1000,0,0\nprefill,2000,0,0\n",
             "zero.csv: every time in the prefill table is 0 seconds",
         ),
     ] {
-        write(&configs, name, text);
-        let cfg = write(&configs, "bad.yaml", &format!("prefill:\n  cost_profile: {name}\n"));
-        let err = fails(&["sim", "--trace", SYNTH, "--config", s(&cfg), "--out", s(&out2), "--quiet"]);
-        assert!(err.contains(want), "{err}");
-        assert!(!out2.exists());
+        write(
+            &configs,
+            name,
+            &format!("phase,x,y,seconds\n{prefill}{decode}"),
+        );
+        let cfg = write(
+            &configs,
+            "bad.yaml",
+            &format!("prefill:\n  cost_profile: {name}\n"),
+        );
+        fails_with(
+            &[
+                "sim",
+                "--trace",
+                SYNTH,
+                "--config",
+                s(&cfg),
+                "--out",
+                s(&out),
+                "--quiet",
+            ],
+            &[want],
+        );
+        assert!(!out.exists());
     }
 }
 
 #[test]
 fn an_epoch_clock_trace_simulates_in_bounded_time_and_memory() {
-    // The synthetic trace moved to epoch milliseconds (1.7e12 ms).
     let dir = tmp();
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(SYNTH)).unwrap();
-    let shifted: String = text
-        .lines()
-        .take(500)
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let t = v["timestamp"].as_u64().unwrap() + 1_700_000_000_000;
-            format!(
-                "{{\"timestamp\": {t}, \"input_length\": {}, \"output_length\": {}, \"hash_ids\": {}}}\n",
-                v["input_length"], v["output_length"], v["hash_ids"]
-            )
-        })
-        .collect();
-    let p = write(dir.path(), "epoch.jsonl", &shifted);
+    let p = write(
+        dir.path(),
+        "epoch.jsonl",
+        &shifted_synth(500, 1_700_000_000_000),
+    );
     let out = dir.path().join("run");
     ok(&[
         "sim",
@@ -1257,29 +1138,26 @@ fn an_epoch_clock_trace_simulates_in_bounded_time_and_memory() {
 #[test]
 fn traces_with_the_same_file_name_keep_apart_in_tables_and_plots() {
     let dir = tmp();
-    for sub in ["a", "b"] {
-        std::fs::create_dir(dir.path().join(sub)).unwrap();
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join(SYNTH),
-            dir.path().join(sub).join("trace.jsonl"),
-        )
-        .unwrap();
-    }
-    let a = dir.path().join("a/trace.jsonl");
-    let b = dir.path().join("b/trace.jsonl");
-    let csv = ok(&[
+    let mut args = vec![
         "cache",
-        "--trace",
-        s(&a),
-        "--trace",
-        s(&b),
         "--policy",
         "lru",
         "--capacity",
         "inf",
         "--format",
         "csv",
-    ]);
+    ];
+    let paths: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .map(|sub| {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            write(&dir.path().join(sub), "trace.jsonl", &shifted_synth(200, 0))
+        })
+        .collect();
+    for p in &paths {
+        args.extend(["--trace", s(p)]);
+    }
+    let csv = ok(&args);
     let traces: Vec<&str> = csv
         .lines()
         .skip(1)
@@ -1295,22 +1173,24 @@ fn cache_outputs_are_one_unit() {
     let dir = tmp();
     let out = dir.path().join("r.csv");
     let plot = dir.path().join("missing").join("fig.svg");
-    let err = fails(&[
-        "cache",
-        "--trace",
-        SYNTH,
-        "--policy",
-        "lru",
-        "--capacity",
-        "inf",
-        "--format",
-        "csv",
-        "--out",
-        s(&out),
-        "--plot",
-        s(&plot),
-    ]);
-    assert!(err.contains("fig.svg"), "{err}");
+    fails_with(
+        &[
+            "cache",
+            "--trace",
+            SYNTH,
+            "--policy",
+            "lru",
+            "--capacity",
+            "inf",
+            "--format",
+            "csv",
+            "--out",
+            s(&out),
+            "--plot",
+            s(&plot),
+        ],
+        &["fig.svg"],
+    );
     assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
 }
 
@@ -1324,34 +1204,29 @@ fn input_encodings_and_io_errors_are_explained_once() {
     let mut bytes = format!("{GOOD}{GOOD}").into_bytes();
     bytes.extend_from_slice(b"{\"timestamp\": 1, \"note\": \"caf\xe9\"}\n");
     std::fs::write(&bad, bytes).unwrap();
-    let err = fails(&["trace", "stats", s(&bad)]);
-    assert!(
-        err.contains("latin1.jsonl:3: (line): not valid UTF-8 at byte 30"),
-        "{err}"
+    fails_with(
+        &["trace", "stats", s(&bad)],
+        &["latin1.jsonl:3: (line): not valid UTF-8 at byte 30"],
     );
-    let err = fails(&["trace", "stats", s(&dir.path().join("absent.jsonl"))]);
+    let err = fails_with(
+        &["trace", "stats", s(&dir.path().join("absent.jsonl"))],
+        &["absent.jsonl"],
+    );
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
-    // A huge field is quoted short.
-    let huge = GOOD.replace(
+    // A huge field is quoted short, in JSON and in CSV.
+    let huge_json = GOOD.replace(
         "\"timestamp\": 0",
         &format!("\"timestamp\": \"{}\"", "9".repeat(5_000_000)),
     );
-    let p = write(dir.path(), "huge.jsonl", &huge);
-    let err = fails(&["trace", "stats", s(&p)]);
-    assert!(
-        err.len() < 400 && err.contains("bytes)"),
-        "{}",
-        &err[..err.len().min(400)]
-    );
-    let csv = format!(
+    let huge_csv = format!(
         "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n{},x,10,5,15,Conversation log\n",
         "1".repeat(5_000_000)
     );
-    let p = write(dir.path(), "huge.csv", &csv);
-    let err = fails(&["trace", "stats", s(&p)]);
-    assert!(
-        err.len() < 400 && err.contains("bytes)"),
-        "{}",
-        &err[..err.len().min(400)]
-    );
+    for (name, text) in [("huge.jsonl", huge_json), ("huge.csv", huge_csv)] {
+        let err = fails_with(
+            &["trace", "stats", s(&write(dir.path(), name, &text))],
+            &["bytes)"],
+        );
+        assert!(err.len() < 400, "{}", &err[..400]);
+    }
 }
