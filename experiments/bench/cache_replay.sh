@@ -19,6 +19,7 @@ traces=(traces/data/conversation_trace.jsonl traces/data/synthetic_trace.jsonl)
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
+# Times one command; a failing command stops the benchmark (set -e).
 elapsed() { local t0; t0=$(now); "$@" >/dev/null; awk -v a="$(now)" -v b="$t0" 'BEGIN{print a-b}'; }
 
 echo "== 1. per-policy replay throughput, one core, capacity 5859 blocks"

@@ -26,12 +26,20 @@ if command -v taskset >/dev/null 2>&1; then one_core="taskset -c 0"; fi
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
-elapsed() { local t0; t0=$(now); $one_core "$@" >/dev/null 2>&1; awk -v a="$(now)" -v b="$t0" 'BEGIN{print a-b}'; }
+# Times one command; a failing command stops the benchmark with its error
+# (a timing of a failure is not a timing).
+elapsed() {
+  local t0; t0=$(now)
+  if ! $one_core "$@" >/dev/null 2>"$work/stderr"; then cat "$work/stderr" >&2; exit 1; fi
+  awk -v a="$(now)" -v b="$t0" 'BEGIN{print a-b}'
+}
 
 for trace in "$conv" "$work/conv10x.jsonl"; do
   name=$(basename "$trace")
   base=$(for _ in $(seq "$repeats"); do elapsed "$bin" trace stats "$trace"; done | median)
+  # A run folder holds one run: each repeat writes a fresh one.
   run=$(for _ in $(seq "$repeats"); do
+    rm -rf "$work/run"
     elapsed "$bin" sim --trace "$trace" --config experiments/configs/fig5-scheduling.yaml --out "$work/run" --quiet
   done | median)
   events=$(awk -F': ' '/"events"/ {gsub(/,/,"",$2); print $2}' "$work/run/summary.json")
@@ -43,6 +51,7 @@ for trace in "$conv" "$work/conv10x.jsonl"; do
   rm -rf "$work/step"
   rss="n/a"
   if [ -x /usr/bin/time ]; then
+    rm -rf "$work/run"
     rss=$( { /usr/bin/time -f %M "$bin" sim --trace "$trace" --config experiments/configs/fig5-scheduling.yaml \
       --out "$work/run" --quiet >/dev/null; } 2>&1 | tail -1)
     rss="$((rss / 1024)) MiB"

@@ -5,7 +5,8 @@
 //! f64.
 
 use moonlab_core::metrics::{Cell, ColumnType, RequestRecord, REQUEST_COLUMNS};
-use polars::prelude::*;
+use polars_core::prelude::*;
+use polars_io::prelude::*;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the Parquet table: {0}")]
