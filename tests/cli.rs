@@ -988,6 +988,29 @@ fn config_errors_name_the_source_line_and_key() {
         &["--set decode.mfu=high: decode.mfu: invalid type"],
     );
     assert!(!err.contains("(defaults)"), "{err}");
+    // A huge value is quoted short, from a file and from --set.
+    let huge = "x".repeat(5_000_000);
+    let cfg = write(dir.path(), "huge.yaml", &format!("model: {huge}\n"));
+    let err = fails_with(
+        &[
+            "sim",
+            "--trace",
+            SYNTH,
+            "--config",
+            s(&cfg),
+            "--out",
+            s(&out),
+        ],
+        &["bytes)"],
+    );
+    assert!(err.len() < 1000, "{}", &err[..1000]);
+    // (One argument may hold at most 128 KiB.)
+    let set = format!("prefill.instances={}", &huge[..100_000]);
+    let err = fails_with(
+        &["sim", "--trace", SYNTH, "--set", &set, "--out", s(&out)],
+        &["bytes)"],
+    );
+    assert!(err.len() < 1000, "{}", &err[..1000]);
 }
 
 #[test]

@@ -55,7 +55,12 @@ const QUOTE_CHARS: usize = 64;
 /// its first [`QUOTE_CHARS`] characters and how long it really is, so one
 /// huge field cannot flood a terminal or a log.
 pub fn quote(text: &str) -> String {
-    match text.char_indices().nth(QUOTE_CHARS) {
+    shorten(text, QUOTE_CHARS)
+}
+
+/// `text` cut to its first `max_chars` characters, saying how long it was.
+pub fn shorten(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
         None => text.to_string(),
         Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
     }

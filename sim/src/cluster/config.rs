@@ -12,6 +12,7 @@ use moonlab_core::roles::{LoadDrivenParams, RoleKind};
 use moonlab_core::sched::{Admission, SchedulerKind, Slo};
 use moonlab_core::store::Watermarks;
 use moonlab_core::Nanos;
+use moonlab_traces::error::shorten;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -323,18 +324,24 @@ impl Default for ClusterConfig {
     }
 }
 
+/// A configuration error, naming its source and key. Messages quote input
+/// (a YAML value, a `--set` flag): both are shortened, so one huge value
+/// cannot flood a terminal or a log.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{source_name}: {message}")]
+    #[error("{source_name}: {}", shorten(.message, MESSAGE_CHARS))]
     Parse {
         source_name: String,
         message: String,
     },
-    #[error("--set {assignment}: {message}")]
+    #[error("--set {}: {}", shorten(.assignment, MESSAGE_CHARS), shorten(.message, MESSAGE_CHARS))]
     Set { assignment: String, message: String },
-    #[error("{key}: {message}")]
+    #[error("{key}: {}", shorten(.message, MESSAGE_CHARS))]
     Invalid { key: String, message: String },
 }
+
+/// Longest message (or flag) an error repeats whole, in characters.
+const MESSAGE_CHARS: usize = 300;
 
 /// Most prefill or decode instances a configuration may ask for.
 pub const MAX_INSTANCES: u64 = 4096;
