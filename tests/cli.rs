@@ -705,6 +705,43 @@ fn an_interrupted_run_leaves_nothing_behind() {
     assert!(left.is_empty(), "{left:?}");
 }
 
+#[cfg(unix)]
+#[test]
+fn a_terminated_single_file_output_leaves_nothing_behind() {
+    // SIGTERM while `trace synth` writes a large trace: the temporary file
+    // is removed and the output never appears.
+    let dir = tmp();
+    let out = dir.path().join("big.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moonlab"))
+        .args([
+            "trace",
+            "synth",
+            "--like",
+            CONV,
+            "--rate-scale",
+            "20",
+            "--duration",
+            "36000",
+            "-o",
+            s(&out),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    if status.success() {
+        assert!(out.exists());
+    } else {
+        assert_eq!(status.code(), Some(130), "{status:?}");
+        assert!(entries(dir.path()).is_empty(), "{:?}", entries(dir.path()));
+    }
+}
+
 // ---- Hardening: each example of issue 9 and its siblings ----
 
 /// Runs a command that must fail with an error holding every one of
