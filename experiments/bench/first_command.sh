@@ -9,7 +9,7 @@
 #   --keep-downloads reuses ~/.cargo's downloaded crates (build time only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-work=$(mktemp -d /var/tmp/moonlab-first.XXXXXX)
+work=$(TMPDIR=/var/tmp mktemp -d)
 trap 'rm -rf "$work"' EXIT
 if [[ "${1:-}" != "--keep-downloads" ]]; then
   # The toolchain stays where rustup put it; only the crates start empty.
