@@ -38,6 +38,9 @@ enum Command {
     Merge(run_cmd::MergeArgs),
     /// Summarize a sweep's table across seeds (Markdown, CSV, LaTeX).
     Table(run_cmd::TableArgs),
+    /// Capacity planning: the cheapest deployment meeting a spec's
+    /// requirements, or a deployment's saturation rate (pruned searches).
+    Search(run_cmd::SearchArgs),
     /// Cluster configuration helpers.
     #[command(subcommand)]
     Config(sim_cmd::ConfigCommand),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(args),
         Command::Merge(args) => run_cmd::merge(args),
         Command::Table(args) => run_cmd::table(args),
+        Command::Search(args) => run_cmd::search(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

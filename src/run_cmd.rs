@@ -510,3 +510,258 @@ pub fn table(a: TableArgs) -> Result<()> {
         None => crate::output::emit(&text),
     }
 }
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Experiment spec with a `search` section.
+    spec: PathBuf,
+    /// Results folder; probes are run folders under its search/ [default:
+    /// results/<spec name>].
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Run the whole grid the search stands in for (to check its answer).
+    #[arg(long)]
+    exhaustive: bool,
+    /// Runs of one probe (its traces × seeds) at once [default: cores].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Runs a search's probes as run folders under `<results>/search/`,
+/// reusing those already there.
+struct SimOracle<'a> {
+    spec: &'a Spec,
+    dir: PathBuf,
+    varying: Vec<String>,
+    traces: HashMap<TraceKey, Arc<Vec<Request>>>,
+    pool: rayon::ThreadPool,
+    quiet: bool,
+    ran: usize,
+}
+
+impl moonlab_experiments::search::Oracle for SimOracle<'_> {
+    fn evaluate(
+        &mut self,
+        params: &[moonlab_experiments::spec::Param],
+    ) -> std::result::Result<Vec<serde_json::Value>, String> {
+        let mut points = Vec::new();
+        for t in 0..self.spec.traces.len() {
+            for &seed in &self.spec.seeds {
+                points.push(self.spec.point_for(t, params, seed, &self.varying));
+            }
+        }
+        let prepared: Vec<Prepared> = points
+            .into_iter()
+            .map(|p| prepare(self.spec, p))
+            .collect::<Result<_>>()
+            .map_err(|e| format!("{e:#}"))?;
+        let todo: Vec<&Prepared> = prepared
+            .iter()
+            .filter(|p| !finished(&self.dir, &p.point))
+            .collect();
+        let keys: Vec<TraceKey> = todo.iter().map(|p| p.trace).collect();
+        let missing: Vec<TraceKey> = keys
+            .into_iter()
+            .filter(|k| !self.traces.contains_key(k))
+            .collect();
+        let loaded = load_traces(self.spec, &missing).map_err(|e| format!("{e:#}"))?;
+        self.traces.extend(loaded);
+        let (spec, dir, traces) = (self.spec, &self.dir, &self.traces);
+        let results: Vec<Result<()>> = self.pool.install(|| {
+            todo.par_iter()
+                .map(|p| {
+                    let again = Prepared {
+                        point: p.point.clone(),
+                        config: p.config.clone(),
+                        resolved: p.resolved.clone(),
+                        trace: p.trace,
+                    };
+                    run_one(spec, again, &traces[&p.trace], dir, TableFormat::Parquet)
+                        .with_context(|| describe(&p.point))
+                })
+                .collect()
+        });
+        for r in results {
+            r.map_err(|e| format!("{e:#}"))?;
+        }
+        self.ran += todo.len();
+        let label: Vec<String> = params
+            .iter()
+            .map(|p| format!("{}={}", p.key, p.value))
+            .collect();
+        prepared
+            .iter()
+            .map(|p| {
+                let path = self.dir.join(&p.point.id).join("summary.json");
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                if !self.quiet {
+                    eprintln!(
+                        "  probe {}: effective capacity {:.3}, TTFT p90 {:.2} s",
+                        label.join(" "),
+                        v["effective_request_capacity"].as_f64().unwrap_or(f64::NAN),
+                        v["ttft_p90_s"].as_f64().unwrap_or(f64::NAN)
+                    );
+                }
+                Ok(v)
+            })
+            .collect()
+    }
+
+    fn node(
+        &self,
+        params: &[moonlab_experiments::spec::Param],
+        pool: &str,
+    ) -> std::result::Result<String, String> {
+        let point = self.spec.point_for(0, params, 0, &self.varying);
+        let p = prepare(self.spec, point).map_err(|e| format!("{e:#}"))?;
+        Ok(match pool {
+            "prefill" => p.config.prefill.node.clone(),
+            _ => p.config.decode.node.clone(),
+        })
+    }
+}
+
+pub fn search(a: SearchArgs) -> Result<()> {
+    use moonlab_experiments::search::{search, Goal, SearchSpec};
+    let spec = Spec::load(&a.spec)?;
+    let plan = SearchSpec::from_spec(&spec).map_err(|e| anyhow!(e))?;
+    let dir = results_dir(&spec, a.results.as_deref());
+    let mut varying: Vec<String> = plan.options.iter().map(|(k, _)| k.clone()).collect();
+    match &plan.goal {
+        Goal::Cheapest(counts) => varying.extend(counts.iter().map(|c| c.key.clone())),
+        Goal::Saturation { .. } => varying.push(moonlab_experiments::spec::RATE_SCALE.into()),
+    }
+    let threads = a.threads.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let probe_dir = dir.join("search");
+    std::fs::create_dir_all(&probe_dir)
+        .with_context(|| format!("--results {}: cannot create the folder", dir.display()))?;
+    let mut oracle = SimOracle {
+        spec: &spec,
+        dir: probe_dir,
+        varying,
+        traces: HashMap::new(),
+        pool: rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .context("cannot start the worker threads")?,
+        quiet: a.quiet,
+        ran: 0,
+    };
+    let outcome = search(&plan, &mut oracle, a.exhaustive).map_err(|e| anyhow!(e))?;
+    let require: Vec<String> = plan
+        .require
+        .iter()
+        .map(|r| {
+            let mut parts = Vec::new();
+            if let Some(m) = r.min {
+                parts.push(format!("{} >= {m}", r.metric));
+            }
+            if let Some(m) = r.max {
+                parts.push(format!("{} <= {m}", r.metric));
+            }
+            parts.join(", ")
+        })
+        .collect();
+    let show = |ps: &[moonlab_experiments::spec::Param]| -> String {
+        ps.iter()
+            .map(|p| format!("{}={}", p.key, p.value))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = String::new();
+    let what = match &plan.goal {
+        Goal::Cheapest(_) => "cheapest deployment",
+        Goal::Saturation { .. } => "highest arrival-rate scale",
+    };
+    text.push_str(&format!(
+        "{}: {what} meeting {} on every run ({} traces x {} seeds){}\n",
+        spec.name,
+        require.join(" and "),
+        spec.traces.len(),
+        spec.seeds.len(),
+        if a.exhaustive { ", whole grid" } else { "" }
+    ));
+    for ans in &outcome.answers {
+        let opts = if ans.options.is_empty() {
+            String::from("(base)")
+        } else {
+            show(&ans.options)
+        };
+        let line = match (&plan.goal, &ans.best) {
+            (_, None) if matches!(plan.goal, Goal::Cheapest(_)) => {
+                "nothing in range meets the requirements".to_string()
+            }
+            (_, None) => format!(
+                "not even rate scale {} meets the requirements",
+                ans.bracket_high.unwrap_or(f64::NAN)
+            ),
+            (Goal::Cheapest(_), Some((ps, cost))) => format!("{} (cost {cost})", show(ps)),
+            (Goal::Saturation { .. }, Some((_, rate))) => match ans.bracket_high {
+                Some(h) => format!("rate scale {rate:.4} (fails at {h:.4})"),
+                None => format!("rate scale {rate:.4} or more (the range's end)"),
+            },
+        };
+        text.push_str(&format!("  {opts}: {line}\n"));
+    }
+    if let Some(best) = outcome.best(&plan.goal) {
+        if outcome.answers.len() > 1 {
+            text.push_str(&format!(
+                "best: {}{}\n",
+                show(&best.options),
+                best.best
+                    .as_ref()
+                    .map(|(ps, v)| if ps.is_empty() {
+                        format!(" at {v}")
+                    } else {
+                        format!(", {} ({v})", show(ps))
+                    })
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let probes = outcome.probes.len();
+    text.push_str(&format!(
+        "{probes} of the grid's {} points probed ({:.1} %), each on {} runs; {} runs simulated now, the rest reused from {}\n",
+        outcome.grid_size,
+        100.0 * probes as f64 / outcome.grid_size.max(1) as f64,
+        spec.traces.len() * spec.seeds.len(),
+        oracle.ran,
+        oracle.dir.display()
+    ));
+    let json = serde_json::json!({
+        "spec": spec.name,
+        "exhaustive": a.exhaustive,
+        "require": require,
+        "grid_size": outcome.grid_size,
+        "probes": outcome.probes.iter().map(|p| serde_json::json!({
+            "params": show(&p.params),
+            "feasible": p.feasible,
+            "value": p.value,
+        })).collect::<Vec<_>>(),
+        "answers": outcome.answers.iter().map(|a| serde_json::json!({
+            "options": show(&a.options),
+            "best": a.best.as_ref().map(|(ps, v)| serde_json::json!({"params": show(ps), "value": v})),
+            "fails_at": a.bracket_high,
+        })).collect::<Vec<_>>(),
+    });
+    let name = if a.exhaustive {
+        "search-exhaustive.json"
+    } else {
+        "search.json"
+    };
+    crate::output::write_bytes_atomic(
+        &dir.join(name),
+        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+    )?;
+    crate::output::emit(&text)
+}

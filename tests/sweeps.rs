@@ -35,7 +35,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// A spec in `dir`, its traces given by absolute path.
-fn spec(dir: &Path, name: &str, body: &str) -> PathBuf {
+fn spec_file(dir: &Path, name: &str, body: &str) -> PathBuf {
     let conv = Path::new(ROOT).join("traces/data/conversation_trace.jsonl");
     let config = Path::new(ROOT).join("experiments/configs/fig5-scheduling.yaml");
     let text = body.replace("CONV", s(&conv)).replace("CONFIG", s(&config));
@@ -302,7 +302,7 @@ fn shards_merge_to_the_same_table_as_one_run() {
 fn a_killed_sweep_resumes_without_redoing_finished_points() {
     let tmp = tempfile::tempdir().unwrap();
     let body = "config: CONFIG\ntraces: [{path: CONV, first: 2500}]\nset: {prefill.instances: 4, decode.instances: 4, decode.fast_forward: false}\ngrid: {scheduler: [random, round-robin, least-loaded, local-cache-aware, kvcache-centric]}\nseeds: [0, 1]\n";
-    let spec = spec(tmp.path(), "slow.yaml", body);
+    let spec = spec_file(tmp.path(), "slow.yaml", body);
     let out = tmp.path().join("r");
     for signal in ["-KILL", "-INT"] {
         let _ = std::fs::remove_dir_all(&out);
@@ -415,7 +415,7 @@ fn spec_errors_name_the_file_the_key_and_what_was_expected() {
         ),
     ];
     for (body, wants) in cases {
-        let p = spec(tmp.path(), "bad.yaml", body);
+        let p = spec_file(tmp.path(), "bad.yaml", body);
         let out = tmp.path().join("never");
         let e = fails(&["run", s(&p), "--results", s(&out)]);
         for w in *wants {
@@ -424,4 +424,86 @@ fn spec_errors_name_the_file_the_key_and_what_was_expected() {
         assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
         assert!(!out.exists(), "{body:?}: nothing is written");
     }
+}
+
+#[test]
+fn search_finds_the_grids_answer_in_a_fraction_of_its_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    let spec = "experiments/tests/tiny-search.yaml";
+    let (pruned, _) = ok(&["search", spec, "--results", s(&out), "--quiet"]);
+    let (full, _) = ok(&[
+        "search",
+        spec,
+        "--results",
+        s(&out),
+        "--exhaustive",
+        "--quiet",
+    ]);
+    let answer = |text: &str| -> String {
+        text.lines()
+            .find(|l| l.starts_with("  (base): "))
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    assert_eq!(answer(&pruned), answer(&full), "{pruned}\n{full}");
+    assert!(answer(&pruned).contains("prefill.instances="), "{pruned}");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    let (p, f) = (read("search.json"), read("search-exhaustive.json"));
+    assert_eq!(p["answers"], f["answers"]);
+    let probes = p["probes"].as_array().unwrap().len();
+    assert_eq!(f["probes"].as_array().unwrap().len(), 64);
+    assert!(probes * 5 < 64, "{probes} probes");
+    assert!(
+        pruned.contains(&format!("{probes} of the grid's 64 points probed")),
+        "{pruned}"
+    );
+    // The answer is the grid's cheapest feasible point.
+    let feasible: Vec<(i64, i64)> = f["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["feasible"].as_bool().unwrap())
+        .map(|p| {
+            let text = p["params"].as_str().unwrap();
+            let num = |k: &str| -> i64 {
+                text.split(", ")
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            (num("prefill.instances"), num("decode.instances"))
+        })
+        .collect();
+    let cheapest = feasible.iter().map(|(a, b)| a + b).min().unwrap();
+    assert!(
+        answer(&pruned).contains(&format!("(cost {cheapest})")),
+        "{pruned}"
+    );
+    // Probes are run folders: a second search reuses them all.
+    let (again, _) = ok(&["search", spec, "--results", s(&out), "--quiet"]);
+    assert!(again.contains("0 runs simulated now"), "{again}");
+
+    // Saturation: the highest rate scale of a deployment, by bisection.
+    let sat = spec_file(
+        tmp.path(),
+        "sat.yaml",
+        "config: CONFIG\ntraces: [{path: CONV, first: 300}]\nset: {prefill.instances: 4, decode.instances: 4}\nsearch:\n  require: {effective_request_capacity: {min: 0.9}}\n  saturation: {from: 0.25, to: 4, tolerance: 0.1}\n",
+    );
+    let (pruned, _) = ok(&["search", s(&sat), "--results", s(&out), "--quiet"]);
+    let (full, _) = ok(&[
+        "search",
+        s(&sat),
+        "--results",
+        s(&out),
+        "--exhaustive",
+        "--quiet",
+    ]);
+    assert_eq!(answer(&pruned), answer(&full), "{pruned}\n{full}");
+    assert!(answer(&pruned).contains("rate scale"), "{pruned}");
+    let e = fails(&["search", TINY]);
+    assert!(e.contains("no `search` section"), "{e}");
 }

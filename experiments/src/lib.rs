@@ -7,9 +7,12 @@
 //!   CSV.
 //! - [`aggregate`]: summaries across seeds (mean, 95 % interval) as
 //!   Markdown, CSV or LaTeX.
+//! - [`search`]: capacity planning: the cheapest deployment meeting
+//!   requirements, or a deployment's saturation rate, by pruned searches.
 //! - [`tables`]: the simulator's per-request table as Parquet.
 
 pub mod aggregate;
 pub mod results;
+pub mod search;
 pub mod spec;
 pub mod tables;

@@ -451,6 +451,28 @@ impl Spec {
         out
     }
 
+    /// A point outside the expansion (a search's probe): the spec's `set`,
+    /// then `params`; `varying` names the keys its id shows.
+    pub fn point_for(
+        &self,
+        trace: usize,
+        params: &[Param],
+        seed: u64,
+        varying: &[String],
+    ) -> Point {
+        let config_text = self.config.as_ref().map_or("", |(_, t)| t.as_str());
+        let mut all = self.set.clone();
+        all.extend(params.iter().cloned());
+        let id = point_id(config_text, &self.traces[trace], &all, varying, seed);
+        Point {
+            index: usize::MAX,
+            id,
+            trace,
+            params: all,
+            seed,
+        }
+    }
+
     /// The parameter columns of the table: keys that differ between points
     /// or come from the grid or the rows, in first-appearance order (keys
     /// only in `set` are the same everywhere: they stay in config.yaml).
