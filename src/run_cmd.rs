@@ -7,11 +7,14 @@ use crate::output::{write_files_atomic, RunFolder};
 use crate::sim_cmd::{render_run, TableFormat};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
+use moonlab_core::capacity::Capacity;
+use moonlab_core::eviction::PolicyKind;
 use moonlab_core::Request;
 use moonlab_experiments::aggregate::{summarize, Format};
 use moonlab_experiments::results::{combined_table, from_parquet, to_csv, to_parquet, PointResult};
-use moonlab_experiments::spec::{Point, Shard, Spec};
+use moonlab_experiments::spec::{Point, Shard, Spec, SpecKind};
 use moonlab_sim::cluster::{simulate, ClusterConfig, Resolved};
+use moonlab_sim::replay::{replay, PreparedTrace, ReplayConfig};
 use moonlab_traces::transform::Slice;
 use moonlab_traces::{read_all, ReadOptions};
 use rayon::prelude::*;
@@ -84,12 +87,23 @@ pub enum TableStyle {
     Latex,
 }
 
-/// A point ready to run: its configuration loaded and resolved.
+/// A point ready to run: its configuration loaded and checked.
+#[derive(Clone)]
 struct Prepared {
     point: Point,
-    config: ClusterConfig,
-    resolved: Resolved,
+    job: Job,
     trace: TraceKey,
+}
+
+/// What a point runs, by the spec's kind.
+#[derive(Clone)]
+enum Job {
+    Sim {
+        config: Box<ClusterConfig>,
+        resolved: Box<Resolved>,
+    },
+    Cache(ReplayConfig),
+    Stats,
 }
 
 /// A trace as a point reads it: which file, at which block size, retimed
@@ -121,9 +135,16 @@ fn describe(point: &Point) -> String {
     s
 }
 
-/// Loads and resolves a point's configuration; an override's error names
+/// Loads and checks a point's configuration; an override's error names
 /// the spec key it came from.
 fn prepare(spec: &Spec, point: Point) -> Result<Prepared> {
+    match spec.kind {
+        SpecKind::Sim => prepare_sim(spec, point),
+        SpecKind::Cache | SpecKind::TraceStats => prepare_replay(spec, point),
+    }
+}
+
+fn prepare_sim(spec: &Spec, point: Point) -> Result<Prepared> {
     let sets = point.config_sets();
     let assignments: Vec<String> = sets.iter().map(|(s, _)| s.clone()).collect();
     let loaded = match &spec.config {
@@ -168,10 +189,111 @@ fn prepare(spec: &Spec, point: Point) -> Result<Prepared> {
     };
     Ok(Prepared {
         point,
-        config,
-        resolved,
+        job: Job::Sim {
+            config: Box::new(config),
+            resolved: Box::new(resolved),
+        },
         trace,
     })
+}
+
+/// A cache-replay or trace-statistics point: its parameters checked one
+/// by one, each error naming where in the spec it was written.
+fn prepare_replay(spec: &Spec, point: Point) -> Result<Prepared> {
+    let bad =
+        |origin: &str, message: String| anyhow!("{}: {origin}: {message}", spec.path.display());
+    let mut cfg = ReplayConfig {
+        policy: PolicyKind::Lru,
+        capacity_blocks: None,
+        nodes: 1,
+        balance_slack: None,
+    };
+    let mut block_tokens = moonlab_traces::DEFAULT_BLOCK_TOKENS;
+    let mut capacity: Option<(Capacity, String)> = None;
+    for p in &point.params {
+        let text = p.value.to_string();
+        match p.key.as_str() {
+            "policy" => {
+                cfg.policy = PolicyKind::parse(&text).map_err(|e| bad(&p.origin, e.to_string()))?
+            }
+            "capacity" => {
+                capacity = Some((
+                    Capacity::parse(&text).map_err(|e| bad(&p.origin, e.to_string()))?,
+                    p.origin.clone(),
+                ))
+            }
+            "nodes" => {
+                cfg.nodes = match p.value.as_f64() {
+                    Some(n) if n.fract() == 0.0 && (1.0..=4096.0).contains(&n) => n as u32,
+                    _ => return Err(bad(&p.origin, format!("nodes {text} (expected 1 to 4096)"))),
+                }
+            }
+            "balance_slack" => {
+                cfg.balance_slack = match p.value.as_f64() {
+                    Some(x) if x.is_finite() && x >= 0.0 => Some(x),
+                    _ => {
+                        return Err(bad(
+                            &p.origin,
+                            format!("balance_slack {text} (expected a number >= 0)"),
+                        ))
+                    }
+                }
+            }
+            "block_tokens" => {
+                block_tokens = match p.value.as_f64() {
+                    Some(n) if n.fract() == 0.0 && (1.0..=1_048_576.0).contains(&n) => n as u32,
+                    _ => {
+                        return Err(bad(
+                            &p.origin,
+                            format!("block_tokens {text} (expected 1 to 1048576)"),
+                        ))
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((c, _)) = capacity {
+        cfg.capacity_blocks = c.blocks(block_tokens);
+    }
+    if cfg.policy.needs_future() && cfg.nodes > 1 {
+        // (The replayer supports it; kept for symmetry with `moonlab cache`.)
+    }
+    let trace = TraceKey {
+        trace: point.trace,
+        block_tokens,
+        rate_scale_bits: point.rate_scale().to_bits(),
+    };
+    let job = match spec.kind {
+        SpecKind::Cache => Job::Cache(cfg),
+        _ => Job::Stats,
+    };
+    Ok(Prepared { point, job, trace })
+}
+
+/// Nested statistics as one level of columns (`input_tokens.mean` becomes
+/// `input_tokens_mean`); lists are left out.
+fn flatten(
+    prefix: &str,
+    v: &serde_json::Value,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}_{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        serde_json::Value::Array(_) => {}
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
 }
 
 /// Reads each trace once per block size and rate scale the points need.
@@ -275,12 +397,37 @@ fn run_one(
     let target = dir.join(&p.point.id);
     // A folder without summary.json is no finished run: replaced.
     let folder = RunFolder::prepare_named(&target, true, &target.display().to_string())?;
-    let start = std::time::Instant::now();
-    let out = simulate(requests, p.resolved, false, |_| {});
-    let wall_s = start.elapsed().as_secs_f64();
-    let run = render_run(&out, &p.config, wall_s, format, false)?;
     folder.write("point.json", point_json(spec, &p.point).as_bytes())?;
-    for (name, bytes) in &run.files {
+    let files: Vec<(&str, Vec<u8>)> = match p.job {
+        Job::Sim { config, resolved } => {
+            let start = std::time::Instant::now();
+            let out = simulate(requests, *resolved, false, |_| {});
+            let wall_s = start.elapsed().as_secs_f64();
+            render_run(&out, &config, wall_s, format, false)?.files
+        }
+        Job::Cache(cfg) => {
+            let trace = PreparedTrace::new(
+                spec.traces[p.point.trace].label.clone(),
+                requests.to_vec(),
+                p.trace.block_tokens,
+            );
+            let result = replay(&trace, cfg);
+            vec![(
+                "summary.json",
+                (serde_json::to_string_pretty(&result)? + "\n").into_bytes(),
+            )]
+        }
+        Job::Stats => {
+            let stats = moonlab_traces::stats::compute(requests, p.trace.block_tokens);
+            let mut flat = serde_json::Map::new();
+            flatten("", &serde_json::to_value(&stats)?, &mut flat);
+            vec![(
+                "summary.json",
+                (serde_json::to_string_pretty(&flat)? + "\n").into_bytes(),
+            )]
+        }
+    };
+    for (name, bytes) in &files {
         folder.write(name, bytes)?;
     }
     folder.commit()
@@ -573,14 +720,14 @@ impl moonlab_experiments::search::Oracle for SimOracle<'_> {
         let results: Vec<Result<()>> = self.pool.install(|| {
             todo.par_iter()
                 .map(|p| {
-                    let again = Prepared {
-                        point: p.point.clone(),
-                        config: p.config.clone(),
-                        resolved: p.resolved.clone(),
-                        trace: p.trace,
-                    };
-                    run_one(spec, again, &traces[&p.trace], dir, TableFormat::Parquet)
-                        .with_context(|| describe(&p.point))
+                    run_one(
+                        spec,
+                        (*p).clone(),
+                        &traces[&p.trace],
+                        dir,
+                        TableFormat::Parquet,
+                    )
+                    .with_context(|| describe(&p.point))
                 })
                 .collect()
         });
@@ -620,9 +767,10 @@ impl moonlab_experiments::search::Oracle for SimOracle<'_> {
     ) -> std::result::Result<String, String> {
         let point = self.spec.point_for(0, params, 0, &self.varying);
         let p = prepare(self.spec, point).map_err(|e| format!("{e:#}"))?;
-        Ok(match pool {
-            "prefill" => p.config.prefill.node.clone(),
-            _ => p.config.decode.node.clone(),
+        Ok(match (&p.job, pool) {
+            (Job::Sim { config, .. }, "prefill") => config.prefill.node.clone(),
+            (Job::Sim { config, .. }, _) => config.decode.node.clone(),
+            _ => String::new(),
         })
     }
 }

@@ -171,10 +171,43 @@ impl Point {
     }
 }
 
+/// What a point runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpecKind {
+    /// The cluster simulator (`moonlab sim`); parameters are configuration
+    /// keys.
+    Sim,
+    /// Prefix-cache replay (`moonlab cache`); parameters are `policy`,
+    /// `capacity`, `nodes`, `balance_slack` and `block_tokens`.
+    Cache,
+    /// The trace's statistics (`moonlab trace stats`), one point per trace.
+    TraceStats,
+}
+
+impl SpecKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecKind::Sim => "sim",
+            SpecKind::Cache => "cache",
+            SpecKind::TraceStats => "trace-stats",
+        }
+    }
+}
+
+/// The parameters a cache-replay point takes.
+pub const CACHE_KEYS: &[&str] = &[
+    "policy",
+    "capacity",
+    "nodes",
+    "balance_slack",
+    "block_tokens",
+];
+
 /// A parsed spec.
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub name: String,
+    pub kind: SpecKind,
     pub description: String,
     pub path: PathBuf,
     /// The base configuration's path (resolved) and text; `None`: defaults.
@@ -195,6 +228,7 @@ pub struct Spec {
 /// Top-level keys, and the sections owned by other commands.
 const KEYS: &[&str] = &[
     "name",
+    "kind",
     "description",
     "config",
     "traces",
@@ -285,6 +319,16 @@ impl Spec {
                 .ok_or_else(|| bad("has no file name to name the spec by".into()))?,
         };
         let description = string("description")?.unwrap_or_default();
+        let spec_kind = match string("kind")?.as_deref() {
+            None | Some("sim") => SpecKind::Sim,
+            Some("cache") => SpecKind::Cache,
+            Some("trace-stats") => SpecKind::TraceStats,
+            Some(other) => {
+                return Err(bad(format!(
+                    "kind: {other:?} (expected sim, cache or trace-stats)"
+                )))
+            }
+        };
         let config = match string("config")? {
             None => None,
             Some(c) => {
@@ -384,6 +428,7 @@ impl Spec {
         }
         let spec = Spec {
             name,
+            kind: spec_kind,
             description,
             path: path.to_path_buf(),
             config,
@@ -394,6 +439,32 @@ impl Spec {
             seeds,
             extra,
         };
+        let keys = spec
+            .set
+            .iter()
+            .chain(spec.rows.iter().flatten())
+            .chain(spec.grid.iter().flat_map(|(_, v)| v));
+        for p in keys {
+            let fits = match spec_kind {
+                SpecKind::Sim => true,
+                SpecKind::Cache => {
+                    CACHE_KEYS.contains(&p.key.as_str()) || p.key == RATE_SCALE || p.key == LABEL
+                }
+                SpecKind::TraceStats => p.key == "block_tokens" || p.key == LABEL,
+            };
+            if !fits {
+                let expected = match spec_kind {
+                    SpecKind::Cache => CACHE_KEYS.join(", "),
+                    _ => "block_tokens".into(),
+                };
+                return Err(bad(format!(
+                    "{}: `{}` is not a parameter of a {} spec (expected {expected})",
+                    p.origin,
+                    p.key,
+                    spec_kind.name()
+                )));
+            }
+        }
         let n = spec.size();
         if n > MAX_POINTS {
             return Err(bad(format!(
@@ -958,6 +1029,8 @@ mod tests {
             ("grid: {a: [1]}\n", "traces: missing"),
             ("traces: [t.jsonl]\ngrid:\n  a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  b: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  c: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  d: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  e: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n", "expands to 100000"),
             ("traces: [t.jsonl]\ngrid: {a: [1]\n", "study.yaml:"),
+            ("kind: cache\ntraces: [t.jsonl]\ngrid: {scheduler: [a]}\n", "grid.scheduler[0]: `scheduler` is not a parameter of a cache spec"),
+            ("kind: replay\ntraces: [t.jsonl]\n", "kind: \"replay\""),
         ] {
             match spec(text) {
                 Ok(_) if words == "expands to 100000" => {}
