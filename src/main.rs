@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod output;
 mod plot;
+mod run_cmd;
 mod sim_cmd;
 mod trace_cmd;
 
@@ -30,6 +31,13 @@ enum Command {
     Cache(cache_cmd::CacheArgs),
     /// Replay a trace through the simulated disaggregated cluster.
     Sim(sim_cmd::SimArgs),
+    /// Run an experiment spec: every point (in parallel, resumable), then
+    /// the combined table.
+    Run(run_cmd::RunArgs),
+    /// Gather a sharded sweep's points and write its table.
+    Merge(run_cmd::MergeArgs),
+    /// Summarize a sweep's table across seeds (Markdown, CSV, LaTeX).
+    Table(run_cmd::TableArgs),
     /// Cluster configuration helpers.
     #[command(subcommand)]
     Config(sim_cmd::ConfigCommand),
@@ -43,6 +51,9 @@ fn main() -> ExitCode {
         Command::Cache(args) => cache_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),
         Command::Config(cmd) => sim_cmd::config(cmd),
+        Command::Run(args) => run_cmd::run(args),
+        Command::Merge(args) => run_cmd::merge(args),
+        Command::Table(args) => run_cmd::table(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -52,11 +52,18 @@ pub fn install_signal_cleanup() {
 pub struct RunFolder {
     target: PathBuf,
     tmp: Option<tempfile::TempDir>,
+    /// How errors name the target (`--out DIR`, a sweep's point folder).
+    label: String,
 }
 
 impl RunFolder {
     pub fn prepare(target: &Path, force: bool) -> Result<RunFolder> {
-        let flag = format!("--out {}", target.display());
+        Self::prepare_named(target, force, &format!("--out {}", target.display()))
+    }
+
+    /// [`RunFolder::prepare`], errors naming the target as `label`.
+    pub fn prepare_named(target: &Path, force: bool, label: &str) -> Result<RunFolder> {
+        let flag = label.to_string();
         if target.exists() {
             if !target.is_dir() {
                 bail!("{flag}: exists and is not a folder");
@@ -85,6 +92,7 @@ impl RunFolder {
         Ok(RunFolder {
             target: target.to_path_buf(),
             tmp: Some(tmp),
+            label: flag,
         })
     }
 
@@ -104,7 +112,7 @@ impl RunFolder {
         let Some(tmp) = self.tmp.take() else {
             return Ok(());
         };
-        let flag = format!("--out {}", self.target.display());
+        let flag = self.label.clone();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

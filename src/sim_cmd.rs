@@ -6,7 +6,7 @@ use crate::trace_cmd::InputArgs;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use moonlab_core::metrics::requests_csv;
-use moonlab_sim::cluster::{simulate, summarize, ClusterConfig, SimOutput};
+use moonlab_sim::cluster::{simulate, summarize, ClusterConfig, SimOutput, Summary};
 use moonlab_traces::read_all;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -77,17 +77,7 @@ pub fn run(a: SimArgs) -> Result<()> {
         }
         sets.insert(0, format!("block_tokens={bt}"));
     }
-    let config = match &a.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("{}: cannot read", p.display()))?;
-            ClusterConfig::load_file(&text, p, &sets)?
-        }
-        None => ClusterConfig::load("", "(defaults)", &sets)?,
-    };
-    let resolved = config.resolve_with(&|path: &str| {
-        std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
-    })?;
+    let (config, resolved) = load_config(a.config.as_deref(), &sets)?;
     let mut opts = a.input.read_options();
     opts.block_tokens = config.block_tokens;
     let (format, requests) = read_all(&a.trace, &opts)?;
@@ -117,6 +107,52 @@ pub fn run(a: SimArgs) -> Result<()> {
     });
     let wall_s = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let run = render_run(&out, &config, wall_s, a.table_format, a.explain)?;
+    for (name, bytes) in &run.files {
+        folder.write(name, bytes)?;
+    }
+    // The run takes its place whole, or not at all.
+    folder.commit()?;
+    print_summary(&a.out, &run.summary)
+}
+
+/// Reads a configuration file (or the defaults) with `--set` overrides and
+/// resolves it, reading cost-profile files.
+pub fn load_config(
+    path: Option<&Path>,
+    sets: &[String],
+) -> Result<(ClusterConfig, moonlab_sim::cluster::Resolved)> {
+    let config = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("{}: cannot read", p.display()))?;
+            ClusterConfig::load_file(&text, p, sets)?
+        }
+        None => ClusterConfig::load("", "(defaults)", sets)?,
+    };
+    let resolved = config.resolve_with(&|path: &str| {
+        std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+    })?;
+    Ok((config, resolved))
+}
+
+/// A finished run, rendered: the run folder's files (summary.json last)
+/// and its summary.
+pub struct RunFiles {
+    pub files: Vec<(&'static str, Vec<u8>)>,
+    pub summary: Summary,
+}
+
+/// Checks a simulation's end-of-run invariants and renders its run folder;
+/// a run that broke an invariant or hit a limit is an error, and nothing
+/// of it is written.
+pub fn render_run(
+    out: &SimOutput,
+    config: &ClusterConfig,
+    wall_s: f64,
+    table_format: TableFormat,
+    explain: bool,
+) -> Result<RunFiles> {
     if !out.violations.is_empty() {
         let unfinished = out
             .records
@@ -133,19 +169,33 @@ pub fn run(a: SimArgs) -> Result<()> {
     if let Some(why) = &out.limit_reached {
         bail!("{why} (nothing was written)");
     }
-    let mut summary = summarize(&out, config.scheduler.name.name(), config.slo);
+    let mut summary = summarize(out, config.scheduler.name.name(), config.slo);
     summary.wall_s = wall_s;
-    // Everything is rendered first, then written: a failure leaves no file.
-    let (table_name, table) = match a.table_format {
+    let (table_name, table) = match table_format {
         TableFormat::Parquet => (
             "requests.parquet",
             moonlab_experiments::tables::requests_parquet(&out.records)?,
         ),
         TableFormat::Csv => ("requests.csv", requests_csv(&out.records).into_bytes()),
     };
-    let series = render_timeseries(&out, out.prefill_instances as u32);
-    let replicas = render_replicas(&out);
-    let roles = (config.roles.policy != moonlab_core::roles::RoleKind::Static).then(|| {
+    let mut files = vec![
+        (table_name, table),
+        (
+            "timeseries.csv",
+            render_timeseries(out, out.prefill_instances as u32).into_bytes(),
+        ),
+        ("replicas.csv", render_replicas(out).into_bytes()),
+        ("config.yaml", config.to_yaml().into_bytes()),
+    ];
+    if explain {
+        let mut s = String::new();
+        for (id, cands, why) in &out.explain {
+            let line = serde_json::json!({"request": id, "decision": why, "candidates": cands});
+            let _ = writeln!(s, "{line}");
+        }
+        files.push(("explain.jsonl", s.into_bytes()));
+    }
+    if config.roles.policy != moonlab_core::roles::RoleKind::Static {
         let mut s = String::from("time_s,node,role\n");
         for (t, node, role) in &out.role_changes {
             let name = match role {
@@ -154,32 +204,13 @@ pub fn run(a: SimArgs) -> Result<()> {
             };
             let _ = writeln!(s, "{},{node},{name}", t.as_secs_f64());
         }
-        s
-    });
-    let json = serde_json::to_string_pretty(&summary)? + "\n";
-    let yaml = config.to_yaml();
-    let explain = a.explain.then(|| {
-        let mut s = String::new();
-        for (id, cands, why) in &out.explain {
-            let line = serde_json::json!({"request": id, "decision": why, "candidates": cands});
-            let _ = writeln!(s, "{line}");
-        }
-        s
-    });
-    folder.write(table_name, &table)?;
-    folder.write("timeseries.csv", series.as_bytes())?;
-    folder.write("replicas.csv", replicas.as_bytes())?;
-    folder.write("config.yaml", yaml.as_bytes())?;
-    if let Some(e) = explain {
-        folder.write("explain.jsonl", e.as_bytes())?;
+        files.push(("roles.csv", s.into_bytes()));
     }
-    if let Some(r) = roles {
-        folder.write("roles.csv", r.as_bytes())?;
-    }
-    folder.write("summary.json", json.as_bytes())?;
-    // The run takes its place whole, or not at all.
-    folder.commit()?;
-    print_summary(&a.out, &summary)
+    files.push((
+        "summary.json",
+        (serde_json::to_string_pretty(&summary)? + "\n").into_bytes(),
+    ));
+    Ok(RunFiles { files, summary })
 }
 
 fn print_summary(dir: &Path, s: &moonlab_sim::cluster::Summary) -> Result<()> {
