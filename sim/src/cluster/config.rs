@@ -1428,6 +1428,79 @@ mod tests {
     }
 
     #[test]
+    fn colocated_baselines_and_their_errors_name_the_key() {
+        let load = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            ClusterConfig::load("", "c", &sets)
+        };
+        let err = |sets: &[&str]| load(sets).unwrap_err().to_string();
+        // Defaults: moonlab's pool model; vLLM's budgets when a baseline is
+        // asked for (512 with chunked prefill, 131072 without).
+        let c = ClusterConfig::default();
+        assert_eq!(c.colocated.policy, ColocatedPolicy::Pool);
+        assert_eq!(c.colocated.routing, SchedulerKind::RoundRobin);
+        assert_eq!(c.colocated.token_budget, None);
+        assert!(c.to_yaml().contains("colocated:\n  policy: pool\n"));
+        let chunked = load(&["deployment=colocated", "colocated.policy=vllm-chunked"]).unwrap();
+        assert_eq!(chunked.resolve().unwrap().token_budget, 512);
+        let plain = load(&["deployment=colocated", "colocated.policy=vllm"]).unwrap();
+        let r = plain.resolve().unwrap();
+        assert_eq!(r.token_budget, 131_072);
+        assert!(r.colocated_cost.is_some());
+        assert!(ClusterConfig::default()
+            .resolve()
+            .unwrap()
+            .colocated_cost
+            .is_none());
+        // A file's section works like --set.
+        let c = ClusterConfig::load(
+            "deployment: colocated\ncolocated:\n  policy: vllm-prefix-cache\n  routing: least-loaded\n  token_budget: 4096\n",
+            "c.yaml",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.colocated.policy, ColocatedPolicy::VllmPrefixCache);
+        assert_eq!(c.resolve().unwrap().token_budget, 4096);
+        // Errors name the key.
+        assert_eq!(
+            err(&["colocated.policy=vllm"]),
+            "colocated.policy: vllm (a vLLM baseline serves colocated: set deployment: colocated)"
+        );
+        let e = err(&["colocated.policy=sglang"]);
+        assert!(
+            e.starts_with("--set colocated.policy=sglang: colocated.policy: unknown variant `sglang`")
+                && e.contains("vllm-chunked"),
+            "{e}"
+        );
+        assert!(err(&["colocated.routing=kvcache-centric"])
+            .starts_with("colocated.routing: kvcache-centric (vLLM instances share no KVCache pool"));
+        assert_eq!(
+            err(&["colocated.token_budget=0"]),
+            "colocated.token_budget: 0 (expected 1 to 1048576)"
+        );
+        assert_eq!(
+            err(&["colocated.token_budget=2000000"]),
+            "colocated.token_budget: 2000000 (expected 1 to 1048576)"
+        );
+        assert_eq!(
+            err(&[
+                "deployment=colocated",
+                "colocated.policy=vllm-chunked",
+                "decode.max_batch=256",
+                "colocated.token_budget=255",
+            ]),
+            "colocated.token_budget: 255 (chunked prefill needs at least decode.max_batch, 256, tokens per iteration: every running request decodes one)"
+        );
+        let e = ClusterConfig::load("colocated:\n  polcy: vllm\n", "c.yaml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml: colocated.polcy: unknown key (expected one of policy, routing, token_budget)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn type_errors_name_the_source_the_line_and_the_key() {
         let e = ClusterConfig::load(
             "model: llama3-70b\nprefill:\n  instances: \"four\"\n",
