@@ -47,7 +47,8 @@ pub struct PrefillConfig {
     /// `prefill.instances`.
     pub pipeline_nodes: u32,
     /// DRAM KVCache per prefill node, in blocks (5859 blocks of 512 tokens =
-    /// the paper's 3M tokens per node, §5.3.2).
+    /// the paper's 3M tokens per node, §5.3.2). The vLLM baselines have no
+    /// DRAM pool: they ignore it, and the SSD tier.
     pub dram_cache_blocks: u64,
     /// Measured latencies instead of the analytic model: a CSV file with
     /// the header `phase,x,y,seconds` — `prefill` rows give x = new tokens,
@@ -83,9 +84,13 @@ pub struct DecodeConfig {
     /// Measured latencies for the decode pool (same CSV format as
     /// `prefill.cost_profile`; null = the analytic model).
     pub cost_profile: Option<String>,
-    /// Most requests in one continuous batch.
+    /// Most requests in one continuous batch (for the vLLM baselines,
+    /// vLLM's `max_num_seqs`: requests running, prefilling included).
     pub max_batch: u32,
-    /// Share of the HBM left after the weights that holds KV.
+    /// Share of the HBM left after the weights that holds KV (for the
+    /// vLLM baselines the node's KV memory, which with prefix caching also
+    /// holds the cache; vLLM's own `gpu_memory_utilization` defaults to
+    /// 0.9 too, of all HBM).
     pub kv_memory_fraction: f64,
     /// Fixed time added to every decode iteration, milliseconds: the
     /// scheduling, sampling and launch overheads a serving engine spends per
@@ -128,7 +133,8 @@ pub struct StoreConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
-    /// random, round-robin, least-loaded, local-cache-aware, kvcache-centric.
+    /// random, round-robin, least-loaded, local-cache-aware, kvcache-centric
+    /// (the vLLM baselines have no Conductor: `colocated.routing` routes).
     pub name: SchedulerKind,
     /// Algorithm 1's kvcache_balancing_threshold (a ratio; the paper tunes
     /// it by hand and does not publish it).
