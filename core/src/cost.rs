@@ -454,8 +454,8 @@ impl AnalyticCost {
 
     /// Seconds to read the weights and `kv_tokens` tokens of KV from HBM.
     fn pass_memory_s(&self, kv_tokens: u64) -> f64 {
-        let bytes =
-            self.model.weight_bytes_total() + kv_tokens as f64 * self.model.kv_bytes_per_token as f64;
+        let bytes = self.model.weight_bytes_total()
+            + kv_tokens as f64 * self.model.kv_bytes_per_token as f64;
         bytes / self.node.hbm_bytes_per_s()
     }
 }
@@ -805,7 +805,9 @@ mod tests {
         assert!((got - want).abs() < 1e-9, "{got} vs {want}");
         // Less than the chunk and the step one after the other: the weights
         // are read once.
-        let apart = c.prefill_time(512, 0).saturating_add(c.decode_step_time(10, 10_000));
+        let apart = c
+            .prefill_time(512, 0)
+            .saturating_add(c.decode_step_time(10, 10_000));
         assert!(c.mixed_step_time(&[(0, 512)], 10, 10_000) < apart);
         // A later chunk of a prompt attends to what is before it.
         let later = 80.0 * (4.0 * (1024f64.powi(2) - 512f64.powi(2)) * d + 22.0 * 512.0 * d * d);

@@ -98,7 +98,10 @@ fn prefix_caching_computes_only_the_uncached_suffix() {
     // The cache is local: on two nodes behind round-robin B lands on the
     // other node and misses; a cache-aware balancer sends it to A's node.
     let rr = run(&trace, &config(2, "vllm-prefix-cache", &[]));
-    assert_eq!((rr.records[0].prefill, rr.records[1].prefill), (Some(0), Some(1)));
+    assert_eq!(
+        (rr.records[0].prefill, rr.records[1].prefill),
+        (Some(0), Some(1))
+    );
     assert_eq!(rr.records[1].prefix_tokens, 0);
     assert!(close(rr.records[1].ttft_s, full));
     let aware = run(
@@ -154,7 +157,11 @@ fn the_prefix_cache_gives_way_to_running_requests() {
     );
     assert!(r[4].queue_s > 3.0);
     let sum = summarize(&out, "x", c.slo);
-    assert!((sum.hit_rate - 512.0 / 7168.0).abs() < 1e-12, "{}", sum.hit_rate);
+    assert!(
+        (sum.hit_rate - 512.0 / 7168.0).abs() < 1e-12,
+        "{}",
+        sum.hit_rate
+    );
     // With the default memory nothing is evicted: C finds all of A's prefix
     // (1024 tokens, 1023 of them reusable) and R2 does not wait.
     let roomy = run(&trace, &config(1, "vllm-prefix-cache", &[]));
@@ -207,7 +214,12 @@ fn the_default_scheduler_pauses_decodes_for_a_whole_prefill() {
     }
     let out = run(&stall_trace(), &config(1, "vllm", &[]));
     let (a, b) = (&out.records[0], &out.records[1]);
-    assert!(close(a.tbt_s, tbt(&intervals)), "{} vs {}", a.tbt_s, tbt(&intervals));
+    assert!(
+        close(a.tbt_s, tbt(&intervals)),
+        "{} vs {}",
+        a.tbt_s,
+        tbt(&intervals)
+    );
     assert!(close(a.finish_s, s(t)));
     let b_first = b_first.unwrap();
     assert!(close(b.ttft_s, s(b_first.saturating_sub(arrival_b))));
@@ -265,7 +277,12 @@ fn chunked_prefill_bounds_every_interval_by_the_budgets_iteration() {
     let out = run(&stall_trace(), &c);
     let (a, b) = (&out.records[0], &out.records[1]);
     assert!(close(a.ttft_s, s(a_first)));
-    assert!(close(a.tbt_s, tbt(&intervals)), "{} vs {}", a.tbt_s, tbt(&intervals));
+    assert!(
+        close(a.tbt_s, tbt(&intervals)),
+        "{} vs {}",
+        a.tbt_s,
+        tbt(&intervals)
+    );
     assert!(close(a.finish_s, s(t)));
     let b_first = b_first.unwrap();
     assert!(close(b.ttft_s, s(b_first.saturating_sub(arrival_b))));
@@ -300,7 +317,9 @@ fn a_budget_smaller_than_the_batch_is_refused_and_larger_budgets_batch_prefills(
     .unwrap_err()
     .to_string();
     assert!(
-        e.starts_with("colocated.token_budget: 64 (chunked prefill needs at least decode.max_batch, 128"),
+        e.starts_with(
+            "colocated.token_budget: 64 (chunked prefill needs at least decode.max_batch, 128"
+        ),
         "{e}"
     );
     // The default scheduler prefills the waiting prompts that fit the
@@ -357,7 +376,10 @@ fn invariants_hold_for_every_baseline_on_the_conversation_trace() {
                 "colocated.routing=local-cache-aware",
             ],
         ),
-        ("vllm-prefix-cache", &["colocated.routing=random", "scheduler.admission=slo"]),
+        (
+            "vllm-prefix-cache",
+            &["colocated.routing=random", "scheduler.admission=slo"],
+        ),
         ("vllm-chunked", &[]),
         (
             "vllm-chunked",
@@ -367,9 +389,15 @@ fn invariants_hold_for_every_baseline_on_the_conversation_trace() {
     for (policy, extra) in runs {
         let c = config(4, policy, extra);
         let out = simulate(&conv, c.resolve().unwrap(), false, |_| {});
-        assert!(out.violations.is_empty(), "{policy} {extra:?}: {:#?}", out.violations);
         assert!(
-            out.records.iter().all(|r| r.served || r.reject_reason.is_some()),
+            out.violations.is_empty(),
+            "{policy} {extra:?}: {:#?}",
+            out.violations
+        );
+        assert!(
+            out.records
+                .iter()
+                .all(|r| r.served || r.reject_reason.is_some()),
             "{policy} {extra:?}"
         );
         let sum = summarize(&out, "x", c.slo);

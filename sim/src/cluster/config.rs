@@ -509,7 +509,9 @@ impl CostModel for PoolCost {
                 run_pipeline(&mut free, Nanos::ZERO, &chunks).end
             }
             PoolCost::StepOverhead { inner, .. } => inner.prefill_time(input_tokens, cached_tokens),
-            PoolCost::Colocated { prefill, .. } => prefill.prefill_time(input_tokens, cached_tokens),
+            PoolCost::Colocated { prefill, .. } => {
+                prefill.prefill_time(input_tokens, cached_tokens)
+            }
         }
     }
     fn decode_step_time(&self, batch_requests: u32, batch_context_tokens: u64) -> Nanos {
@@ -1474,12 +1476,14 @@ mod tests {
         );
         let e = err(&["colocated.policy=sglang"]);
         assert!(
-            e.starts_with("--set colocated.policy=sglang: colocated.policy: unknown variant `sglang`")
-                && e.contains("vllm-chunked"),
+            e.starts_with(
+                "--set colocated.policy=sglang: colocated.policy: unknown variant `sglang`"
+            ) && e.contains("vllm-chunked"),
             "{e}"
         );
-        assert!(err(&["colocated.routing=kvcache-centric"])
-            .starts_with("colocated.routing: kvcache-centric (vLLM instances share no KVCache pool"));
+        assert!(err(&["colocated.routing=kvcache-centric"]).starts_with(
+            "colocated.routing: kvcache-centric (vLLM instances share no KVCache pool"
+        ));
         assert_eq!(
             err(&["colocated.token_budget=0"]),
             "colocated.token_budget: 0 (expected 1 to 1048576)"

@@ -189,9 +189,7 @@ impl NodeStore {
     /// Blocks committed in node `p`'s prefix cache: its DRAM segment, or
     /// with vLLM prefix caching its HBM one.
     pub fn cache_blocks(&self, p: usize) -> usize {
-        self.pool
-            .segment(self.hbm(p).unwrap_or(self.dram[p]))
-            .len()
+        self.pool.segment(self.hbm(p).unwrap_or(self.dram[p])).len()
     }
 
     /// Retires the leases and soft pins of node `p`'s DRAM that ended by `now`.

@@ -102,7 +102,13 @@ pub fn simulate(
     let c = &cfg.config;
     let baseline = (c.deployment == super::config::Deployment::Colocated
         && c.colocated.policy.is_vllm())
-    .then(|| format!("{}, {}", c.colocated.policy.name(), c.colocated.routing.name()));
+    .then(|| {
+        format!(
+            "{}, {}",
+            c.colocated.policy.name(),
+            c.colocated.routing.name()
+        )
+    });
     // The trace's future, built only for an offline eviction policy.
     let index = OnceCell::new();
     let mut world = World::new(

@@ -242,11 +242,11 @@ impl World<'_> {
         if let Some(seg) = self.store.hbm(n) {
             // Cached blocks no running request uses make room, LRU first.
             let mut evicted = Vec::new();
-            let room =
-                self.store
-                    .pool
-                    .segment_mut(seg)
-                    .make_room((reserved + need) * kvb, now, &mut evicted);
+            let room = self.store.pool.segment_mut(seg).make_room(
+                (reserved + need) * kvb,
+                now,
+                &mut evicted,
+            );
             debug_assert!(room || alone);
         }
         let kv = self.decode[n].kv.reserve(need);
