@@ -5,7 +5,8 @@
 //! - [`AnalyticCost`]: the paper's model. Prefill FLOPs follow Eq. 1,
 //!   `l·(a·n²·d + b·n·d²)`, minus the reused prefix's share, divided by
 //!   `G × MFU`; a decode step is `max(compute, (weights + batch KV bytes) /
-//!   HBM bandwidth)`.
+//!   HBM bandwidth)`, and so is an iteration that mixes prefill chunks with
+//!   decodes (chunked prefill): one pass, the weights read once.
 //! - [`ProfileCost`]: measured latencies interpolated from a table (the CLI
 //!   reads it from CSV), for users with real measurements.
 //!
@@ -34,6 +35,26 @@ pub trait CostModel: Send + Sync {
     /// block by.
     fn recompute_seconds(&self, start: u64, end: u64) -> f64 {
         self.prefill_time(end, start).as_secs_f64()
+    }
+
+    /// Time of one iteration that runs, in one forward pass, the prefill
+    /// chunks `chunks` — each `(s, e)`: tokens `[s, e)` of a prompt,
+    /// computed given the KV of `[0, s)` — beside a decode step of
+    /// `decode_requests` requests holding `decode_context_tokens` tokens of
+    /// KV (chunked prefill as Sarathi-Serve and vLLM run it). By default the
+    /// parts add up, `Σ prefill_time(e, s) + decode_step_time(..)`: all that
+    /// separately measured latencies say. With no chunks it is the decode
+    /// step; with no decodes, the chunks' prefill times.
+    fn mixed_step_time(
+        &self,
+        chunks: &[(u64, u64)],
+        decode_requests: u32,
+        decode_context_tokens: u64,
+    ) -> Nanos {
+        chunks.iter().fold(
+            self.decode_step_time(decode_requests, decode_context_tokens),
+            |t, &(s, e)| t.saturating_add(self.prefill_time(e, s)),
+        )
     }
 
     /// Time of a chunked prefill of tokens `[cached_tokens, input_tokens)`,
@@ -420,6 +441,25 @@ impl AnalyticCost {
     }
 }
 
+impl AnalyticCost {
+    /// FLOPs of one decode step: one new token per request at context c
+    /// costs flops(c+1) − flops(c) = l·(a·(2c+1)·d + b·d²) (halved
+    /// attention when causal); summed over the batch.
+    fn decode_flops(&self, batch_requests: u32, batch_context_tokens: u64) -> f64 {
+        let (l, d) = (self.model.layers as f64, self.model.hidden as f64);
+        let (bsz, ctx) = (batch_requests as f64, batch_context_tokens as f64);
+        let attention = self.attention.factor() * self.model.a * (2.0 * ctx + bsz) * d;
+        l * (attention + bsz * self.model.b * d * d)
+    }
+
+    /// Seconds to read the weights and `kv_tokens` tokens of KV from HBM.
+    fn pass_memory_s(&self, kv_tokens: u64) -> f64 {
+        let bytes = self.model.weight_bytes_total()
+            + kv_tokens as f64 * self.model.kv_bytes_per_token as f64;
+        bytes / self.node.hbm_bytes_per_s()
+    }
+}
+
 fn secs(s: f64) -> Nanos {
     Nanos((s * 1e9).round().max(0.0) as u64)
 }
@@ -434,17 +474,39 @@ impl CostModel for AnalyticCost {
         if batch_requests == 0 {
             return Nanos::ZERO;
         }
-        // One new token per request at context c costs flops(c+1) − flops(c)
-        // = l·(a·(2c+1)·d + b·d²) (halved attention when causal); summed
-        // over the batch.
-        let (l, d) = (self.model.layers as f64, self.model.hidden as f64);
-        let (bsz, ctx) = (batch_requests as f64, batch_context_tokens as f64);
-        let attention = self.attention.factor() * self.model.a * (2.0 * ctx + bsz) * d;
-        let flops = l * (attention + bsz * self.model.b * d * d);
-        let compute = flops / (self.node.flops_per_s() * self.decode_mfu);
-        let bytes = self.model.weight_bytes_total() + ctx * self.model.kv_bytes_per_token as f64;
-        let memory = bytes / self.node.hbm_bytes_per_s();
-        secs(compute.max(memory))
+        let compute = self.decode_flops(batch_requests, batch_context_tokens)
+            / (self.node.flops_per_s() * self.decode_mfu);
+        secs(compute.max(self.pass_memory_s(batch_context_tokens)))
+    }
+
+    /// One forward pass over the chunks and the decoding requests: the
+    /// roofline of the whole pass, as for a decode step. Its compute is the
+    /// chunks' Eq. 1 FLOPs at the prefill MFU plus the decode tokens' at
+    /// the decode MFU; its memory traffic reads the weights once and the KV
+    /// the pass attends to (the decoding requests' contexts and each
+    /// chunk's `[0, e)`). So decode tokens ride on a compute-bound chunk
+    /// almost for free (Sarathi-Serve's point), and a chunk of a few tokens
+    /// still pays for reading the weights. Without chunks it is exactly
+    /// [`CostModel::decode_step_time`].
+    fn mixed_step_time(
+        &self,
+        chunks: &[(u64, u64)],
+        decode_requests: u32,
+        decode_context_tokens: u64,
+    ) -> Nanos {
+        if chunks.is_empty() {
+            return self.decode_step_time(decode_requests, decode_context_tokens);
+        }
+        let g = self.node.flops_per_s();
+        let prefill: f64 = chunks.iter().map(|&(s, e)| self.flops(s, e)).sum();
+        let decode = if decode_requests == 0 {
+            0.0
+        } else {
+            self.decode_flops(decode_requests, decode_context_tokens)
+        };
+        let compute = prefill / (g * self.prefill_mfu) + decode / (g * self.decode_mfu);
+        let attended = decode_context_tokens.saturating_add(chunks.iter().map(|c| c.1).sum());
+        secs(compute.max(self.pass_memory_s(attended)))
     }
 
     fn kv_bytes_per_token(&self) -> u64 {
@@ -720,6 +782,44 @@ mod tests {
     }
 
     #[test]
+    fn a_mixed_iteration_by_hand() {
+        let c = AnalyticCost::new(ModelSpec::llama3_70b(), NodeSpec::a800x8());
+        let g = 8.0 * 312e12 * 0.5;
+        let bw = 8.0 * 2039e9;
+        let d = 8192f64;
+        // No chunk: exactly the decode step.
+        assert_eq!(
+            c.mixed_step_time(&[], 10, 10_000),
+            c.decode_step_time(10, 10_000)
+        );
+        assert_eq!(c.mixed_step_time(&[], 0, 0), Nanos::ZERO);
+        // A 512-token chunk beside 10 decodes of 1000 tokens each: one pass,
+        // compute bound. Chunk: 80·(4·512²·d + 22·512·d²); decodes:
+        // 80·(4·(2·10000 + 10)·d + 10·22·d²).
+        let chunk = 80.0 * (4.0 * 512f64.powi(2) * d + 22.0 * 512.0 * d * d);
+        let decodes = 80.0 * (4.0 * 20_010.0 * d + 10.0 * 22.0 * d * d);
+        let want = (chunk + decodes) / g;
+        let memory = (141.2e9 + 10_512.0 * 327_680.0) / bw;
+        assert!(want > memory);
+        let got = c.mixed_step_time(&[(0, 512)], 10, 10_000).as_secs_f64();
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        // Less than the chunk and the step one after the other: the weights
+        // are read once.
+        let apart = c
+            .prefill_time(512, 0)
+            .saturating_add(c.decode_step_time(10, 10_000));
+        assert!(c.mixed_step_time(&[(0, 512)], 10, 10_000) < apart);
+        // A later chunk of a prompt attends to what is before it.
+        let later = 80.0 * (4.0 * (1024f64.powi(2) - 512f64.powi(2)) * d + 22.0 * 512.0 * d * d);
+        let got = c.mixed_step_time(&[(512, 1024)], 0, 0).as_secs_f64();
+        assert!((got - later / g).abs() < 1e-9, "{got}");
+        // A 4-token chunk alone is bound by reading the weights.
+        let got = c.mixed_step_time(&[(0, 4)], 0, 0).as_secs_f64();
+        let want = (141.2e9 + 4.0 * 327_680.0) / bw;
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    #[test]
     fn presets_resolve_and_mla_is_small() {
         for n in NodeSpec::PRESETS {
             assert!(NodeSpec::preset(n).is_some(), "{n}");
@@ -756,6 +856,13 @@ mod tests {
         assert_eq!(c.prefill_time(1500, 0), secs(2.0));
         assert_eq!(c.prefill_time(2000, 500), secs(2.5)); // 1500 new at prefix 500
         assert_eq!(c.decode_step_time(4, 4000), secs(0.02 + 0.01 * 3.0 / 7.0));
+        // Measured separately, a mixed iteration adds its parts.
+        assert_eq!(
+            c.mixed_step_time(&[(0, 1500), (500, 2000)], 4, 4000),
+            secs(0.02 + 0.01 * 3.0 / 7.0)
+                .saturating_add(secs(2.0))
+                .saturating_add(secs(2.5))
+        );
         let two = pts(&[(1.0, 1.0, 1.0), (2.0, 1.0, 2.0)]);
         assert!(ProfileCost::new(vec![], two.clone(), 1).is_err());
         let e = ProfileCost::new(pts(&[(1.0, 1.0, 1.0)]), two.clone(), 1).unwrap_err();

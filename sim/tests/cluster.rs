@@ -427,7 +427,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Every request ends exactly once; times are ordered; tokens and
-    /// bytes add up; with admission off, everything is served.
+    /// bytes add up; with admission off, everything is served. Colocated
+    /// runs cover moonlab's pool model and the three vLLM baselines.
     #[test]
     fn invariants_hold(
         trace in arb_trace(),
@@ -443,6 +444,7 @@ proptest! {
         pipelined in any::<bool>(),
         elastic in any::<bool>(),
         decode_slack in any::<bool>(),
+        baseline in 0usize..4,
     ) {
         let names = ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"];
         // Pipelined groups of 2 nodes where the pool splits into them.
@@ -480,6 +482,14 @@ proptest! {
             &format!("store.high_watermark={}", [1.0, 0.9, 0.5][watermarks]),
             &format!("store.eviction_ratio={}", [0.0, 0.05, 0.3][watermarks]),
             &format!("store.lease_s={lease_s}"),
+            // Colocated nodes run moonlab's pool model or a vLLM baseline
+            // (routed by a load balancer; kvcache-centric is refused there).
+            &format!(
+                "colocated.policy={}",
+                if colocated { ["pool", "vllm", "vllm-prefix-cache", "vllm-chunked"][baseline] } else { "pool" }
+            ),
+            &format!("colocated.routing={}", names[sched % 4]),
+            &format!("colocated.token_budget={}", [4, 64, 512, 131_072][cache as usize % 4]),
         ]);
         let out = simulate(&trace, c.resolve().unwrap(), false, |_| {});
         // The end-of-run invariants, checked from outside the model.

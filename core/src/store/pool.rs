@@ -23,6 +23,9 @@ pub struct SegmentId(pub u32);
 pub enum Tier {
     Dram,
     Ssd,
+    /// A GPU's HBM: a prefix cache local to one instance, in the KV blocks
+    /// its running requests do not use (vLLM's automatic prefix caching).
+    Hbm,
 }
 
 /// Where a segment lives and who may read it.

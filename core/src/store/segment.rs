@@ -295,6 +295,8 @@ pub struct Segment<P: EvictionPolicy = Box<dyn EvictionPolicy>> {
     free: Vec<u32>,
     /// Bytes of committed and reserved objects.
     used_bytes: u64,
+    /// Bytes of committed objects with at least one pin.
+    pinned_bytes: u64,
     committed: usize,
     /// (expiry, slot, generation) of leases, earliest first.
     leases: BinaryHeap<Reverse<(Nanos, u32, u32)>>,
@@ -314,6 +316,7 @@ impl<P: EvictionPolicy> Segment<P> {
             slots: Vec::new(),
             free: Vec::new(),
             used_bytes: 0,
+            pinned_bytes: 0,
             committed: 0,
             leases: BinaryHeap::new(),
             soft: BTreeSet::new(),
@@ -334,6 +337,12 @@ impl<P: EvictionPolicy> Segment<P> {
     /// Bytes taken by committed objects and reservations.
     pub fn used_bytes(&self) -> u64 {
         self.used_bytes
+    }
+    /// Bytes of the committed objects that are pinned (in use): what no
+    /// eviction can free. A cache that shares its memory with other users
+    /// (a GPU's KV blocks) sizes what it may take from it.
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned_bytes
     }
     /// Committed objects.
     pub fn len(&self) -> usize {
@@ -622,6 +631,9 @@ impl<P: EvictionPolicy> Segment<P> {
         let s = self.committed_slot(key)?;
         let st = &mut self.slots[s as usize];
         let was = st.evictable();
+        if st.pins == 0 {
+            self.pinned_bytes += st.bytes;
+        }
         st.pins += 1;
         if was {
             self.policy.on_unevictable(Slot(s));
@@ -641,6 +653,9 @@ impl<P: EvictionPolicy> Segment<P> {
             return false;
         }
         st.pins -= 1;
+        if st.pins == 0 {
+            self.pinned_bytes -= st.bytes;
+        }
         if st.evictable() {
             self.policy.on_evictable(Slot(pin.slot), now);
         }
@@ -857,6 +872,9 @@ impl<P: EvictionPolicy> Segment<P> {
         debug_assert!(st.state != State::Free);
         if st.state == State::Committed {
             self.committed -= 1;
+            if st.pins > 0 {
+                self.pinned_bytes -= st.bytes;
+            }
         }
         st.state = State::Free;
         st.pins = 0;
@@ -877,6 +895,7 @@ impl<P: EvictionPolicy> Segment<P> {
     /// map); for tests and end-of-run checks.
     pub fn check(&self) -> Result<(), String> {
         let (mut used, mut committed, mut live) = (0u64, 0usize, 0usize);
+        let mut pinned = 0u64;
         for (i, s) in self.slots.iter().enumerate() {
             if s.state == State::Free {
                 continue;
@@ -885,6 +904,9 @@ impl<P: EvictionPolicy> Segment<P> {
             used += s.bytes;
             if s.state == State::Committed {
                 committed += 1;
+                if s.pins > 0 {
+                    pinned += s.bytes;
+                }
             }
             if self.map.get(&s.key) != Some(&(i as u32)) {
                 return Err(format!("slot {i} (key {}) is not in the key map", s.key.0));
@@ -894,6 +916,12 @@ impl<P: EvictionPolicy> Segment<P> {
             return Err(format!(
                 "used bytes {} but the objects add up to {used}",
                 self.used_bytes
+            ));
+        }
+        if pinned != self.pinned_bytes {
+            return Err(format!(
+                "pinned bytes {} but the pinned objects add up to {pinned}",
+                self.pinned_bytes
             ));
         }
         if committed != self.committed || live != self.map.len() {
@@ -968,6 +996,32 @@ mod tests {
         );
         assert!(s.unpin(pin, Nanos(101)));
         assert!(s.is_evictable(BlockKey(1), Nanos(101)));
+    }
+
+    #[test]
+    fn pinned_bytes_count_each_pinned_object_once() {
+        let mut s = seg(100);
+        s.access(BlockKey(1), 40, &at(0));
+        s.access(BlockKey(2), 30, &at(1));
+        assert_eq!(s.pinned_bytes(), 0);
+        let a = s.pin(BlockKey(1)).unwrap();
+        let b = s.pin(BlockKey(1)).unwrap();
+        let c = s.pin(BlockKey(2)).unwrap();
+        // Two pins of one object count its bytes once.
+        assert_eq!(s.pinned_bytes(), 70);
+        assert!(s.unpin(a, Nanos(2)));
+        assert_eq!(s.pinned_bytes(), 70);
+        assert!(s.unpin(b, Nanos(2)));
+        assert_eq!(s.pinned_bytes(), 30);
+        assert!(s.check().is_ok());
+        // What eviction may free is what is not pinned.
+        let mut out = vec![];
+        assert!(s.make_room(70, Nanos(3), &mut out));
+        assert_eq!(out, vec![(BlockKey(1), 40)]);
+        assert!(!s.make_room(71, Nanos(3), &mut out));
+        assert!(s.unpin(c, Nanos(4)));
+        assert_eq!(s.pinned_bytes(), 0);
+        assert!(s.check().is_ok());
     }
 
     #[test]

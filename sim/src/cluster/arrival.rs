@@ -4,7 +4,9 @@
 //! is reserved, and a remote prefix, if the scheduler chose one, is read and
 //! pinned at its source and flows NIC to NIC into the prefill node's DRAM,
 //! where it becomes a replica (this is how hot prefixes get replicated).
-//! The request then waits in its prefill instance's queue.
+//! The request then waits in its prefill instance's queue. On a vLLM
+//! baseline's node the request joins the node's waiting queue instead
+//! (`super::vllm`).
 
 use super::request::Phase;
 use super::view::View;
@@ -77,6 +79,13 @@ impl World<'_> {
             log.push((i, cands, why));
         }
         let d = self.pool_index(decode, Role::Decode);
+        if !self.vllm.is_empty() {
+            // A vLLM node: no pool, no fetch; its engine admits the request
+            // (and sets its KV aside) when it first schedules it.
+            debug_assert_eq!(p, d);
+            self.vllm_arrive(i, p);
+            return;
+        }
         let dram = self.store.dram(p);
         let local = self.store.local(p).to_vec();
         let mut evicted = Vec::new();

@@ -47,7 +47,8 @@ pub struct PrefillConfig {
     /// `prefill.instances`.
     pub pipeline_nodes: u32,
     /// DRAM KVCache per prefill node, in blocks (5859 blocks of 512 tokens =
-    /// the paper's 3M tokens per node, §5.3.2).
+    /// the paper's 3M tokens per node, §5.3.2). The vLLM baselines have no
+    /// DRAM pool: they ignore it, and the SSD tier.
     pub dram_cache_blocks: u64,
     /// Measured latencies instead of the analytic model: a CSV file with
     /// the header `phase,x,y,seconds` — `prefill` rows give x = new tokens,
@@ -83,9 +84,13 @@ pub struct DecodeConfig {
     /// Measured latencies for the decode pool (same CSV format as
     /// `prefill.cost_profile`; null = the analytic model).
     pub cost_profile: Option<String>,
-    /// Most requests in one continuous batch.
+    /// Most requests in one continuous batch (for the vLLM baselines,
+    /// vLLM's `max_num_seqs`: requests running, prefilling included).
     pub max_batch: u32,
-    /// Share of the HBM left after the weights that holds KV.
+    /// Share of the HBM left after the weights that holds KV (for the
+    /// vLLM baselines the node's KV memory, which with prefix caching also
+    /// holds the cache; vLLM's own `gpu_memory_utilization` defaults to
+    /// 0.9 too, of all HBM).
     pub kv_memory_fraction: f64,
     /// Fixed time added to every decode iteration, milliseconds: the
     /// scheduling, sampling and launch overheads a serving engine spends per
@@ -128,7 +133,8 @@ pub struct StoreConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
-    /// random, round-robin, least-loaded, local-cache-aware, kvcache-centric.
+    /// random, round-robin, least-loaded, local-cache-aware, kvcache-centric
+    /// (the vLLM baselines have no Conductor: `colocated.routing` routes).
     pub name: SchedulerKind,
     /// Algorithm 1's kvcache_balancing_threshold (a ratio; the paper tunes
     /// it by hand and does not publish it).
@@ -162,16 +168,105 @@ pub struct ClusterConfig {
     pub metrics: MetricsConfig,
     /// disaggregated (Mooncake: separate prefill and decode nodes) or
     /// colocated (the baseline: every node prefills and decodes on the same
-    /// GPUs, prefill first — a running prefill holds back decode steps). In
-    /// colocated mode `decode.instances` and `decode.node` must equal the
-    /// prefill pool's.
+    /// GPUs; `colocated.policy` says how). In colocated mode
+    /// `decode.instances` and `decode.node` must equal the prefill pool's.
     pub deployment: Deployment,
     /// Changes to the trace's requests.
     pub workload: WorkloadConfig,
     /// Elastic P/D: a role policy that moves nodes between the prefill and
     /// decode pools as load changes.
     pub roles: RolesConfig,
+    /// How a colocated node serves (with `deployment: colocated`): the
+    /// pool model as configured, or one of the paper's vLLM baselines.
+    pub colocated: ColocatedConfig,
 }
+
+/// A colocated deployment's serving engine: moonlab's own colocated mode,
+/// or one of the three vLLM configurations the paper compares Mooncake
+/// against (§5.2, Figures 1, 6 and 7: vLLM 0.5.1, prefix caching and
+/// chunked prefill tested separately).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColocatedConfig {
+    /// pool: the node's DRAM KVCache pool and `scheduler.name` as
+    /// configured, one prefill at a time ahead of decode steps (moonlab's
+    /// colocated Mooncake). vllm: no prefix reuse at all; a prefill
+    /// iteration (the waiting prompts that fit the token budget) pauses
+    /// every running decode (vLLM's default scheduler). vllm-prefix-cache:
+    /// the same with automatic prefix caching, a per-node prefix cache in
+    /// the HBM KV blocks running requests do not use, evicted LRU when they
+    /// need the memory; no DRAM pool, no fetch between nodes. vllm-chunked:
+    /// chunked prefill (Sarathi-Serve): each iteration runs every decode
+    /// (one token each), then prefill chunks up to `token_budget`; no
+    /// prefix reuse.
+    pub policy: ColocatedPolicy,
+    /// vLLM policies: the load balancer that spreads requests over the
+    /// nodes — round-robin (default: the paper runs vLLM without a
+    /// cache-aware router; a plain HTTP balancer's default), random,
+    /// least-loaded (least queued prefill work), or local-cache-aware
+    /// (longest prefix in the node's HBM cache against its queue).
+    /// `scheduler.name` (Mooncake's Conductor) is not used by them;
+    /// `scheduler.admission` still is.
+    pub routing: SchedulerKind,
+    /// vLLM policies: tokens one iteration may schedule (vLLM's
+    /// `max_num_batched_tokens`), 1 to 1048576. null = vLLM 0.5.1's
+    /// default: 512 with chunked prefill, else max(max_model_len, 2048) =
+    /// 131072 for a 128k context (LLaMA 3.1's, which the conversation
+    /// trace's longest prompt, 126,195 tokens, needs). With chunked prefill
+    /// it must be at least `decode.max_batch` (vLLM's `max_num_seqs`), as
+    /// vLLM requires; without, a longer prompt runs alone in its iteration.
+    pub token_budget: Option<u32>,
+}
+
+impl Default for ColocatedConfig {
+    fn default() -> Self {
+        ColocatedConfig {
+            policy: ColocatedPolicy::Pool,
+            routing: SchedulerKind::RoundRobin,
+            token_budget: None,
+        }
+    }
+}
+
+/// The serving engine of a colocated node.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ColocatedPolicy {
+    Pool,
+    Vllm,
+    VllmPrefixCache,
+    VllmChunked,
+}
+
+impl ColocatedPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            ColocatedPolicy::Pool => "pool",
+            ColocatedPolicy::Vllm => "vllm",
+            ColocatedPolicy::VllmPrefixCache => "vllm-prefix-cache",
+            ColocatedPolicy::VllmChunked => "vllm-chunked",
+        }
+    }
+
+    /// One of the vLLM engines (not moonlab's pool model).
+    pub fn is_vllm(self) -> bool {
+        self != ColocatedPolicy::Pool
+    }
+
+    /// vLLM 0.5.1's `max_num_batched_tokens` when none is given: 512 with
+    /// chunked prefill ("the best balance between ITL and TTFT on A100",
+    /// vllm/config.py), else max(max_model_len, 2048) for a 128k context.
+    pub fn default_token_budget(self) -> u32 {
+        match self {
+            ColocatedPolicy::VllmChunked => 512,
+            _ => VLLM_MAX_MODEL_LEN.max(2048),
+        }
+    }
+}
+
+/// The context length the vLLM baselines are served with (128k tokens:
+/// LLaMA 3.1's; the conversation trace's longest prompt is 126,195).
+pub const VLLM_MAX_MODEL_LEN: u32 = 131_072;
 
 /// Elastic P/D (core's `roles` seam). With a policy other than `static`,
 /// every node can serve either role (prefill and decode nodes must then be
@@ -320,6 +415,7 @@ impl Default for ClusterConfig {
             deployment: Deployment::Disaggregated,
             workload: WorkloadConfig::default(),
             roles: RolesConfig::default(),
+            colocated: ColocatedConfig::default(),
         }
     }
 }
@@ -370,6 +466,13 @@ pub enum PoolCost {
         inner: Box<PoolCost>,
         step: Nanos,
     },
+    /// A colocated node's GPUs with measured latencies: prefill from the
+    /// prefill pool's model, decode steps from the decode pool's; a mixed
+    /// iteration adds the two (the trait's default).
+    Colocated {
+        prefill: Box<PoolCost>,
+        decode: Box<PoolCost>,
+    },
 }
 
 impl PoolCost {
@@ -385,6 +488,7 @@ impl PoolCost {
         match self {
             PoolCost::Pipelined { node, .. } => Some(node),
             PoolCost::StepOverhead { inner, .. } => Some(inner),
+            PoolCost::Colocated { prefill, .. } => Some(prefill),
             _ => None,
         }
     }
@@ -405,6 +509,9 @@ impl CostModel for PoolCost {
                 run_pipeline(&mut free, Nanos::ZERO, &chunks).end
             }
             PoolCost::StepOverhead { inner, .. } => inner.prefill_time(input_tokens, cached_tokens),
+            PoolCost::Colocated { prefill, .. } => {
+                prefill.prefill_time(input_tokens, cached_tokens)
+            }
         }
     }
     fn decode_step_time(&self, batch_requests: u32, batch_context_tokens: u64) -> Nanos {
@@ -422,6 +529,38 @@ impl CostModel for PoolCost {
                     t.saturating_add(*step)
                 }
             }
+            PoolCost::Colocated { decode, .. } => {
+                decode.decode_step_time(batch_requests, batch_context_tokens)
+            }
+        }
+    }
+    fn mixed_step_time(
+        &self,
+        chunks: &[(u64, u64)],
+        decode_requests: u32,
+        decode_context_tokens: u64,
+    ) -> Nanos {
+        match self {
+            PoolCost::Analytic(c) => {
+                c.mixed_step_time(chunks, decode_requests, decode_context_tokens)
+            }
+            PoolCost::Pipelined { node, .. } => {
+                node.mixed_step_time(chunks, decode_requests, decode_context_tokens)
+            }
+            // The engine's overhead per iteration, as for a decode step.
+            PoolCost::StepOverhead { inner, step } => {
+                let t = inner.mixed_step_time(chunks, decode_requests, decode_context_tokens);
+                if decode_requests == 0 {
+                    t
+                } else {
+                    t.saturating_add(*step)
+                }
+            }
+            // Measured apart: the parts add up (each from its own table).
+            PoolCost::Profile(_) | PoolCost::Colocated { .. } => chunks.iter().fold(
+                self.decode_step_time(decode_requests, decode_context_tokens),
+                |t, &(s, e)| t.saturating_add(self.prefill_time(e, s)),
+            ),
         }
     }
     fn kv_bytes_per_token(&self) -> u64 {
@@ -542,6 +681,14 @@ pub struct Resolved {
     pub decode_node: NodeSpec,
     pub eviction: PolicyKind,
     pub decode_kv_tokens: u64,
+    /// A colocated node's cost model, prefill and decode on the same GPUs:
+    /// prefill with `prefill.mfu` (or its profile), decode steps with
+    /// `decode.mfu` and `decode.step_overhead_ms` (or the decode profile).
+    /// `None` when disaggregated.
+    pub colocated_cost: Option<PoolCost>,
+    /// vLLM policies: the iteration's token budget (`colocated.token_budget`
+    /// or the policy's default).
+    pub token_budget: u32,
 }
 
 impl ClusterConfig {
@@ -834,6 +981,40 @@ impl ClusterConfig {
                 ));
             }
         }
+        let col = &self.colocated;
+        if col.policy.is_vllm() && self.deployment != Deployment::Colocated {
+            return Err(bad(
+                "colocated.policy",
+                format!(
+                    "{} (a vLLM baseline serves colocated: set deployment: colocated)",
+                    col.policy.name()
+                ),
+            ));
+        }
+        if col.routing == SchedulerKind::KvcacheCentric {
+            return Err(bad(
+                "colocated.routing",
+                "kvcache-centric (vLLM instances share no KVCache pool: expected random, round-robin, least-loaded or local-cache-aware)".into(),
+            ));
+        }
+        let token_budget = col
+            .token_budget
+            .unwrap_or(col.policy.default_token_budget());
+        if token_budget == 0 || token_budget as u64 > MAX_TOKENS {
+            return Err(bad(
+                "colocated.token_budget",
+                format!("{token_budget} (expected 1 to {MAX_TOKENS})"),
+            ));
+        }
+        if col.policy == ColocatedPolicy::VllmChunked && token_budget < self.decode.max_batch {
+            return Err(bad(
+                "colocated.token_budget",
+                format!(
+                    "{token_budget} (chunked prefill needs at least decode.max_batch, {}, tokens per iteration: every running request decodes one)",
+                    self.decode.max_batch
+                ),
+            ));
+        }
         if !(self.scheduler.balancing_threshold.is_finite()
             && self.scheduler.balancing_threshold >= 1.0)
         {
@@ -957,6 +1138,7 @@ impl ClusterConfig {
             self.prefill.mfu,
             &self.prefill.cost_profile,
         )?;
+        let prefill_node_cost = node_cost.clone();
         let prefill_cost = if x > 1 {
             PoolCost::Pipelined {
                 node: Box::new(node_cost),
@@ -987,6 +1169,29 @@ impl ClusterConfig {
         } else {
             decode_cost
         };
+        // A colocated node: prefill and decode on the same GPUs.
+        let colocated_cost = (self.deployment == Deployment::Colocated).then(|| {
+            match (&self.prefill.cost_profile, &self.decode.cost_profile) {
+                (None, None) => {
+                    let mut c = AnalyticCost::new(model.clone(), pnode.clone());
+                    c.prefill_mfu = self.prefill.mfu;
+                    c.decode_mfu = self.decode.mfu;
+                    c.attention = self.attention;
+                    let c = PoolCost::Analytic(c);
+                    match &decode_cost {
+                        PoolCost::StepOverhead { step, .. } => PoolCost::StepOverhead {
+                            inner: Box::new(c),
+                            step: *step,
+                        },
+                        _ => c,
+                    }
+                }
+                _ => PoolCost::Colocated {
+                    prefill: Box::new(prefill_node_cost),
+                    decode: Box::new(decode_cost.clone()),
+                },
+            }
+        });
         let free = dnode.hbm_bytes() - model.weight_bytes_total();
         if free <= 0.0 {
             return Err(bad(
@@ -1011,6 +1216,8 @@ impl ClusterConfig {
             decode_node: dnode,
             eviction,
             decode_kv_tokens,
+            colocated_cost,
+            token_budget,
         })
     }
 }
@@ -1224,6 +1431,81 @@ mod tests {
         let e = err("store.eviction=all");
         assert!(
             e.starts_with("store.eviction: unknown eviction policy `all`") && !e.contains("`all`)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn colocated_baselines_and_their_errors_name_the_key() {
+        let load = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            ClusterConfig::load("", "c", &sets)
+        };
+        let err = |sets: &[&str]| load(sets).unwrap_err().to_string();
+        // Defaults: moonlab's pool model; vLLM's budgets when a baseline is
+        // asked for (512 with chunked prefill, 131072 without).
+        let c = ClusterConfig::default();
+        assert_eq!(c.colocated.policy, ColocatedPolicy::Pool);
+        assert_eq!(c.colocated.routing, SchedulerKind::RoundRobin);
+        assert_eq!(c.colocated.token_budget, None);
+        assert!(c.to_yaml().contains("colocated:\n  policy: pool\n"));
+        let chunked = load(&["deployment=colocated", "colocated.policy=vllm-chunked"]).unwrap();
+        assert_eq!(chunked.resolve().unwrap().token_budget, 512);
+        let plain = load(&["deployment=colocated", "colocated.policy=vllm"]).unwrap();
+        let r = plain.resolve().unwrap();
+        assert_eq!(r.token_budget, 131_072);
+        assert!(r.colocated_cost.is_some());
+        assert!(ClusterConfig::default()
+            .resolve()
+            .unwrap()
+            .colocated_cost
+            .is_none());
+        // A file's section works like --set.
+        let c = ClusterConfig::load(
+            "deployment: colocated\ncolocated:\n  policy: vllm-prefix-cache\n  routing: least-loaded\n  token_budget: 4096\n",
+            "c.yaml",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.colocated.policy, ColocatedPolicy::VllmPrefixCache);
+        assert_eq!(c.resolve().unwrap().token_budget, 4096);
+        // Errors name the key.
+        assert_eq!(
+            err(&["colocated.policy=vllm"]),
+            "colocated.policy: vllm (a vLLM baseline serves colocated: set deployment: colocated)"
+        );
+        let e = err(&["colocated.policy=sglang"]);
+        assert!(
+            e.starts_with(
+                "--set colocated.policy=sglang: colocated.policy: unknown variant `sglang`"
+            ) && e.contains("vllm-chunked"),
+            "{e}"
+        );
+        assert!(err(&["colocated.routing=kvcache-centric"]).starts_with(
+            "colocated.routing: kvcache-centric (vLLM instances share no KVCache pool"
+        ));
+        assert_eq!(
+            err(&["colocated.token_budget=0"]),
+            "colocated.token_budget: 0 (expected 1 to 1048576)"
+        );
+        assert_eq!(
+            err(&["colocated.token_budget=2000000"]),
+            "colocated.token_budget: 2000000 (expected 1 to 1048576)"
+        );
+        assert_eq!(
+            err(&[
+                "deployment=colocated",
+                "colocated.policy=vllm-chunked",
+                "decode.max_batch=256",
+                "colocated.token_budget=255",
+            ]),
+            "colocated.token_budget: 255 (chunked prefill needs at least decode.max_batch, 256, tokens per iteration: every running request decodes one)"
+        );
+        let e = ClusterConfig::load("colocated:\n  polcy: vllm\n", "c.yaml", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml: colocated.polcy: unknown key (expected one of policy, routing, token_budget)"),
             "{e}"
         );
     }

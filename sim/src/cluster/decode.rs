@@ -3,9 +3,10 @@
 //! prefill is done and its KV has arrived; each iteration admits waiting
 //! requests whose KV fits, then emits one token per request in the batch.
 //! Every token interval feeds the request's TBT (the mean of its longest
-//! 10 %). In a colocated deployment the node's GPUs are shared with
-//! prefill, prefill first: a waiting prefill takes the GPU between two
-//! iterations.
+//! 10 %). In a colocated deployment (`colocated.policy: pool`) the node's
+//! GPUs are shared with prefill, prefill first: a waiting prefill takes the
+//! GPU between two iterations. (The vLLM baselines run their own engine,
+//! [`super::vllm`], on the same instance state.)
 //!
 //! Fast-forward (`decode.fast_forward`, on by default when disaggregated):
 //! a batch's membership changes only when a request finishes or a waiting

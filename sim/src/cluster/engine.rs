@@ -1,5 +1,6 @@
 //! The event engine: plain-data events in a queue ordered by (time, class,
-//! sequence number). At one instant, the end of a decode iteration comes
+//! sequence number). At one instant, the end of a decode iteration (or of
+//! a vLLM node's iteration) comes
 //! before everything else (so whatever happens at that instant sees the
 //! iteration done, whether decode is simulated step by step or a run of
 //! steps at once); other events keep the order in which they were
@@ -25,6 +26,8 @@ pub enum Event {
     /// Decode instance `d` ends an iteration (or a run of iterations),
     /// valid while the instance's generation still equals `generation`.
     DecodeStepDone { d: u32, generation: u32 },
+    /// A vLLM node (`colocated.policy`) ends an iteration.
+    IterationDone(u32),
     /// Take a time-series sample.
     Sample,
     /// Elastic P/D: the role policy decides.
@@ -47,7 +50,7 @@ impl Event {
     /// The order among events of one instant: decode iterations end first.
     fn class(&self) -> u8 {
         match self {
-            Event::DecodeStepDone { .. } => 0,
+            Event::DecodeStepDone { .. } | Event::IterationDone(_) => 0,
             _ => 1,
         }
     }

@@ -7,7 +7,10 @@
 //! 2. Nothing held by finished requests remains: no pin and no reservation
 //!    in any segment, no hold or fetch left in any request.
 //! 3. Every segment was within its capacity at every eviction point, and
-//!    is at the end; every segment's own bookkeeping adds up.
+//!    is at the end; every segment's own bookkeeping adds up. On a vLLM
+//!    node with prefix caching, the HBM cache's blocks and the running
+//!    requests' other KV fit the node's KV memory at every admission and
+//!    every write (unless one request larger than all of it runs alone).
 //! 4. Bytes sent equal bytes received: no flow is left, every started flow
 //!    completed, and the NICs' send and receive sides carried the same bytes.
 //! 5. Decode KV reservations returned to zero, and every queue and batch
@@ -16,6 +19,7 @@
 //!    the DRAM segments hold.
 //! 7. With elastic roles, no node is left draining: every switch asked for
 //!    completed once the node had drained.
+//! 8. A vLLM node ends idle: no iteration running, no prompt half done.
 
 use super::flows::LinkKind;
 use super::request::Phase;
@@ -139,6 +143,14 @@ pub fn check(w: &World<'_>) -> Vec<String> {
     for (p, inst) in w.prefill.iter().enumerate() {
         if inst.running.is_some() || !inst.queue.is_empty() {
             v.push(format!("prefill instance {p} still has requests"));
+        }
+    }
+    for (n, node) in w.vllm.iter().enumerate() {
+        if node.busy || !node.prefilling.is_empty() {
+            v.push(format!(
+                "vLLM node {n} ended busy or with {} prompts half prefilled",
+                node.prefilling.len()
+            ));
         }
     }
     v

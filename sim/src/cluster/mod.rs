@@ -10,6 +10,7 @@
 //! - [`node_store`]: the pool model on core's segments;
 //! - [`arrival`]: scheduling, carrying out placements, prefix fetches;
 //! - [`prefill`] and [`decode`]: the two kinds of instance;
+//! - [`vllm`]: the paper's vLLM baselines, one engine per colocated node;
 //! - [`view`]: the scheduler's `ClusterView`;
 //! - [`roles`]: elastic P/D, nodes switching pools;
 //! - [`sampler`]: time series and Figure 11's replica counts;
@@ -30,11 +31,12 @@ mod roles;
 pub mod run;
 pub mod sampler;
 mod view;
+mod vllm;
 mod world;
 
 pub use config::{
-    parse_profile, ClusterConfig, ConfigError, Deployment, PoolCost, QueuePolicy, Resolved,
-    WorkloadConfig,
+    parse_profile, ClusterConfig, ColocatedConfig, ColocatedPolicy, ConfigError, Deployment,
+    PoolCost, QueuePolicy, Resolved, WorkloadConfig,
 };
 pub use moonlab_core::metrics::{RequestRecord, Summary};
 pub use run::{simulate, summarize, SimOutput};

@@ -5,12 +5,19 @@
 //! serves only its own node: blocks evicted from DRAM are demoted there and
 //! read back at prefill start.
 //!
+//! The vLLM baselines (`colocated.policy`) have no DRAM pool and no SSD
+//! tier (their DRAM segments hold nothing); with prefix caching each node
+//! has an HBM segment instead ([`NodeStore::hbm`], local to the node, never
+//! fetched from), sized to the node's whole KV memory: it holds the prompt
+//! blocks of running requests (pinned) and of finished ones (cached, LRU),
+//! within what running requests' other KV leaves (`super::vllm`).
+//!
 //! Every change of a DRAM segment's key set is logged (with the index of
 //! the next time-series sample) so that the replica counts of the keys
 //! Figure 11 ranks can be rebuilt after the run, in one pass.
 
-use super::config::Resolved;
-use moonlab_core::eviction::AccessFacts;
+use super::config::{ColocatedPolicy, Resolved};
+use moonlab_core::eviction::{AccessFacts, PolicyKind};
 use moonlab_core::lease::LeasePolicy;
 use moonlab_core::placement::Hold;
 use moonlab_core::sched::LocalPrefix;
@@ -27,6 +34,8 @@ pub struct NodeStore {
     pub pool: Pool,
     dram: Vec<SegmentId>,
     ssd: Vec<Option<SegmentId>>,
+    /// vLLM prefix caching: each node's cache in its HBM KV blocks.
+    hbm: Vec<SegmentId>,
     /// Per node, its segments: DRAM first, then any SSD tier.
     local: Vec<Vec<SegmentId>>,
     /// KV bytes of one token, and tokens of a full block: a block's object
@@ -52,6 +61,13 @@ impl NodeStore {
     pub fn new(cfg: &Resolved, kv_bytes_per_token: u64, prefill_sides: u32) -> NodeStore {
         let c = &cfg.config;
         let block_bytes = kv_bytes_per_token * c.block_tokens as u64;
+        let policy = c.colocated.policy;
+        // The vLLM baselines have no DRAM pool and no SSD tier.
+        let (dram_blocks, ssd_blocks) = if policy.is_vllm() {
+            (0, 0)
+        } else {
+            (c.prefill.dram_cache_blocks, c.prefill.ssd_cache_blocks)
+        };
         let mut pool = Pool::new();
         let segment = |blocks: u64| {
             Segment::new(
@@ -69,7 +85,7 @@ impl NodeStore {
         let dram: Vec<SegmentId> = (0..prefill_sides)
             .map(|p| {
                 pool.add(
-                    segment(x * c.prefill.dram_cache_blocks),
+                    segment(x * dram_blocks),
                     SegmentInfo {
                         owner: Some(InstanceId(p)),
                         tier: Tier::Dram,
@@ -80,9 +96,9 @@ impl NodeStore {
             .collect();
         let ssd: Vec<Option<SegmentId>> = (0..prefill_sides)
             .map(|p| {
-                (c.prefill.ssd_cache_blocks > 0).then(|| {
+                (ssd_blocks > 0).then(|| {
                     pool.add(
-                        segment(x * c.prefill.ssd_cache_blocks),
+                        segment(x * ssd_blocks),
                         SegmentInfo {
                             owner: Some(InstanceId(p)),
                             tier: Tier::Ssd,
@@ -92,15 +108,39 @@ impl NodeStore {
                 })
             })
             .collect();
-        let local = dram
-            .iter()
-            .zip(&ssd)
-            .map(|(&d, s): (&SegmentId, &Option<SegmentId>)| std::iter::once(d).chain(*s).collect())
+        // vLLM's prefix cache: the node's KV memory, evicted LRU (vLLM's
+        // evictor), local to the node.
+        let hbm: Vec<SegmentId> = if policy == ColocatedPolicy::VllmPrefixCache {
+            (0..prefill_sides)
+                .map(|p| {
+                    let bytes = cfg.decode_kv_tokens.saturating_mul(kv_bytes_per_token);
+                    pool.add(
+                        Segment::new(
+                            PolicyKind::Lru.build(None),
+                            SegmentConfig::exact(Some(bytes)),
+                        ),
+                        SegmentInfo {
+                            owner: Some(InstanceId(p)),
+                            tier: Tier::Hbm,
+                            shared: false,
+                        },
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let local = (0..prefill_sides as usize)
+            .map(|p| match hbm.get(p) {
+                Some(&h) => vec![h],
+                None => std::iter::once(dram[p]).chain(ssd[p]).collect(),
+            })
             .collect();
         NodeStore {
             pool,
             dram,
             ssd,
+            hbm,
             local,
             kv_bytes_per_token,
             block_tokens: c.block_tokens,
@@ -141,9 +181,15 @@ impl NodeStore {
         LocalPrefix { blocks, ssd_blocks }
     }
 
-    /// Blocks committed in node `p`'s DRAM.
-    pub fn dram_blocks(&self, p: usize) -> usize {
-        self.pool.segment(self.dram[p]).len()
+    /// Node `p`'s HBM prefix cache (vLLM prefix caching only).
+    pub fn hbm(&self, p: usize) -> Option<SegmentId> {
+        self.hbm.get(p).copied()
+    }
+
+    /// Blocks committed in node `p`'s prefix cache: its DRAM segment, or
+    /// with vLLM prefix caching its HBM one.
+    pub fn cache_blocks(&self, p: usize) -> usize {
+        self.pool.segment(self.hbm(p).unwrap_or(self.dram[p])).len()
     }
 
     /// Retires the leases and soft pins of node `p`'s DRAM that ended by `now`.

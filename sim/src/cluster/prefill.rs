@@ -15,7 +15,8 @@
 //! the decode node's load of the cache from its DRAM into HBM are done;
 //! (5) decoding follows. Each part is in the request's record. Without a
 //! transfer (one output token, or a colocated node) the first token comes at
-//! the end of prefill.
+//! the end of prefill. (A vLLM baseline's node keeps its waiting requests in
+//! this queue but runs them in its own engine, [`super::vllm`].)
 
 use super::config::QueuePolicy;
 use super::flows::LinkId;

@@ -49,7 +49,9 @@ pub struct RequestState {
     pub fetch_started: Nanos,
     /// Fetched replicas pinned on the prefill node until prefill ends.
     pub fetched: Hold,
-    /// The prefix read at prefill start, pinned where it is (DRAM or SSD).
+    /// The prefix read at prefill start, pinned where it is (DRAM or SSD);
+    /// with vLLM prefix caching, the prompt's blocks in the node's HBM
+    /// cache, pinned from admission until the request finishes.
     pub prefix: Hold,
     /// Parts of the prefill still running (compute, HBM load, SSD read).
     pub prefill_parts: u8,
@@ -70,6 +72,9 @@ pub struct RequestState {
     pub estimate: Nanos,
     /// Tokens emitted so far (the first comes from prefill).
     pub tokens: u32,
+    /// vLLM baselines: prompt tokens whose KV exists (the cached prefix,
+    /// then each chunk computed).
+    pub prefilled: u64,
     pub last_token: Nanos,
     pub intervals: LongestIntervals,
     /// How many times the request ended (served or rejected): exactly once

@@ -47,6 +47,9 @@ pub struct SimOutput {
     pub limit_reached: Option<String>,
     /// Elastic P/D: every completed role switch (time, node, new pool).
     pub role_changes: Vec<(Nanos, u32, Role)>,
+    /// A vLLM baseline's name for the summary: its policy and load
+    /// balancer (`vllm-chunked, round-robin`); `None` otherwise.
+    pub baseline: Option<String>,
 }
 
 impl SimOutput {
@@ -64,9 +67,12 @@ impl SimOutput {
     }
 }
 
-/// The run's summary (core's metric definitions over its records and totals).
+/// The run's summary (core's metric definitions over its records and
+/// totals). Its `scheduler` is `scheduler`, or for a vLLM baseline (which
+/// has no Conductor) the baseline's policy and load balancer.
 pub fn summarize(out: &SimOutput, scheduler: &str, slo: Slo) -> Summary {
-    summarize_records(&out.records, scheduler, slo, &out.totals())
+    let name = out.baseline.as_deref().unwrap_or(scheduler);
+    summarize_records(&out.records, name, slo, &out.totals())
 }
 
 /// Runs the simulation of `trace` on the resolved configuration, calling
@@ -93,6 +99,16 @@ pub fn simulate(
         None => trace,
     };
     let block_tokens = cfg.config.block_tokens;
+    let c = &cfg.config;
+    let baseline = (c.deployment == super::config::Deployment::Colocated
+        && c.colocated.policy.is_vllm())
+    .then(|| {
+        format!(
+            "{}, {}",
+            c.colocated.policy.name(),
+            c.colocated.routing.name()
+        )
+    });
     // The trace's future, built only for an offline eviction policy.
     let index = OnceCell::new();
     let mut world = World::new(
@@ -153,6 +169,7 @@ pub fn simulate(
         violations,
         limit_reached: world.limit_reached.take(),
         role_changes: world.roles.take().map(|e| e.changes).unwrap_or_default(),
+        baseline,
         records: std::mem::take(&mut world.records),
     }
 }

@@ -77,9 +77,15 @@ impl BusyBuckets {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     pub time: Nanos,
+    /// Per prefill instance: requests queued or in prefill (on a vLLM
+    /// baseline's node, waiting or part-way through their prompt).
     pub prefill_queue: Vec<u32>,
+    /// Per prefill instance: blocks in its prefix cache (its DRAM segment;
+    /// with vLLM prefix caching, its HBM cache).
     pub prefill_cache_blocks: Vec<u32>,
+    /// Per decode instance: requests in its running batch.
     pub decode_batch: Vec<u32>,
+    /// Per decode instance: requests waiting to join the batch.
     pub decode_waiting: Vec<u32>,
 }
 

@@ -60,7 +60,12 @@ impl ClusterView for View<'_> {
             .local_prefix(self.index(instance, Role::Prefill), keys)
     }
     fn load_time(&self, instance: InstanceId, dram_bytes: u64, ssd_bytes: u64) -> Nanos {
-        let p = &self.prefill[self.index(instance, Role::Prefill)];
+        let k = self.index(instance, Role::Prefill);
+        if self.store.hbm(k).is_some() {
+            // vLLM prefix caching: the prefix is already in HBM.
+            return Nanos::ZERO;
+        }
+        let p = &self.prefill[k];
         let secs = |bytes: u64, rate: f64| Nanos((bytes as f64 / rate * 1e9).ceil() as u64);
         secs(dram_bytes, self.net.link_capacity(p.h2d))
             .max(secs(ssd_bytes, self.net.link_capacity(p.ssd_link)))

@@ -1,12 +1,13 @@
 //! The simulated cluster's state and its event dispatch. Each event goes to
 //! the part of the model that owns it: arrivals to [`super::arrival`]
 //! (scheduling, carrying out the placement, prefix fetches), prefill to
-//! [`super::prefill`], decode iterations to [`super::decode`], flow
+//! [`super::prefill`], decode iterations to [`super::decode`], a vLLM
+//! baseline's iterations to [`super::vllm`], flow
 //! completions through [`super::flows`] to whoever started them, samples to
 //! [`super::sampler`]. The request workflow is the paper's §3.1 (Figure 3);
 //! [`super::request`] follows one request through it.
 
-use super::config::{Deployment, Resolved};
+use super::config::{Deployment, PoolCost, Resolved};
 use super::decode::DecodeInst;
 use super::engine::{Engine, Event};
 use super::flows::{LinkId, LinkKind, Network};
@@ -15,6 +16,7 @@ use super::prefill::PrefillInst;
 use super::request::RequestState;
 use super::sampler::{BusyBuckets, Grid, Sample};
 use super::view::View;
+use super::vllm::VllmNode;
 use moonlab_core::cost::CostModel;
 use moonlab_core::eviction::{AccessFacts, TraceIndex};
 use moonlab_core::lease::LeasePolicy;
@@ -122,6 +124,10 @@ pub struct World<'t> {
     /// Elastic P/D: the role policy and each node's role.
     pub(super) roles: Option<Elastic>,
     pub(super) colocated: bool,
+    /// vLLM baselines: each node's engine (empty for other deployments).
+    pub(super) vllm: Vec<VllmNode>,
+    /// A colocated node's cost model (prefill and decode on its GPUs).
+    pub(super) node_cost: PoolCost,
     /// Decode runs of iterations in one event (see [`super::decode`]).
     pub(super) fast_forward: bool,
     pub(super) kv_bytes_per_token: u64,
@@ -233,7 +239,14 @@ impl<'t> World<'t> {
             balancing_threshold: c.scheduler.balancing_threshold,
             seed: c.seed,
         };
-        let scheduler = build_scheduler(c.scheduler.name, params);
+        // vLLM deployments have no Conductor: a load balancer routes.
+        let vllm_policy = colocated && c.colocated.policy.is_vllm();
+        let routing = if vllm_policy {
+            c.colocated.routing
+        } else {
+            c.scheduler.name
+        };
+        let scheduler = build_scheduler(routing, params);
         let leases = cfg.lease_kind.build(cfg.lease_params);
         // Blocks demoted to an SSD tier are accessed by key alone: their
         // shapes come from the trace's index.
@@ -285,6 +298,15 @@ impl<'t> World<'t> {
             ended: 0,
             roles,
             colocated,
+            vllm: if vllm_policy {
+                (0..np).map(|_| VllmNode::default()).collect()
+            } else {
+                Vec::new()
+            },
+            node_cost: cfg
+                .colocated_cost
+                .clone()
+                .unwrap_or_else(|| cfg.prefill_cost.clone()),
             fast_forward: c.decode.fast_forward && !colocated,
             kv_bytes_per_token,
             cfg,
@@ -354,6 +376,10 @@ impl<'t> World<'t> {
                 Event::FirstStageDone(r) => {
                     self.engine.processed_one();
                     self.first_stage_done(r);
+                }
+                Event::IterationDone(n) => {
+                    self.engine.processed_one();
+                    self.vllm_iteration_done(n as usize);
                 }
                 Event::DecodeStepDone { d, generation } => {
                     if self.decode[d as usize].generation == generation {
@@ -447,10 +473,14 @@ impl<'t> World<'t> {
             prefill_queue: self
                 .prefill
                 .iter()
-                .map(|p| p.queue.len() as u32 + u32::from(p.running.is_some()))
+                .enumerate()
+                .map(|(k, p)| {
+                    let prefilling = self.vllm.get(k).map_or(0, |v| v.prefilling.len());
+                    (p.queue.len() + prefilling) as u32 + u32::from(p.running.is_some())
+                })
                 .collect(),
             prefill_cache_blocks: (0..self.prefill.len())
-                .map(|p| self.store.dram_blocks(p) as u32)
+                .map(|p| self.store.cache_blocks(p) as u32)
                 .collect(),
             decode_batch: self.decode.iter().map(|d| d.batch.len() as u32).collect(),
             decode_waiting: self.decode.iter().map(|d| d.waiting.len() as u32).collect(),
