@@ -1,5 +1,5 @@
 //! Figures drawn with plotters. Text is rendered with the DejaVu Sans font
-//! embedded in the binary (`src/assets/`), so no system fonts are needed.
+//! embedded in the binary (`experiments/assets/`), so no system fonts are needed.
 
 use anyhow::{anyhow, bail, Result};
 use moonlab_sim::replay::ReplayResult;
@@ -8,7 +8,7 @@ use plotters::style::FontStyle;
 use std::path::Path;
 use std::sync::Once;
 
-static FONT: &[u8] = include_bytes!("assets/DejaVuSans.ttf");
+static FONT: &[u8] = moonlab_experiments::figures::style::FONT;
 
 fn register_font() {
     static ONCE: Once = Once::new();
