@@ -41,6 +41,9 @@ enum Command {
     /// Capacity planning: the cheapest deployment meeting a spec's
     /// requirements, or a deployment's saturation rate (pruned searches).
     Search(run_cmd::SearchArgs),
+    /// Regenerate a folder of specs' report: figures, tables and the
+    /// paper's values beside ours.
+    Report(run_cmd::ReportArgs),
     /// Cluster configuration helpers.
     #[command(subcommand)]
     Config(sim_cmd::ConfigCommand),
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Merge(args) => run_cmd::merge(args),
         Command::Table(args) => run_cmd::table(args),
         Command::Search(args) => run_cmd::search(args),
+        Command::Report(args) => run_cmd::report(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -507,3 +507,111 @@ fn search_finds_the_grids_answer_in_a_fraction_of_its_runs() {
     let e = fails(&["search", TINY]);
     assert!(e.contains("no `search` section"), "{e}");
 }
+
+#[test]
+fn report_draws_every_figure_kind_with_the_papers_values_beside_ours() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let out = tmp.path().join("report");
+    let folder = "experiments/tests/report";
+    // Before the runs, the report names what to run.
+    let e = fails(&["report", folder, "--results", s(&results), "--out", s(&out)]);
+    assert!(
+        e.contains("table.parquet") && e.contains("moonlab run"),
+        "{e}"
+    );
+    ok(&["run", folder, "--results", s(&results), "--quiet"]);
+    assert!(results.join("tiny-report").join("table.parquet").is_file());
+    let (stdout, _) = ok(&["report", folder, "--results", s(&results), "--out", s(&out)]);
+    assert!(stdout.contains("6 figures"), "{stdout}");
+    let md = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(md.contains("## Tiny: schedulers at two rates"), "{md}");
+    assert!(
+        md.contains("| mean TTFT | test setting | 10 s ± 0.5 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| TTFT reduction | kvcache-centric vs least-loaded | 20 % |"),
+        "{md}"
+    );
+    assert!(md.contains("Notes are printed last."), "{md}");
+    // Every figure is a PNG that decodes and an SVG with its series.
+    let want: &[(&str, &[&str])] = &[
+        (
+            "tiny-bars",
+            &["least-loaded", "kvcache-centric", "paper", "Mean TTFT (s)"],
+        ),
+        (
+            "tiny-lines",
+            &["least-loaded", "kvcache-centric", "reference", "Rate scale"],
+        ),
+        ("tiny-cdf", &["least-loaded", "kvcache-centric", "TTFT (s)"]),
+        (
+            "tiny-capacity",
+            &["least-loaded", "kvcache-centric", "TBT threshold (ms)"],
+        ),
+        ("tiny-stacked", &["Queue", "Prefill", "Transfer", "Load"]),
+        (
+            "tiny-replicas",
+            &["key ranked 10", "key ranked 100", "Time (s)"],
+        ),
+    ];
+    for (name, series) in want {
+        assert!(md.contains(&format!("(figures/{name}.png)")), "{name}");
+        let png = image::open(out.join("figures").join(format!("{name}.png"))).unwrap();
+        assert!(png.width() > 500 && png.height() > 300, "{name}");
+        let svg = std::fs::read_to_string(out.join("figures").join(format!("{name}.svg"))).unwrap();
+        assert!(
+            svg.starts_with("<svg") || svg.starts_with("<?xml"),
+            "{name}"
+        );
+        for s in *series {
+            assert!(svg.contains(s), "{name}: no {s:?} in the SVG");
+        }
+    }
+    // The same results give the same report, byte for byte.
+    let again = tmp.path().join("again");
+    ok(&[
+        "report",
+        folder,
+        "--results",
+        s(&results),
+        "--out",
+        s(&again),
+    ]);
+    assert_eq!(
+        std::fs::read(out.join("README.md")).unwrap(),
+        std::fs::read(again.join("README.md")).unwrap()
+    );
+    for (name, _) in want {
+        for ext in ["png", "svg"] {
+            let f = format!("figures/{name}.{ext}");
+            assert_eq!(
+                std::fs::read(out.join(&f)).unwrap(),
+                std::fs::read(again.join(&f)).unwrap(),
+                "{f}"
+            );
+        }
+    }
+    // A bad report section names the spec and the key.
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let text = std::fs::read_to_string(Path::new(ROOT).join(folder).join("tiny-report.yaml"))
+        .unwrap()
+        .replace("../../../traces", &format!("{ROOT}/traces"))
+        .replace("../../configs", &format!("{ROOT}/experiments/configs"))
+        .replace("kind: cdf,", "kind: pie,");
+    std::fs::write(bad.join("tiny-report.yaml"), text).unwrap();
+    let e = fails(&[
+        "report",
+        s(&bad),
+        "--results",
+        s(&results),
+        "--out",
+        s(&tmp.path().join("x")),
+    ]);
+    assert!(
+        e.contains("tiny-report.yaml: report.figures[2].kind: \"pie\""),
+        "{e}"
+    );
+}

@@ -4,6 +4,8 @@
 //!
 //! - [`spec`]: experiment specs (`experiments/*.yaml`) and their expansion
 //!   into points with stable ids; shards.
+//! - [`report`]: a folder of specs' report: figures, tables, the paper's
+//!   values beside ours.
 //! - [`results`]: a sweep's combined table (one row per point), Parquet and
 //!   CSV.
 //! - [`aggregate`]: summaries across seeds (mean, 95 % interval) as
@@ -16,6 +18,7 @@
 
 pub mod aggregate;
 pub mod figures;
+pub mod report;
 pub mod results;
 pub mod search;
 pub mod spec;
