@@ -41,6 +41,9 @@ enum Command {
     /// Capacity planning: the cheapest deployment meeting a spec's
     /// requirements, or a deployment's saturation rate (pruned searches).
     Search(run_cmd::SearchArgs),
+    /// Draw any column pair of a sweep's table (mean and 95 % interval
+    /// across seeds), as PNG or SVG.
+    Plot(run_cmd::PlotArgs),
     /// Regenerate a folder of specs' report: figures, tables and the
     /// paper's values beside ours.
     Report(run_cmd::ReportArgs),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Table(args) => run_cmd::table(args),
         Command::Search(args) => run_cmd::search(args),
         Command::Report(args) => run_cmd::report(args),
+        Command::Plot(args) => run_cmd::plot(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

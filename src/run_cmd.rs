@@ -1008,3 +1008,61 @@ pub fn report(a: ReportArgs) -> Result<()> {
         out.join("README.md").display()
     ))
 }
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// A results folder (its table.parquet) or a table file (.parquet).
+    table: PathBuf,
+    /// Column on the x axis (a number).
+    #[arg(long)]
+    x: String,
+    /// Column on the y axis (a number; the mean over seeds, with its 95 %
+    /// interval).
+    #[arg(long)]
+    y: String,
+    /// One line per value of this column.
+    #[arg(long)]
+    series: Option<String>,
+    #[arg(long)]
+    log_x: bool,
+    #[arg(long)]
+    log_y: bool,
+    /// Figure title.
+    #[arg(long)]
+    title: Option<String>,
+    /// Output file: .png or .svg.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn plot(a: PlotArgs) -> Result<()> {
+    use moonlab_experiments::figures::{render_as, Format as ImageFormat};
+    let format = match a.out.extension().and_then(|e| e.to_str()) {
+        Some("png") => ImageFormat::Png,
+        Some("svg") => ImageFormat::Svg,
+        _ => bail!("--out {}: expected a .png or .svg file", a.out.display()),
+    };
+    let file = if a.table.is_dir() {
+        a.table.join("table.parquet")
+    } else {
+        a.table.clone()
+    };
+    let bytes = std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let df =
+        from_parquet(bytes).with_context(|| format!("{}: not a Parquet table", file.display()))?;
+    let mut fig = moonlab_experiments::report::pair::pair_figure(
+        &df,
+        &a.x,
+        &a.y,
+        a.series.as_deref(),
+        a.log_x,
+        a.log_y,
+    )
+    .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    if let Some(t) = &a.title {
+        fig = fig.title(t.clone());
+    }
+    let image = render_as(&fig, format).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    crate::output::write_bytes_atomic(&a.out, &image)?;
+    crate::output::emit(&format!("{} -> {}\n", a.y, a.out.display()))
+}

@@ -615,3 +615,69 @@ fn report_draws_every_figure_kind_with_the_papers_values_beside_ours() {
         "{e}"
     );
 }
+
+#[test]
+fn plot_draws_any_column_pair_of_a_table() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("r");
+    ok(&["run", TINY, "--results", s(&out), "--quiet"]);
+    let png = tmp.path().join("p.png");
+    ok(&[
+        "plot",
+        s(&out),
+        "--x",
+        "rate_scale",
+        "--y",
+        "ttft_mean_s",
+        "--series",
+        "scheduler",
+        "--out",
+        s(&png),
+    ]);
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 500 && img.height() > 300);
+    let svg = tmp.path().join("p.svg");
+    ok(&[
+        "plot",
+        s(&out.join("table.parquet")),
+        "--x",
+        "rate_scale",
+        "--y",
+        "hit_rate",
+        "--series",
+        "scheduler",
+        "--log-x",
+        "--out",
+        s(&svg),
+    ]);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for want in ["random", "kvcache-centric", "rate_scale", "hit_rate"] {
+        assert!(text.contains(want), "{want}");
+    }
+    for (args, words) in [
+        (
+            vec!["--x", "scheduler", "--y", "hit_rate"],
+            "`scheduler` is a str column, not a number",
+        ),
+        (vec!["--x", "rate_scale", "--y", "nope"], "no column `nope`"),
+    ] {
+        let target = tmp.path().join("x.png");
+        let mut all = vec!["plot", s(&out)];
+        all.extend(args);
+        all.extend(["--out", s(&target)]);
+        let e = fails(&all);
+        assert!(e.contains(words), "{e}");
+        assert!(!target.exists());
+    }
+    let e = fails(&[
+        "plot",
+        s(&out),
+        "--x",
+        "rate_scale",
+        "--y",
+        "hit_rate",
+        "--out",
+        "x.gif",
+    ]);
+    assert!(e.contains("expected a .png or .svg file"), "{e}");
+}

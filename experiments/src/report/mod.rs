@@ -32,6 +32,7 @@
 //! capacity in % at that TBT threshold) or `replicas.<rank>.<max|last>` (Figure 11's
 //! replica count of the key of that rank, in the first matching point).
 
+pub mod pair;
 pub mod paper;
 
 use crate::aggregate::{estimate, sig, summarize, Estimate, Format};
