@@ -10,7 +10,8 @@
 #      with the moonlab binary given as the first argument or $MOONLAB
 #      (default: $CARGO_TARGET_DIR/release/moonlab if it exists, else
 #      $CARGO_TARGET_DIR/debug/moonlab, CARGO_TARGET_DIR defaulting to
-#      target/; neither existing, `cargo build --release` makes one);
+#      target/; neither existing, `cargo build --release` makes one — a
+#      binary found is taken as it is, so build it after changing the code);
 #   3. `jupyter nbconvert --to notebook --execute` on every notebook, with
 #      MOONLAB_RESULTS pointing at the sweep, into a temporary folder; any
 #      error (an exception, a failed assertion, a cell over the timeout)
@@ -29,6 +30,12 @@ root=$PWD
 py=${PYTHON:-python3}
 req=notebooks/requirements.txt
 pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+# requirements.txt pins versions that need Python 3.11 or later (numpy 2.4,
+# IPython 9); their wheels exist for 3.11 to 3.13 on Linux x86_64.
+if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "notebooks/run.sh: $py is Python $pyver; the notebooks need 3.11 or later (set PYTHON)" >&2
+  exit 2
+fi
 if command -v sha256sum >/dev/null 2>&1; then
   key=$(sha256sum <"$req" | cut -c1-16)
 else
@@ -38,32 +45,35 @@ venv=${MOONLAB_VENV_CACHE:-/var/tmp}/moonlab-notebooks-py$pyver-$key
 
 say() { printf '== notebooks: %s\n' "$*"; }
 
-# A Debian or Ubuntu Python without the venv module (python3-venv) cannot
-# create environments; install it once, as root or through sudo.
-ensure_venv_module() {
-  if "$py" -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    return
-  fi
-  say "python's venv module is missing: installing python3-venv"
+# A Debian or Ubuntu Python without its venv package (python3-venv: the
+# ensurepip module) cannot create environments; install it, as root or
+# through sudo.
+install_venv_package() {
+  say "python cannot create a venv: installing python3-venv"
   local sudo=
   if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq python3-venv ||
-    $sudo apt-get install -y -qq "python$pyver-venv"
+  $sudo apt-get install -y -qq "python$pyver-venv" ||
+    $sudo apt-get install -y -qq python3-venv
 }
 
 # The environment is built in place (a venv cannot be moved) and marked
-# complete last; an unmarked one is a broken earlier attempt and is redone.
+# complete last; an unmarked one (a broken earlier attempt) or one that no
+# longer imports (its Python gone) is built again.
 # A lock keeps two runs from building the same one at once.
 make_venv() {
-  if [ -f "$venv/.complete" ]; then
+  if [ -f "$venv/.complete" ] &&
+    "$venv/bin/python" -c 'import polars, matplotlib, nbconvert, ipykernel' 2>/dev/null; then
     say "venv $venv (cached)"
     return
   fi
   say "venv $venv (creating)"
   rm -rf "$venv"
-  ensure_venv_module
-  "$py" -m venv "$venv"
+  if ! "$py" -m venv "$venv"; then
+    rm -rf "$venv"
+    install_venv_package
+    "$py" -m venv "$venv"
+  fi
   # Wheels only: nothing is compiled on the CI machine.
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --only-binary=:all: -r "$req"
