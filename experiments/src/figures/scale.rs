@@ -148,7 +148,8 @@ fn pow10(e: f64) -> f64 {
 pub(crate) fn linear_ticks(d: Domain, step: f64, format: TickFormat) -> Ticks {
     let first = (d.lo / step - 1e-9).ceil();
     let last = (d.hi / step + 1e-9).floor();
-    if !(last - first <= 1000.0) {
+    let count = last - first;
+    if count.is_nan() || count > 1000.0 {
         // A range too wide for steps (it overflows): its two ends.
         let values = [d.lo, d.hi];
         return Ticks {
