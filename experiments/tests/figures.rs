@@ -479,8 +479,30 @@ fn bad_data_is_an_error_never_a_panic() {
             vec!["size 10×10 is out of range"],
         ),
         (
+            Figure::new(
+                Chart::Lines(vec![Series::new("huge", [(-1e308, 1.0), (1.0, 2.0)])]),
+                x(),
+                y(),
+            ),
+            vec!["series `huge`: x -1e308 is too large to draw"],
+        ),
+        (
+            Figure::new(
+                Chart::Lines(vec![Series::new("tiny", [(1.0, 1e-310)])]),
+                x(),
+                y().log(),
+            ),
+            vec!["series `tiny`: y 1e-310 is too large"],
+        ),
+        (
             Figure::new(Chart::Lines(vec![rising("a", 1.0)]), x(), y()).png_scale(0.0),
             vec!["PNG scale 0"],
+        ),
+        (
+            Figure::new(Chart::Lines(vec![rising("a", 1.0)]), x(), y())
+                .size(8000, 8000)
+                .png_scale(8.0),
+            vec!["64000×64000 pixels"],
         ),
     ];
     for (fig, words) in cases {
@@ -528,6 +550,27 @@ fn odd_but_valid_data_renders() {
                 "big",
                 (0..100_000).map(|i| (i % 977) as f64),
             )]),
+            x(),
+            y(),
+        ),
+        // Values spanning 600 decades.
+        Figure::new(
+            Chart::Lines(vec![Series::new(
+                "span",
+                [(-1e300, 1e-300), (1e300, 1e300)],
+            )]),
+            x(),
+            y().log(),
+        ),
+        // Long names.
+        Figure::new(
+            Chart::GroupedBars {
+                categories: vec!["a category name far too long to fit in its slot".repeat(3)],
+                series: vec![BarSeries::new(
+                    "a legend entry far too long ".repeat(10),
+                    [1.0],
+                )],
+            },
             x(),
             y(),
         ),

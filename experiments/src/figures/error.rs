@@ -38,6 +38,15 @@ pub enum FigureError {
         axis: char,
     },
     #[error(
+        "figure `{figure}`: series `{series}`: {what} {value:e} is too large to draw (magnitudes up to 1e300, and on a log axis from 1e-300)"
+    )]
+    OutOfRange {
+        figure: String,
+        series: String,
+        what: String,
+        value: f64,
+    },
+    #[error(
         "figure `{figure}`: series `{series}`: interval [{low}, {high}] does not contain its value {value}"
     )]
     BadInterval {
@@ -69,6 +78,8 @@ pub enum FigureError {
         width: u32,
         height: u32,
     },
+    #[error("the PNG would have {width}×{height} pixels (at most 100 million): lower the size or the PNG scale")]
+    TooManyPixels { width: u32, height: u32 },
     #[error("PNG scale {0} must be a number from 0.25 to 8")]
     BadScale(f64),
     #[error("a grid needs at least one panel and one column")]

@@ -70,6 +70,8 @@ pub(crate) struct Layout {
     pub title: Option<(String, f64)>,
     /// Each reference line's label box (`None`: no label, or off the plot).
     pub refs: Vec<Option<Rect>>,
+    /// The plot area is too small (by the legend, or a tiny figure).
+    pub cramped: bool,
 }
 
 impl Layout {
@@ -203,7 +205,12 @@ enum Mode {
 }
 
 pub(crate) fn layout(fig: &Figure, prep: &Prepared, cell: Rect) -> Layout {
-    let items = legend_items(prep);
+    let mut items = legend_items(prep);
+    // A name longer than the figure is wide is shortened.
+    let room = cell.w() - 2.0 * style::PAD - SWATCH_W - SWATCH_GAP;
+    for it in &mut items {
+        it.name = fit_text(&it.name, style::LEGEND_SIZE, room);
+    }
     let mode = match fig.legend {
         _ if items.is_empty() => Mode::None,
         LegendPos::None => Mode::None,
@@ -212,16 +219,21 @@ pub(crate) fn layout(fig: &Figure, prep: &Prepared, cell: Rect) -> Layout {
         LegendPos::Auto => Mode::Inside,
     };
     let mut l = compute(fig, prep, cell, &items, mode);
-    place_ref_labels(&mut l, prep, fig);
     if mode == Mode::Inside {
+        place_ref_labels(&mut l, prep, fig);
         match best_corner(&l, prep, fig, &items) {
             Some(legend) => l.legend = Some(legend),
-            None => {
-                l = compute(fig, prep, cell, &items, Mode::Above);
-                place_ref_labels(&mut l, prep, fig);
-            }
+            None => l = compute(fig, prep, cell, &items, Mode::Above),
         }
     }
+    // A legend that leaves the plot no room (a small figure, many or long
+    // names) goes beside it, or, failing that, is left out.
+    for fallback in [Mode::Right, Mode::None] {
+        if l.legend.is_some() && l.cramped {
+            l = compute(fig, prep, cell, &items, fallback);
+        }
+    }
+    place_ref_labels(&mut l, prep, fig);
     l
 }
 
@@ -263,14 +275,19 @@ pub(crate) fn fit_text(s: &str, size: f64, w: f64) -> String {
     if measure(s, size).0 <= w {
         return s.to_string();
     }
+    // The longest prefix that fits with the ellipsis (binary search).
     let chars: Vec<char> = s.chars().collect();
-    for n in (1..chars.len()).rev() {
-        let t: String = chars[..n].iter().collect::<String>() + "…";
-        if measure(&t, size).0 <= w {
-            return t;
+    let with = |n: usize| chars[..n].iter().collect::<String>() + "…";
+    let (mut lo, mut hi) = (0, chars.len());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if measure(&with(mid), size).0 <= w {
+            lo = mid;
+        } else {
+            hi = mid - 1;
         }
     }
-    "…".to_string()
+    with(lo)
 }
 
 fn compute(fig: &Figure, prep: &Prepared, cell: Rect, items: &[LegendItem], mode: Mode) -> Layout {
@@ -357,14 +374,15 @@ fn compute(fig: &Figure, prep: &Prepared, cell: Rect, items: &[LegendItem], mode
             if let Some(end) = last_x {
                 let limit = cell.x1 - 3.0 - right_legend;
                 if end > limit {
-                    right -= end - limit;
+                    right -= (end - limit).min(0.3 * (right - left));
                     (xd, xt) = x_ticks(fig, prep, right - left);
                 }
             }
             (Some(xd), xt, Vec::new())
         };
         let lines = cats.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let plot = Rect::new(left, top, right, bottom);
+        let cramped = right - left < 80.0 || bottom - top < 60.0;
+        let plot = Rect::new(left, top, right.max(left + 1.0), bottom.max(top + 1.0));
         let done = lines == x_lines;
         x_lines = lines;
         out = Some(Layout {
@@ -378,6 +396,7 @@ fn compute(fig: &Figure, prep: &Prepared, cell: Rect, items: &[LegendItem], mode
             legend: legend.clone(),
             title: title.clone(),
             refs: Vec::new(),
+            cramped,
         });
         if done {
             break;
@@ -390,8 +409,9 @@ fn compute(fig: &Figure, prep: &Prepared, cell: Rect, items: &[LegendItem], mode
     l
 }
 
-/// Words of `s` in lines no wider than `w` (a word longer than `w` gets a
-/// line of its own).
+/// Words of `s` in at most three lines no wider than `w` (a word longer
+/// than `w` gets a line of its own; a third line that is not the last ends
+/// in an ellipsis).
 fn wrap(s: &str, size: f64, w: f64) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for word in s.split_whitespace() {
@@ -405,6 +425,11 @@ fn wrap(s: &str, size: f64, w: f64) -> Vec<String> {
     }
     if lines.is_empty() {
         lines.push(String::new());
+    }
+    if lines.len() > 3 {
+        let rest = lines[2..].join(" ");
+        lines.truncate(2);
+        lines.push(fit_text(&format!("{rest}…"), size, w.max(size)));
     }
     lines
 }

@@ -200,6 +200,13 @@ impl<'a> Page<'a> {
     fn png(&self) -> Result<Vec<u8>, FigureError> {
         let w = (self.size.0 as f64 * self.scale).round() as u32;
         let h = (self.size.1 as f64 * self.scale).round() as u32;
+        // At most 100 megapixels (300 MB of RGB) per image.
+        if w as u64 * h as u64 > 100_000_000 {
+            return Err(FigureError::TooManyPixels {
+                width: w,
+                height: h,
+            });
+        }
         let mut rgb = vec![0u8; w as usize * h as usize * 3];
         {
             let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();

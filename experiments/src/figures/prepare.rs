@@ -90,6 +90,15 @@ impl Check<'_> {
                 axis: axis.unwrap_or('y'),
             });
         }
+        // Beyond these, ranges and their padding overflow a float.
+        if v.abs() > 1e300 || (log && v < 1e-300) {
+            return Err(FigureError::OutOfRange {
+                figure: self.name(),
+                series: series.to_string(),
+                what: what.to_string(),
+                value: v,
+            });
+        }
         Ok(())
     }
 
@@ -165,6 +174,9 @@ pub(crate) fn prepare(fig: &Figure) -> Result<Prepared, FigureError> {
                 Some("is empty (low must be below high)")
             } else if a.scale == Scale::Log && lo <= 0.0 {
                 Some("must be positive on a log axis")
+            } else if lo.abs() > 1e300 || hi.abs() > 1e300 || (a.scale == Scale::Log && lo < 1e-300)
+            {
+                Some("is too large to draw")
             } else {
                 None
             };

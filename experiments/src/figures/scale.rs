@@ -117,6 +117,7 @@ pub(crate) fn fit_log(ext: Extent, fixed: Option<(f64, f64)>) -> Domain {
     let (a, b) = (ext.min.log10(), ext.max.log10());
     let pad = if a == b { 0.3 } else { 0.05 * (b - a).max(1.0) };
     let (mut la, mut lb) = (a - pad, b + pad);
+
     // The enclosing decades where they add at most a fifth of a decade to
     // the padding (data right at a decade keeps its padding).
     let (fa, cb) = (a - a.floor(), b.ceil() - b);
@@ -126,6 +127,8 @@ pub(crate) fn fit_log(ext: Extent, fixed: Option<(f64, f64)>) -> Domain {
     if cb > 0.02 && cb - pad < 0.2 {
         lb = b.ceil();
     }
+    // Within what a float holds.
+    let (la, lb) = (la.max(-307.0), lb.min(307.0));
     Domain {
         lo: pow10(la),
         hi: pow10(lb),
@@ -143,9 +146,24 @@ fn pow10(e: f64) -> f64 {
 
 /// Linear ticks: multiples of `step` within the domain.
 pub(crate) fn linear_ticks(d: Domain, step: f64, format: TickFormat) -> Ticks {
-    let first = (d.lo / step - 1e-9).ceil() as i64;
-    let last = (d.hi / step + 1e-9).floor() as i64;
-    let values: Vec<f64> = (first..=last)
+    let first = (d.lo / step - 1e-9).ceil();
+    let last = (d.hi / step + 1e-9).floor();
+    let count = last - first;
+    if count.is_nan() || count > 1000.0 {
+        // A range too wide for steps (it overflows): its two ends.
+        let values = [d.lo, d.hi];
+        return Ticks {
+            major: values
+                .iter()
+                .map(|&value| Tick {
+                    value,
+                    label: Some(format!("{value:e}")),
+                })
+                .collect(),
+            minor: Vec::new(),
+        };
+    }
+    let values: Vec<f64> = (first as i64..=last as i64)
         .map(|i| {
             let v = i as f64 * step;
             if v == 0.0 {
@@ -189,16 +207,26 @@ pub(crate) fn log_ticks(d: Domain, stride: usize, format: TickFormat) -> Ticks {
         }
         v
     };
+    // Powers of ten for all labels when any needs them.
+    let power =
+        format == TickFormat::Power || (format != TickFormat::Percent && (e0 < -3 || e1 >= 15));
     if e1 - e0 >= 2 {
-        let stride = stride.max(1) as i32;
-        // Labels on decades divisible by the stride, so they stay put
-        // when the range moves.
+        // Over many decades, ticks on every 2nd, 5th, 10th... decade (at
+        // most about 15); labels on every `stride`-th of those. Both on
+        // multiples, so they stay put when the range moves.
+        let every = [1, 2, 3, 5, 10, 20, 25, 50, 100]
+            .into_iter()
+            .find(|&k| (e1 - e0) / k <= 15)
+            .unwrap_or(100);
+        let label_every = every * stride.max(1) as i32;
         let major = (e0..=e1)
+            .filter(|e| e.rem_euclid(every) == 0)
             .map(|e| {
                 let value = pow10(e as f64);
                 Tick {
                     value,
-                    label: (e.rem_euclid(stride) == 0).then(|| log_label(value, format)),
+                    label: (e.rem_euclid(label_every) == 0)
+                        .then(|| log_label(value, format, power)),
                 }
             })
             .collect();
@@ -222,7 +250,7 @@ pub(crate) fn log_ticks(d: Domain, stride: usize, format: TickFormat) -> Ticks {
             .into_iter()
             .map(|value| Tick {
                 value,
-                label: Some(log_label(value, format)),
+                label: Some(log_label(value, format, power)),
             })
             .collect(),
         minor,
@@ -248,7 +276,23 @@ fn linear_labels(values: &[f64], step: f64, format: TickFormat) -> Vec<String> {
             let d = decimals(step * 100.0);
             values.iter().map(|v| fixed(v * 100.0, d)).collect()
         }
-        TickFormat::Si | TickFormat::Auto | TickFormat::Power
+        // Beyond the suffixes, or tiny: a common power of ten.
+        _ if max >= 1e15 || (max > 0.0 && max < 1e-3) || format == TickFormat::Power => {
+            let e = max.log10().floor() as i32;
+            let div = pow10(e as f64);
+            let d = decimals(step / div);
+            values
+                .iter()
+                .map(|v| {
+                    if *v == 0.0 {
+                        "0".to_string()
+                    } else {
+                        format!("{}×10{}", fixed(v / div, d), superscript(e))
+                    }
+                })
+                .collect()
+        }
+        TickFormat::Si | TickFormat::Auto
             if max >= 1e3 && (format == TickFormat::Si || max >= 1e5) =>
         {
             let (div, suffix) = SI
@@ -275,14 +319,14 @@ fn linear_labels(values: &[f64], step: f64, format: TickFormat) -> Vec<String> {
     }
 }
 
-/// The label of a log tick `m × 10^e`.
-pub(crate) fn log_label(v: f64, format: TickFormat) -> String {
+/// The label of a log tick `m × 10^e` (`power`: as a power of ten).
+pub(crate) fn log_label(v: f64, format: TickFormat, power: bool) -> String {
     let e = (v.log10() + 1e-9).floor() as i32;
     let m = (v / 10f64.powi(e) * 1e6).round() / 1e6;
     if format == TickFormat::Percent {
         return trimmed(v * 100.0);
     }
-    if format == TickFormat::Power || !(-3..15).contains(&e) {
+    if power || format == TickFormat::Power || !(-3..15).contains(&e) {
         let p = format!("10{}", superscript(e));
         return if m == 1.0 {
             p
@@ -425,6 +469,24 @@ mod tests {
             labels(&linear_ticks(d, 500.0, TickFormat::Si)),
             ["0", "0.5k", "1.0k", "1.5k", "2.0k", "2.5k", "3.0k"]
         );
+        let d = Domain {
+            lo: 0.0,
+            hi: 2e-4,
+            log: false,
+        };
+        assert_eq!(
+            labels(&linear_ticks(d, 1e-4, TickFormat::Auto)),
+            ["0", "1×10⁻⁴", "2×10⁻⁴"]
+        );
+        let d = Domain {
+            lo: -1e300,
+            hi: 1e300,
+            log: false,
+        };
+        assert_eq!(
+            labels(&linear_ticks(d, 1e300, TickFormat::Auto)),
+            ["−1×10³⁰⁰", "0", "1×10³⁰⁰"]
+        );
     }
 
     #[test]
@@ -451,6 +513,18 @@ mod tests {
             labels(&log_ticks(d, 1, TickFormat::Auto)),
             ["10⁻⁶", "10⁻⁵", "10⁻⁴"]
         );
+        let d = Domain {
+            lo: 1e-300,
+            hi: 1e300,
+            log: true,
+        };
+        let t = log_ticks(d, 2, TickFormat::Auto);
+        assert!(
+            t.major.len() <= 16 && t.minor.is_empty(),
+            "{}",
+            t.major.len()
+        );
+        assert_eq!(labels(&t)[..2], ["10⁻³⁰⁰", "10⁻²⁰⁰"]);
     }
 
     #[test]
