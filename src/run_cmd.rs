@@ -445,6 +445,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             .iter()
             .map(|p| Spec::load(p))
             .collect::<Result<_, _>>()?;
+        unique_names(&loaded)?;
         let root = a
             .results
             .clone()
@@ -960,6 +961,7 @@ pub fn report(a: ReportArgs) -> Result<()> {
         .iter()
         .map(|p| Spec::load(p))
         .collect::<Result<_, _>>()?;
+    unique_names(&specs)?;
     let values_path = a.folder.join("values").join("paper-values.yaml");
     let paper = if values_path.is_file() {
         PaperValues::load(&values_path).map_err(|e| anyhow!(e))?
@@ -994,14 +996,19 @@ pub fn report(a: ReportArgs) -> Result<()> {
     }
     let refs: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (p.as_path(), *b)).collect();
     write_files_atomic(&refs)?;
-    // Figures of an earlier report that this one no longer draws go.
-    let keep: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    for entry in std::fs::read_dir(out.join("figures"))?.flatten() {
-        let p = entry.path();
-        if p.is_file() && !keep.contains(&p) {
-            let _ = std::fs::remove_file(&p);
+    // Figures an earlier report drew (its manifest) that this one no
+    // longer draws go; files moonlab did not write stay.
+    let manifest = out.join("figures").join(".moonlab-report");
+    let drawn: Vec<String> = report.files.iter().map(|(n, _)| n.clone()).collect();
+    if let Ok(old) = std::fs::read_to_string(&manifest) {
+        for name in old.lines() {
+            let safe = name.starts_with("figures/") && !name.contains("..");
+            if safe && !drawn.iter().any(|d| d == name) {
+                let _ = std::fs::remove_file(out.join(name));
+            }
         }
     }
+    crate::output::write_bytes_atomic(&manifest, (drawn.join("\n") + "\n").as_bytes())?;
     crate::output::emit(&format!(
         "{} figures -> {}\n",
         report.files.len() / 2,
@@ -1065,4 +1072,20 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     let image = render_as(&fig, format).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     crate::output::write_bytes_atomic(&a.out, &image)?;
     crate::output::emit(&format!("{} -> {}\n", a.y, a.out.display()))
+}
+
+/// Specs of one folder write to `<results>/<name>`: two with one name
+/// would overwrite each other's points.
+fn unique_names(specs: &[Spec]) -> Result<()> {
+    for (i, a) in specs.iter().enumerate() {
+        if let Some(b) = specs[..i].iter().find(|b| b.name == a.name) {
+            bail!(
+                "{} and {} are both named {:?} (their results would share a folder; give each spec its own `name`)",
+                b.path.display(),
+                a.path.display(),
+                a.name
+            );
+        }
+    }
+    Ok(())
 }

@@ -506,6 +506,14 @@ fn search_finds_the_grids_answer_in_a_fraction_of_its_runs() {
     assert!(answer(&pruned).contains("rate scale"), "{pruned}");
     let e = fails(&["search", TINY]);
     assert!(e.contains("no `search` section"), "{e}");
+    // A misspelt metric is an error, not an infeasible search.
+    let typo = spec_file(
+        tmp.path(),
+        "typo.yaml",
+        "config: CONFIG\ntraces: [{path: CONV, first: 50}]\nsearch:\n  require: {ttft_p90: {max: 10}}\n  saturation: {from: 0.5, to: 2}\n",
+    );
+    let e = fails(&["search", s(&typo), "--results", s(&out), "--quiet"]);
+    assert!(e.contains("search.require.ttft_p90: no such metric"), "{e}");
 }
 
 #[test]
@@ -614,6 +622,54 @@ fn report_draws_every_figure_kind_with_the_papers_values_beside_ours() {
         e.contains("tiny-report.yaml: report.figures[2].kind: \"pie\""),
         "{e}"
     );
+    let results2 = tmp.path().join("results2");
+    let report_fails = |why: &str| {
+        let e = fails(&[
+            "report",
+            s(&bad),
+            "--results",
+            s(&results2),
+            "--out",
+            s(&tmp.path().join("x")),
+        ]);
+        assert!(e.contains(why), "{e}");
+    };
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(bad.join("tiny-report.yaml")).unwrap();
+        assert!(text.contains(from), "{from}");
+        std::fs::write(bad.join("tiny-report.yaml"), text.replace(from, to)).unwrap();
+    };
+    // A comparison that would pool two settings as if they were seeds.
+    edit("kind: pie,", "kind: cdf,");
+    edit(
+        "{paper: test-ttft, where: {scheduler: kvcache-centric, rate_scale: 1}",
+        "{paper: test-ttft, where: {scheduler: kvcache-centric}",
+    );
+    std::fs::create_dir_all(bad.join("values")).unwrap();
+    std::fs::copy(
+        Path::new(ROOT)
+            .join(folder)
+            .join("values/paper-values.yaml"),
+        bad.join("values/paper-values.yaml"),
+    )
+    .unwrap();
+    ok(&["run", s(&bad), "--results", s(&results2), "--quiet"]);
+    report_fails("compare test-ttft: its rows differ in `rate_scale`");
+    // A table from an earlier version of the spec is not reported on.
+    edit(
+        "{paper: test-ttft, where: {scheduler: kvcache-centric}",
+        "{paper: test-ttft, where: {scheduler: kvcache-centric, rate_scale: 1}",
+    );
+    edit(
+        "scheduler: [least-loaded, kvcache-centric]",
+        "scheduler: [kvcache-centric, least-loaded]",
+    );
+    report_fails("is not this spec's current run");
+    // The report's own figures are replaced; a file it did not write stays.
+    let mine = out.join("figures").join("diagram.png");
+    std::fs::write(&mine, b"not moonlab's").unwrap();
+    ok(&["report", folder, "--results", s(&results), "--out", s(&out)]);
+    assert_eq!(std::fs::read(&mine).unwrap(), b"not moonlab's");
 }
 
 #[test]

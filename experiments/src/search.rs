@@ -187,6 +187,7 @@ impl SearchSpec {
                         key: key.clone(),
                         value: v.clone(),
                         origin: format!("search.options.{key}[{i}]"),
+                        file: None,
                     });
                     next.push(c);
                 }
@@ -201,20 +202,17 @@ impl SearchSpec {
         let combos = self
             .options
             .iter()
-            .map(|(_, v)| v.len() as u64)
-            .product::<u64>();
-        combos
-            * match &self.goal {
-                Goal::Cheapest(counts) => counts
-                    .iter()
-                    .map(|c| (c.to - c.from + 1) as u64)
-                    .product::<u64>(),
-                Goal::Saturation {
-                    from,
-                    to,
-                    tolerance,
-                } => rate_grid(*from, *to, *tolerance).len() as u64,
-            }
+            .fold(1u64, |n, (_, v)| n.saturating_mul(v.len() as u64));
+        combos.saturating_mul(match &self.goal {
+            Goal::Cheapest(counts) => counts
+                .iter()
+                .fold(1u64, |n, c| n.saturating_mul((c.to - c.from + 1) as u64)),
+            Goal::Saturation {
+                from,
+                to,
+                tolerance,
+            } => rate_grid(*from, *to, *tolerance).len() as u64,
+        })
     }
 }
 
@@ -302,6 +300,9 @@ fn parse_counts(v: &Value) -> Result<Vec<CountAxis>, String> {
             return Err(format!(".counts.{key}: expected {{from: N, to: M}}"));
         };
         let (from, to) = (get(b, "from")?, get(b, "to")?);
+        if to > 100_000 {
+            return Err(format!(".counts.{key}.to: {to} (expected at most 100000)"));
+        }
         if from > to {
             return Err(format!(".counts.{key}: from {from} > to {to}"));
         }
@@ -337,9 +338,15 @@ fn parse_saturation(v: &Value) -> Result<Goal, String> {
     if from >= to {
         return Err(format!(".saturation: from {from} must be below to {to}"));
     }
-    if tolerance >= 1.0 {
+    if !(1e-4..1.0).contains(&tolerance) {
         return Err(format!(
-            ".saturation.tolerance: {tolerance} (expected a ratio below 1, e.g. 0.02)"
+            ".saturation.tolerance: {tolerance} (expected a ratio from 0.0001 to below 1, e.g. 0.02)"
+        ));
+    }
+    let steps = (to / from).ln() / (1.0 + tolerance).ln();
+    if steps > 1e6 {
+        return Err(format!(
+            ".saturation: from {from} to {to} in steps of {tolerance} is {steps:.0} rates (expected at most a million; widen the tolerance)"
         ));
     }
     Ok(Goal::Saturation {
@@ -418,11 +425,31 @@ impl<O: Oracle> Runner<'_, O> {
             return Ok(p.feasible);
         }
         let runs = self.oracle.evaluate(&params)?;
+        // A misspelt metric would make every point infeasible: say so.
+        for s in &runs {
+            for r in &self.spec.require {
+                if s.get(&r.metric).is_none() {
+                    let known: Vec<&str> = s
+                        .as_object()
+                        .map(|m| m.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "search.require.{}: no such metric in a run's summary (expected one of: {})",
+                        r.metric,
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        // A run that serves nothing meets no latency requirement (its
+        // latencies are empty, not zero).
         let feasible = runs.iter().all(|s| {
-            self.spec
-                .require
-                .iter()
-                .all(|r| r.met(s.get(&r.metric).and_then(|v| v.as_f64())))
+            s.get("served").and_then(|v| v.as_u64()) != Some(0)
+                && self
+                    .spec
+                    .require
+                    .iter()
+                    .all(|r| r.met(s.get(&r.metric).and_then(|v| v.as_f64())))
         });
         self.probes.push(Probe {
             params,
@@ -438,6 +465,7 @@ fn count_param(axis: &CountAxis, v: i64) -> Param {
         key: axis.key.clone(),
         value: ParamValue::Int(v),
         origin: format!("search.counts.{}", axis.key),
+        file: None,
     }
 }
 
@@ -619,6 +647,7 @@ pub fn search<O: Oracle>(
                         key: crate::spec::RATE_SCALE.into(),
                         value: ParamValue::Float(rate),
                         origin: "search.saturation".into(),
+                        file: None,
                     });
                     p
                 };
@@ -847,6 +876,9 @@ mod tests {
             ("search: {require: {x: {min: 1}}, saturation: {from: 1, to: 2}, counts: {a: {from: 1, to: 2}}}\n", "not both"),
             ("search: {require: {x: {min: 1}}, saturation: {from: 1, to: 2}, price: {8xA800: 0}}\n", "search.price.8xA800"),
             ("search: {require: {x: {min: 1}}, saturation: {from: 1, to: 2}, bogus: 1}\n", "unknown key `bogus`"),
+            ("search: {require: {x: {min: 1}}, saturation: {from: 1, to: 2, tolerance: 1e-12}}\n", "search.saturation.tolerance: 0.000000000001"),
+            ("search: {require: {x: {min: 1}}, saturation: {from: 1e-300, to: 1e300, tolerance: 0.0001}}\n", "rates (expected at most a million"),
+            ("search: {require: {x: {min: 1}}, counts: {a: {from: 1, to: 1000000000}}}\n", "search.counts.a.to: 1000000000"),
         ] {
             let s = Spec::parse(&format!("traces: [t.jsonl]\n{yaml}"), &dir.join("s.yaml")).unwrap();
             let e = SearchSpec::from_spec(&s).unwrap_err();

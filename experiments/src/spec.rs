@@ -107,6 +107,10 @@ pub struct Param {
     pub key: String,
     pub value: ParamValue,
     pub origin: String,
+    /// For a file-valued key (`*.cost_profile`): the path resolved against
+    /// the spec's folder and a hash of the file's bytes, which the point's
+    /// id covers.
+    pub file: Option<(PathBuf, u64)>,
 }
 
 /// A trace of the spec.
@@ -120,6 +124,8 @@ pub struct TraceRef {
     /// Keep the first N requests only.
     pub first: Option<u64>,
     pub label: String,
+    /// A hash of the trace file's bytes (a point's id covers it).
+    pub content: u64,
 }
 
 /// One run of the sweep.
@@ -155,7 +161,10 @@ impl Point {
             .params
             .iter()
             .filter(|p| p.key != RATE_SCALE && p.key != LABEL)
-            .map(|p| (format!("{}={}", p.key, p.value), p.origin.clone()))
+            .map(|p| match &p.file {
+                Some((path, _)) => (format!("{}={}", p.key, path.display()), p.origin.clone()),
+                None => (format!("{}={}", p.key, p.value), p.origin.clone()),
+            })
             .collect();
         sets.push((format!("{SEED}={}", self.seed), "seeds".into()));
         sets
@@ -223,6 +232,9 @@ pub struct Spec {
     /// Sections the runner does not interpret but other commands do
     /// (`search`, `figures`, `report`), kept as YAML.
     pub extra: Mapping,
+    /// A hash of what every point shares: the kind, the base
+    /// configuration's text and the files it names (cost profiles).
+    pub inputs: u64,
 }
 
 /// Top-level keys, and the sections owned by other commands.
@@ -426,6 +438,17 @@ impl Spec {
                 ));
             }
         }
+        let mut set = set;
+        let mut rows = rows;
+        let mut grid = grid;
+        resolve_files(&mut set, &folder).map_err(bad)?;
+        for row in &mut rows {
+            resolve_files(row, &folder).map_err(bad)?;
+        }
+        for (_, values) in &mut grid {
+            resolve_files(values, &folder).map_err(bad)?;
+        }
+        let inputs = inputs_hash(spec_kind, config.as_ref());
         let spec = Spec {
             name,
             kind: spec_kind,
@@ -438,6 +461,7 @@ impl Spec {
             grid,
             seeds,
             extra,
+            inputs,
         };
         let keys = spec
             .set
@@ -471,6 +495,37 @@ impl Spec {
                 "expands to {n} points, more than {MAX_POINTS} (expected a smaller grid)"
             )));
         }
+        // Two points that would be the same run (1 and 1.0, a value given
+        // twice, two identical rows) would share one folder and count twice
+        // in every mean.
+        let points = spec.points();
+        let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for p in &points {
+            // The hash after the readable part decides identity.
+            let hash = p.id.rsplit('_').next().unwrap_or(&p.id);
+            if let Some(&first) = seen.get(hash) {
+                let show = |q: &Point| {
+                    let origins: Vec<String> = q
+                        .params
+                        .iter()
+                        .map(|x| format!("{} ({}={})", x.origin, x.key, x.value))
+                        .collect();
+                    format!(
+                        "trace {}, {}, seed {}",
+                        spec.traces[q.trace].label,
+                        origins.join(", "),
+                        q.seed
+                    )
+                };
+                return Err(bad(format!(
+                    "two points are the same run: [{}] and [{}] (expected distinct values)",
+                    show(&points[first]),
+                    show(p)
+                )));
+            }
+            seen.insert(hash, p.index);
+        }
+        drop(seen);
         Ok(spec)
     }
 
@@ -489,7 +544,6 @@ impl Spec {
 
     /// Every point, in table order.
     pub fn points(&self) -> Vec<Point> {
-        let config_text = self.config.as_ref().map_or("", |(_, t)| t.as_str());
         let mut out = Vec::with_capacity(self.size());
         let empty: Vec<Param> = Vec::new();
         let rows: Vec<&Vec<Param>> = if self.rows.is_empty() {
@@ -507,7 +561,7 @@ impl Spec {
                         params.extend(row.iter().cloned());
                         params.extend(combo.iter().cloned());
                         let index = out.len();
-                        let id = point_id(config_text, trace, &params, &varying, seed);
+                        let id = point_id(self.inputs, trace, &params, &varying, seed);
                         out.push(Point {
                             index,
                             id,
@@ -531,10 +585,9 @@ impl Spec {
         seed: u64,
         varying: &[String],
     ) -> Point {
-        let config_text = self.config.as_ref().map_or("", |(_, t)| t.as_str());
         let mut all = self.set.clone();
         all.extend(params.iter().cloned());
-        let id = point_id(config_text, &self.traces[trace], &all, varying, seed);
+        let id = point_id(self.inputs, &self.traces[trace], &all, varying, seed);
         Point {
             index: usize::MAX,
             id,
@@ -621,17 +674,16 @@ fn grid_combos(grid: &[(String, Vec<Param>)]) -> Vec<Vec<Param>> {
 /// (at most 80 characters of them), then a hash of everything that
 /// decides the point's result.
 fn point_id(
-    config_text: &str,
+    inputs: u64,
     trace: &TraceRef,
     params: &[Param],
     varying: &[String],
     seed: u64,
 ) -> String {
-    let mut canonical = String::new();
-    canonical.push_str(config_text);
+    let mut canonical = format!("{inputs:016x}");
     canonical.push('\u{0}');
     canonical.push_str(&trace.written);
-    canonical.push('\u{0}');
+    canonical.push_str(&format!("\u{0}{:016x}\u{0}", trace.content));
     if let Some(n) = trace.first {
         canonical.push_str(&format!("first={n}"));
     }
@@ -639,7 +691,13 @@ fn point_id(
         canonical.push('\u{0}');
         canonical.push_str(&p.key);
         canonical.push('=');
-        canonical.push_str(&p.value.to_string());
+        // A number is its value (1 and 1.0 are one point); a file is its
+        // bytes.
+        match (&p.file, p.value.as_f64()) {
+            (Some((_, h)), _) => canonical.push_str(&format!("file:{h:016x}")),
+            (None, Some(x)) => canonical.push_str(&format!("{x:?}")),
+            (None, None) => canonical.push_str(&p.value.to_string()),
+        }
     }
     canonical.push_str(&format!("\u{0}seed={seed}"));
     let hash = fnv1a64(canonical.as_bytes());
@@ -680,7 +738,7 @@ fn point_id(
     if clean.len() > 80 {
         clean.truncate(80);
     }
-    format!("{clean}_{:08x}", (hash >> 32) as u32 ^ hash as u32)
+    format!("{clean}_{hash:016x}")
 }
 
 /// FNV-1a: small, stable across platforms and releases (ids are folder
@@ -768,7 +826,72 @@ fn param(key: &str, v: &Value, origin: String) -> Result<Param, SpecError> {
         key: key.to_string(),
         value,
         origin,
+        file: None,
     })
+}
+
+/// File-valued parameters (`*.cost_profile`) name files beside the spec;
+/// each is resolved and its bytes hashed, so a point's id changes with them.
+fn resolve_files(params: &mut [Param], folder: &Path) -> Result<(), String> {
+    for p in params {
+        if !p.key.ends_with("cost_profile") {
+            continue;
+        }
+        if let ParamValue::Str(v) = &p.value {
+            let path = folder.join(v);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "{}: {}: cannot read ({e}; paths are relative to the spec's folder)",
+                    p.origin,
+                    path.display()
+                )
+            })?;
+            p.file = Some((path, content_hash(&bytes)));
+        }
+    }
+    Ok(())
+}
+
+/// FNV-1a over 8-byte words: stable across platforms and releases, and
+/// fast enough to hash a trace each time a spec is read.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h ^= u64::from_le_bytes(w);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    for &b in chunks.remainder() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A hash of what all points share: the spec's kind, the base
+/// configuration's text and the cost-profile files it names.
+fn inputs_hash(kind: SpecKind, config: Option<&(PathBuf, String)>) -> u64 {
+    let mut text = String::from(kind.name());
+    if let Some((path, body)) = config {
+        text.push('\u{0}');
+        text.push_str(body);
+        let folder = path.parent().unwrap_or(Path::new(""));
+        if let Ok(Value::Mapping(m)) = serde_yaml_ng::from_str::<Value>(body) {
+            for pool in ["prefill", "decode"] {
+                let profile = m
+                    .get(pool)
+                    .and_then(|p| p.get("cost_profile"))
+                    .and_then(|v| v.as_str());
+                if let Some(file) = profile {
+                    let bytes = std::fs::read(folder.join(file)).unwrap_or_default();
+                    text.push_str(&format!("\u{0}{pool}={:016x}", content_hash(&bytes)));
+                }
+            }
+        }
+    }
+    fnv1a64(text.as_bytes())
 }
 
 fn params_of(m: &Mapping, at: &str) -> Result<Vec<Param>, String> {
@@ -861,6 +984,9 @@ fn parse_traces(v: Option<&Value>, folder: &Path) -> Result<Vec<TraceRef>, Strin
                 path.display()
             ));
         }
+        let content = std::fs::read(&path)
+            .map(|b| content_hash(&b))
+            .map_err(|e| format!("{at}: trace {}: cannot read: {e}", path.display()))?;
         let label = label.unwrap_or_else(|| {
             Path::new(&written)
                 .file_stem()
@@ -877,6 +1003,7 @@ fn parse_traces(v: Option<&Value>, folder: &Path) -> Result<Vec<TraceRef>, Strin
             path,
             first,
             label,
+            content,
         });
     }
     Ok(out)
@@ -985,13 +1112,43 @@ mod tests {
         // Adding a value keeps the ids of the points already there.
         assert_eq!(a.points()[0].id, b.points()[0].id);
         assert_eq!(a.points()[1].id, b.points()[1].id);
-        // Floats and integers are different values.
-        let c = spec("traces: [t.jsonl]\ngrid: {rate_scale: [1, 1.0]}\n").unwrap();
-        assert_ne!(c.points()[0].id, c.points()[1].id);
-        // The base configuration's text is part of the identity.
-        let mut d = a.clone();
-        d.config.as_mut().unwrap().1.push_str("block_tokens: 256\n");
-        assert_ne!(a.points()[0].id, d.points()[0].id);
+        // 1 and 1.0 are one value: the spec would run one point twice.
+        let e = spec("traces: [t.jsonl]\ngrid: {rate_scale: [1, 1.0]}\n").unwrap_err();
+        assert!(
+            e.contains("two points are the same run") && e.contains("grid.rate_scale[1]"),
+            "{e}"
+        );
+        let e = spec("traces: [t.jsonl]\npoints: [{a: 1}, {a: 1}]\n").unwrap_err();
+        assert!(
+            e.contains("points[0].a") && e.contains("points[1].a"),
+            "{e}"
+        );
+        // The trace's bytes are part of a point's identity.
+        let dir = std::env::temp_dir().join(format!("moonlab-spec-{}", std::process::id()));
+        std::fs::write(dir.join("u.jsonl"), "a").unwrap();
+        let before = spec("traces: [u.jsonl]\n").unwrap().points()[0].id.clone();
+        std::fs::write(dir.join("u.jsonl"), "b").unwrap();
+        let after = spec("traces: [u.jsonl]\n").unwrap().points()[0].id.clone();
+        assert_ne!(before, after);
+        let before = spec("traces: [t.jsonl]\n").unwrap().points()[0].id.clone();
+        // So is the kind.
+        let cache = spec("kind: cache\ntraces: [t.jsonl]\n").unwrap().points()[0]
+            .id
+            .clone();
+        assert_ne!(before, cache);
+        // The base configuration's text is part of the identity; its path is not.
+        let dir = std::env::temp_dir().join(format!("moonlab-spec-{}", std::process::id()));
+        std::fs::write(dir.join("same.yaml"), "seed: 0\n").unwrap();
+        std::fs::write(dir.join("other.yaml"), "block_tokens: 256\n").unwrap();
+        let id_with = |config: &str| {
+            spec(&format!("config: {config}\ntraces: [t.jsonl]\ngrid: {{scheduler: [random, least-loaded]}}\n"))
+                .unwrap()
+                .points()[0]
+                .id
+                .clone()
+        };
+        assert_eq!(id_with("same.yaml"), a.points()[0].id);
+        assert_ne!(id_with("other.yaml"), a.points()[0].id);
     }
 
     #[test]
@@ -1014,31 +1171,59 @@ mod tests {
         for (text, words) in [
             ("traces: [t.jsonl]\ngird: {}\n", "unknown key `gird`"),
             ("traces: [missing.jsonl]\n", "traces[0]: trace"),
-            ("traces: [t.jsonl]\ngrid: {scheduler: random}\n", "grid.scheduler: expected a list"),
-            ("traces: [t.jsonl]\ngrid: {scheduler: []}\n", "grid.scheduler: expected at least one"),
-            ("traces: [t.jsonl]\ngrid: {scheduler: [[a]]}\n", "grid.scheduler[0]: expected a single value"),
-            ("traces: [t.jsonl]\ngrid: {rate_scale: [1, 0]}\n", "grid.rate_scale[1]: rate_scale 0"),
-            ("traces: [t.jsonl]\npoints: [{label: 3}]\n", "points[0].label: label 3"),
-            ("traces: [t.jsonl]\npoints: [{}]\n", "points[0]: expected a non-empty mapping"),
-            ("traces: [t.jsonl]\nseeds: [1, 1]\n", "seeds[1]: seed 1 appears twice"),
+            (
+                "traces: [t.jsonl]\ngrid: {scheduler: random}\n",
+                "grid.scheduler: expected a list",
+            ),
+            (
+                "traces: [t.jsonl]\ngrid: {scheduler: []}\n",
+                "grid.scheduler: expected at least one",
+            ),
+            (
+                "traces: [t.jsonl]\ngrid: {scheduler: [[a]]}\n",
+                "grid.scheduler[0]: expected a single value",
+            ),
+            (
+                "traces: [t.jsonl]\ngrid: {rate_scale: [1, 0]}\n",
+                "grid.rate_scale[1]: rate_scale 0",
+            ),
+            (
+                "traces: [t.jsonl]\npoints: [{label: 3}]\n",
+                "points[0].label: label 3",
+            ),
+            (
+                "traces: [t.jsonl]\npoints: [{}]\n",
+                "points[0]: expected a non-empty mapping",
+            ),
+            (
+                "traces: [t.jsonl]\nseeds: [1, 1]\n",
+                "seeds[1]: seed 1 appears twice",
+            ),
             ("traces: [t.jsonl]\nrepetitions: 0\n", "repetitions: 0"),
             ("traces: [t.jsonl]\nconfig: nope.yaml\n", "config: "),
-            ("traces: [t.jsonl]\nname: ../x\n", "name: \"../x\" is not a folder name"),
+            (
+                "traces: [t.jsonl]\nname: ../x\n",
+                "name: \"../x\" is not a folder name",
+            ),
             ("traces: [t.jsonl, t.jsonl]\n", "traces[1]: label \"t\""),
-            ("traces: [{path: t.jsonl, first: 0}]\n", "traces[0].first: 0"),
+            (
+                "traces: [{path: t.jsonl, first: 0}]\n",
+                "traces[0].first: 0",
+            ),
             ("grid: {a: [1]}\n", "traces: missing"),
-            ("traces: [t.jsonl]\ngrid:\n  a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  b: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  c: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  d: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  e: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n", "expands to 100000"),
             ("traces: [t.jsonl]\ngrid: {a: [1]\n", "study.yaml:"),
-            ("kind: cache\ntraces: [t.jsonl]\ngrid: {scheduler: [a]}\n", "grid.scheduler[0]: `scheduler` is not a parameter of a cache spec"),
+            (
+                "kind: cache\ntraces: [t.jsonl]\ngrid: {scheduler: [a]}\n",
+                "grid.scheduler[0]: `scheduler` is not a parameter of a cache spec",
+            ),
             ("kind: replay\ntraces: [t.jsonl]\n", "kind: \"replay\""),
         ] {
             match spec(text) {
-                Ok(_) if words == "expands to 100000" => {}
                 Ok(_) => panic!("accepted {text:?}"),
                 Err(e) => assert!(e.contains(words), "{text:?}: {e}"),
             }
         }
-        // 10^5 points is the limit, not beyond it.
+        // 10^5 points is the limit.
         let e = spec("traces: [t.jsonl]\ngrid:\n  a: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  b: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  c: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  d: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n  e: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nrepetitions: 2\n").unwrap_err();
         assert!(e.contains("expands to 200000 points"), "{e}");
     }

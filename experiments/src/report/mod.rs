@@ -265,7 +265,7 @@ impl ReportSpec {
                 Some(_) => Err(format!("{at0}.{key}: expected a list of column names")),
             }
         };
-        let mut figures_out = Vec::new();
+        let mut figures_out: Vec<FigureSpec> = Vec::new();
         if let Some(v) = m.get("figures") {
             let Value::Sequence(fs) = v else {
                 return Err(format!("{at0}.figures: expected a list"));
@@ -369,6 +369,9 @@ impl ReportSpec {
                     )),
                     Some(_) => return Err(format!("{at}.ref_line: expected {{y, label}}")),
                 };
+                if figures_out.iter().any(|g| g.file == file) {
+                    return Err(format!("{at}.file: {file:?} is another figure's file"));
+                }
                 figures_out.push(FigureSpec {
                     file,
                     title: fm.get("title").and_then(str_of),
@@ -494,13 +497,25 @@ impl Results {
         })?;
         let table = from_parquet(bytes).map_err(|e| format!("{}: {e}", path.display()))?;
         let points = spec.points();
-        if table.height() != points.len() {
-            return Err(format!(
-                "{}: {} rows for {} points (the spec changed since the run: rerun it)",
+        let stale = || {
+            format!(
+                "{}: the table is not this spec's current run (the spec, its configuration or its traces changed, or a rerun failed): run `moonlab run {}` again",
                 path.display(),
-                table.height(),
-                points.len()
-            ));
+                spec.path.display()
+            )
+        };
+        if table.height() != points.len() {
+            return Err(stale());
+        }
+        // Row i must be point i: request tables are found by id.
+        let ids = table
+            .column(crate::results::POINT_ID)
+            .map_err(|_| format!("{}: no point_id column", path.display()))?;
+        for (i, p) in points.iter().enumerate() {
+            let id = ids.get(i).map_err(|e| e.to_string())?;
+            if cell_text(&id).trim_matches('"') != p.id {
+                return Err(stale());
+            }
         }
         Ok(Results {
             spec,
@@ -632,6 +647,29 @@ impl Results {
             }
         }
         Ok(by_rank)
+    }
+
+    /// Checks that `rows` differ in nothing but their seed: they are one
+    /// setting's repetitions, which a mean and an interval may pool.
+    pub fn one_setting(&self, rows: &[usize], what: &str) -> Result<(), String> {
+        let Some(&first) = rows.first() else {
+            return Ok(());
+        };
+        let mut keys = vec![crate::results::TRACE.to_string()];
+        keys.extend(crate::results::parameter_columns(&self.table).map_err(|e| e.to_string())?);
+        for k in &keys {
+            let v = self.cell(k, first)?;
+            if let Some(&other) = rows
+                .iter()
+                .find(|&&r| self.cell(k, r).map(|x| x != v).unwrap_or(true))
+            {
+                return Err(format!(
+                    "{what}: its rows differ in `{k}` ({v:?} and {:?}), not only in the seed; pin it with `where` (or group by it)",
+                    self.cell(k, other)?
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// A metric over `rows`: a table column's estimate across the rows,
@@ -786,6 +824,7 @@ pub fn build_figure(f: &FigureSpec, r: &Results, paper: &PaperValues) -> Result<
                         .copied()
                         .filter(|&i| r.cell(&x, i).map(|s| s == xv).unwrap_or(false))
                         .collect();
+                    r.one_setting(&at, &format!("figure {} at {x} = {xv}", f.file))?;
                     if let Some(e) = r.metric(&metric_name, &at)? {
                         let k = f.y_scale;
                         let e = Estimate {
@@ -838,7 +877,9 @@ pub fn build_figure(f: &FigureSpec, r: &Results, paper: &PaperValues) -> Result<
                 let mut values = Vec::new();
                 let mut intervals = Vec::new();
                 for c in &cats {
-                    let e = r.metric(metric, &rows_of(c))?;
+                    let rows_here = rows_of(c);
+                    r.one_setting(&rows_here, &format!("figure {} at {c}", f.file))?;
+                    let e = r.metric(metric, &rows_here)?;
                     let (m, ci) = e.map_or((f64::NAN, 0.0), |e| {
                         (e.mean * f.y_scale, e.ci95.unwrap_or(0.0) * f.y_scale)
                     });
@@ -910,6 +951,7 @@ pub fn build_figure(f: &FigureSpec, r: &Results, paper: &PaperValues) -> Result<
             })?;
             let mut samples = Vec::new();
             for (name, sub) in groups(&f.series)? {
+                r.one_setting(&sub, &format!("figure {} series {name:?}", f.file))?;
                 let mut all = Vec::new();
                 for &row in &sub {
                     all.extend(r.request_values(row, &column)?);
@@ -932,13 +974,14 @@ pub fn build_figure(f: &FigureSpec, r: &Results, paper: &PaperValues) -> Result<
                 .collect();
             let mut series = Vec::new();
             for (name, sub) in groups(&f.series)? {
+                r.one_setting(&sub, &format!("figure {} series {name:?}", f.file))?;
                 let mut outcomes = Vec::new();
-                let mut slo = f64::INFINITY;
+                let slo: f64 = r
+                    .cell("slo_ttft_s", sub[0])?
+                    .parse()
+                    .map_err(|_| format!("figure {}: no TTFT SLO in the table", f.file))?;
                 for &row in &sub {
                     outcomes.extend(r.request_outcomes(row)?);
-                    if let Ok(s) = r.cell("slo_ttft_s", row) {
-                        slo = s.parse().unwrap_or(f64::INFINITY);
-                    }
                 }
                 let n = outcomes.len().max(1) as f64;
                 let pts: Vec<(f64, f64)> = thresholds
@@ -1011,10 +1054,17 @@ pub fn compare_row(
         _ => None,
     };
     let ours = match (&c.measure, &c.ratio) {
-        (Some(m), _) => r.metric(&m.metric, &r.rows(&m.filter)?)?.map(|e| e.mean),
+        (Some(m), _) => {
+            let rows = r.rows(&m.filter)?;
+            r.one_setting(&rows, &format!("compare {}", c.paper))?;
+            r.metric(&m.metric, &rows)?.map(|e| e.mean)
+        }
         (_, Some((a, b))) => {
-            let x = r.metric(&a.metric, &r.rows(&a.filter)?)?.map(|e| e.mean);
-            let y = r.metric(&b.metric, &r.rows(&b.filter)?)?.map(|e| e.mean);
+            let (ra, rb) = (r.rows(&a.filter)?, r.rows(&b.filter)?);
+            r.one_setting(&ra, &format!("compare {} (numerator)", c.paper))?;
+            r.one_setting(&rb, &format!("compare {} (denominator)", c.paper))?;
+            let x = r.metric(&a.metric, &ra)?.map(|e| e.mean);
+            let y = r.metric(&b.metric, &rb)?.map(|e| e.mean);
             match (x, y) {
                 (Some(x), Some(y)) if y != 0.0 => Some(match c.ratio_as.as_str() {
                     "reduction" => 100.0 * (1.0 - x / y),
@@ -1046,7 +1096,7 @@ pub fn compare_row(
     let diff = match (pv, ours) {
         (Some(a), Some(b)) if percent => format!("{:+.1} pt", b - a),
         (Some(a), Some(b)) if a != 0.0 => format!("{:+.0} %", 100.0 * (b - a) / a.abs()),
-        (Some(a), Some(b)) => format!("{:+}", short(b - a)),
+        (Some(a), Some(b)) => format!("{}{}", if b >= a { "+" } else { "" }, short(b - a)),
         _ => "–".into(),
     };
     let mut what = c.label.clone().unwrap_or_else(|| p.quantity.clone());
