@@ -17,9 +17,9 @@ use moonlab_sim::cluster::{simulate, ClusterConfig, Resolved};
 use moonlab_sim::replay::{replay, PreparedTrace, ReplayConfig};
 use moonlab_traces::transform::Slice;
 use moonlab_traces::{read_all, ReadOptions};
-use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Args)]
@@ -517,24 +517,26 @@ fn run_spec(a: &RunArgs, spec: Spec, dir: PathBuf) -> Result<()> {
         b
     };
     let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .context("cannot start the worker threads")?;
+    // Time spent inside points (simulating, rendering and writing each
+    // run folder), against the whole run's wall time: what the runner
+    // itself costs (reading traces, checking configurations, scheduling
+    // points, the table) is the difference.
+    let point_nanos = AtomicU64::new(0);
     let start = std::time::Instant::now();
-    pool.install(|| {
-        todo.into_par_iter().for_each(|p| {
-            let index = p.point.index;
-            let what = describe(&p.point);
-            let requests = traces[&p.trace].clone();
-            if let Err(e) = run_one(&spec, p, &requests, &dir, a.table_format) {
-                if let Ok(mut f) = failures.lock() {
-                    f.push((index, format!("{what}: {e:#}")));
-                    bar.set_message(format!("{} failed", f.len()));
-                }
+    for_each_parallel(todo, threads, |p| {
+        let index = p.point.index;
+        let what = describe(&p.point);
+        let requests = traces[&p.trace].clone();
+        let began = std::time::Instant::now();
+        let result = run_one(&spec, p, &requests, &dir, a.table_format);
+        point_nanos.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if let Err(e) = result {
+            if let Ok(mut f) = failures.lock() {
+                f.push((index, format!("{what}: {e:#}")));
+                bar.set_message(format!("{} failed", f.len()));
             }
-            bar.inc(1);
-        })
+        }
+        bar.inc(1);
     });
     bar.finish_and_clear();
     let wall = start.elapsed().as_secs_f64();
@@ -550,7 +552,11 @@ fn run_spec(a: &RunArgs, spec: Spec, dir: PathBuf) -> Result<()> {
         );
     }
     if !a.quiet {
-        eprintln!("ran {} points in {wall:.1} s", owned - skipped);
+        let inside = point_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        eprintln!(
+            "ran {} points in {wall:.2} s on {threads} threads; the points' own runs took {inside:.2} s in all",
+            owned - skipped
+        );
     }
     match a.shard {
         Some(s) => {
@@ -710,7 +716,7 @@ struct SimOracle<'a> {
     dir: PathBuf,
     varying: Vec<String>,
     traces: HashMap<TraceKey, Arc<Vec<Request>>>,
-    pool: rayon::ThreadPool,
+    threads: usize,
     quiet: bool,
     ran: usize,
 }
@@ -743,24 +749,26 @@ impl moonlab_experiments::search::Oracle for SimOracle<'_> {
         let loaded = load_traces(self.spec, &missing).map_err(|e| format!("{e:#}"))?;
         self.traces.extend(loaded);
         let (spec, dir, traces) = (self.spec, &self.dir, &self.traces);
-        let results: Vec<Result<()>> = self.pool.install(|| {
-            todo.par_iter()
-                .map(|p| {
-                    run_one(
-                        spec,
-                        (*p).clone(),
-                        &traces[&p.trace],
-                        dir,
-                        TableFormat::Parquet,
-                    )
-                    .with_context(|| describe(&p.point))
-                })
-                .collect()
+        let results: Mutex<Vec<Result<()>>> = Mutex::new(Vec::new());
+        let count = todo.len();
+        for_each_parallel(todo, self.threads, |p| {
+            let r = run_one(
+                spec,
+                p.clone(),
+                &traces[&p.trace],
+                dir,
+                TableFormat::Parquet,
+            )
+            .with_context(|| describe(&p.point));
+            if let Ok(mut v) = results.lock() {
+                v.push(r);
+            }
         });
+        let results = results.into_inner().unwrap_or_default();
         for r in results {
             r.map_err(|e| format!("{e:#}"))?;
         }
-        self.ran += todo.len();
+        self.ran += count;
         let label: Vec<String> = params
             .iter()
             .map(|p| format!("{}={}", p.key, p.value))
@@ -824,10 +832,7 @@ pub fn search(a: SearchArgs) -> Result<()> {
         dir: probe_dir,
         varying,
         traces: HashMap::new(),
-        pool: rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .context("cannot start the worker threads")?,
+        threads,
         quiet: a.quiet,
         ran: 0,
     };
@@ -1088,4 +1093,23 @@ fn unique_names(specs: &[Spec]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Runs `work` on every item, `threads` at a time, each on its own plain
+/// thread taking the next item when it is done (points of unequal length
+/// balance themselves). Plain threads, not a rayon pool: a library's own
+/// parallel work (polars encoding a table) then waits on the thread that
+/// asked for it, instead of that thread starting another point meanwhile.
+fn for_each_parallel<T: Send>(items: Vec<T>, threads: usize, work: impl Fn(T) + Sync) {
+    let queue: Mutex<std::collections::VecDeque<T>> = Mutex::new(items.into());
+    let next = || queue.lock().ok().and_then(|mut q| q.pop_front());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                while let Some(item) = next() {
+                    work(item);
+                }
+            });
+        }
+    });
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Whole-run benchmark of the sweep runner and the capacity search.
 #  1. Runner overhead: `moonlab run` of specs/sweep.yaml (20 points) on one
-#     thread, against the sum of its points' own simulation times (each
-#     point's summary.json wall_s), measured in the same run: the overhead
-#     is reading and retiming the trace, checking configurations, writing
-#     run folders and the table.
+#     thread, the whole process timed, against the time its points' own runs
+#     took (simulating, rendering and writing each run folder; the runner
+#     prints it), measured in the same run: the overhead is starting up,
+#     reading the trace, checking configurations, scheduling points and the
+#     table. Also shown: the points' simulation alone (summary.json wall_s).
 #  2. Parallel speedup: the same sweep on 2 threads against 1 thread.
 #  3. Search: `moonlab search specs/search.yaml` against the whole 16 x 16
 #     grid (`--exhaustive`): the same answer, and the share of the grid's
@@ -21,28 +22,30 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
-run_sweep() { # threads -> seconds
+run_sweep() { # threads -> seconds (the runner's report in $work/err)
   rm -rf "$work/sweep"
   local t0 t1
   t0=$(now)
-  "$bin" run experiments/bench/specs/sweep.yaml --results "$work/sweep" --threads "$1" --quiet >/dev/null
+  "$bin" run experiments/bench/specs/sweep.yaml --results "$work/sweep" --threads "$1" >/dev/null 2>"$work/err"
   t1=$(now)
   echo "$t1 - $t0" | bc -l
 }
+inside() { sed -n 's/.*own runs took \([0-9.]*\) s.*/\1/p' "$work/err"; }
 sum_wall() { python3 -c "
 import json,glob,sys
 print(sum(json.load(open(f))['wall_s'] for f in glob.glob(sys.argv[1]+'/*/summary.json')))" "$work/sweep"; }
 
-one=(); two=(); own=()
+one=(); two=(); own=(); sim=()
 for _ in $(seq "$repeats"); do
-  one+=("$(run_sweep 1)"); own+=("$(sum_wall)")
+  one+=("$(run_sweep 1)"); own+=("$(inside)"); sim+=("$(sum_wall)")
   two+=("$(run_sweep 2)")
 done
 t1=$(printf '%s\n' "${one[@]}" | median)
 t2=$(printf '%s\n' "${two[@]}" | median)
 inner=$(printf '%s\n' "${own[@]}" | median)
+simulated=$(printf '%s\n' "${sim[@]}" | median)
 points=$(ls -d "$work"/sweep/*/ | wc -l)
-echo "runner: $points points; 1 thread $(printf %.2f "$t1") s, of which simulation $(printf %.2f "$inner") s: overhead $(echo "100 * ($t1 - $inner) / $inner" | bc -l | xargs printf %.1f) %"
+echo "runner: $points points; 1 thread $(printf %.2f "$t1") s for the whole process, the points' runs $(printf %.2f "$inner") s (their simulation $(printf %.2f "$simulated") s): the runner adds $(echo "100 * ($t1 - $inner) / $inner" | bc -l | xargs printf %.1f) %"
 echo "parallel: 2 threads $(printf %.2f "$t2") s: speedup $(echo "$t1 / $t2" | bc -l | xargs printf %.2f)x on $(nproc) cores"
 
 t0=$(now)
