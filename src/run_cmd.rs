@@ -11,7 +11,7 @@ use moonlab_core::capacity::Capacity;
 use moonlab_core::eviction::PolicyKind;
 use moonlab_core::Request;
 use moonlab_experiments::aggregate::{summarize, Format};
-use moonlab_experiments::results::{combined_table, from_parquet, to_csv, to_parquet, PointResult};
+use moonlab_experiments::results::{combined_table, to_csv, to_parquet, PointResult};
 use moonlab_experiments::spec::{Point, Shard, Spec, SpecKind};
 use moonlab_sim::cluster::{simulate, ClusterConfig, Resolved};
 use moonlab_sim::replay::{replay, PreparedTrace, ReplayConfig};
@@ -668,14 +668,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
 }
 
 pub fn table(a: TableArgs) -> Result<()> {
-    let file = if a.table.is_dir() {
-        a.table.join("table.parquet")
-    } else {
-        a.table.clone()
-    };
-    let bytes = std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let df =
-        from_parquet(bytes).with_context(|| format!("{}: not a Parquet table", file.display()))?;
+    let (file, df) = moonlab_experiments::results::read_table(&a.table)?;
     let summary = summarize(&df, a.by.as_deref(), a.metrics.as_deref())
         .with_context(|| file.display().to_string())?;
     let format = match a.format {
@@ -1063,14 +1056,7 @@ pub fn plot(a: PlotArgs) -> Result<()> {
         Some("svg") => ImageFormat::Svg,
         _ => bail!("--out {}: expected a .png or .svg file", a.out.display()),
     };
-    let file = if a.table.is_dir() {
-        a.table.join("table.parquet")
-    } else {
-        a.table.clone()
-    };
-    let bytes = std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
-    let df =
-        from_parquet(bytes).with_context(|| format!("{}: not a Parquet table", file.display()))?;
+    let (file, df) = moonlab_experiments::results::read_table(&a.table)?;
     let mut fig = moonlab_experiments::report::pair::pair_figure(
         &df,
         &a.x,

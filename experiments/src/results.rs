@@ -198,6 +198,22 @@ pub fn from_parquet(bytes: Vec<u8>) -> Result<DataFrame, ResultsError> {
     Ok(ParquetReader::new(std::io::Cursor::new(bytes)).finish()?)
 }
 
+/// A sweep's table: a results folder's `table.parquet`, or a table file;
+/// with the file it was read from.
+pub fn read_table(path: &std::path::Path) -> Result<(std::path::PathBuf, DataFrame), ResultsError> {
+    let file = if path.is_dir() {
+        path.join("table.parquet")
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&file)
+        .map_err(|e| ResultsError::Invalid(format!("{}: cannot read: {e}", file.display())))?;
+    let df = from_parquet(bytes).map_err(|e| {
+        ResultsError::Invalid(format!("{}: not a Parquet table: {e}", file.display()))
+    })?;
+    Ok((file, df))
+}
+
 /// One cell as CSV text: numbers in their shortest exact form, text
 /// quoted where it must be, nulls empty.
 pub fn cell_text(v: &AnyValue) -> String {

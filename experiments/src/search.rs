@@ -133,7 +133,7 @@ impl SearchSpec {
                     }
                     let mut values = Vec::new();
                     for (i, v) in vals.iter().enumerate() {
-                        values.push(scalar(v).ok_or_else(|| {
+                        values.push(ParamValue::from_yaml(v).ok_or_else(|| {
                             at(format!(".options.{key}[{i}]: expected a single value"))
                         })?);
                     }
@@ -225,18 +225,6 @@ pub fn rate_grid(from: f64, to: f64, tolerance: f64) -> Vec<f64> {
         .collect();
     v.dedup();
     v
-}
-
-fn scalar(v: &Value) -> Option<ParamValue> {
-    match v {
-        Value::Bool(b) => Some(ParamValue::Bool(*b)),
-        Value::Number(n) => n
-            .as_i64()
-            .map(ParamValue::Int)
-            .or_else(|| n.as_f64().map(ParamValue::Float)),
-        Value::String(s) => Some(ParamValue::Str(s.clone())),
-        _ => None,
-    }
 }
 
 fn parse_require(v: Option<&Value>) -> Result<Vec<Requirement>, String> {

@@ -66,7 +66,8 @@ pub enum ParamValue {
 }
 
 impl ParamValue {
-    fn from_yaml(v: &Value) -> Option<ParamValue> {
+    /// A YAML scalar as a value (None for lists, mappings, null).
+    pub fn from_yaml(v: &Value) -> Option<ParamValue> {
         match v {
             Value::Bool(b) => Some(ParamValue::Bool(*b)),
             Value::Number(n) => n

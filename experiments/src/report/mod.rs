@@ -152,18 +152,6 @@ fn str_of(v: &Value) -> Option<String> {
     }
 }
 
-fn param_value(v: &Value) -> Option<ParamValue> {
-    match v {
-        Value::Bool(b) => Some(ParamValue::Bool(*b)),
-        Value::Number(n) => n
-            .as_i64()
-            .map(ParamValue::Int)
-            .or_else(|| n.as_f64().map(ParamValue::Float)),
-        Value::String(s) => Some(ParamValue::Str(s.clone())),
-        _ => None,
-    }
-}
-
 fn check_keys(m: &Mapping, allowed: &[&str], at: &str) -> Result<(), String> {
     for k in m.keys() {
         let k = k.as_str().unwrap_or_default();
@@ -184,7 +172,7 @@ fn parse_where(v: Option<&Value>, at: &str) -> Result<Where, String> {
             .iter()
             .map(|(k, v)| {
                 let key = k.as_str().unwrap_or_default().to_string();
-                let value = param_value(v)
+                let value = ParamValue::from_yaml(v)
                     .ok_or_else(|| format!("{at}.where.{key}: expected a single value"))?;
                 Ok((key, value))
             })
