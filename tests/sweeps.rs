@@ -506,6 +506,34 @@ fn search_finds_the_grids_answer_in_a_fraction_of_its_runs() {
     assert!(answer(&pruned).contains("rate scale"), "{pruned}");
     let e = fails(&["search", TINY]);
     assert!(e.contains("no `search` section"), "{e}");
+    // Node presets as options, priced per instance: each option's
+    // cheapest counts, then the best over all; the same as the grid's.
+    let opts = spec_file(
+        tmp.path(),
+        "opts.yaml",
+        "config: CONFIG\ntraces: [{path: CONV, first: 300}]\nsearch:\n  require: {effective_request_capacity: {min: 0.9}}\n  counts:\n    prefill.instances: {from: 1, to: 8}\n    decode.instances: {from: 1, to: 4}\n  options:\n    prefill.node: [8xA800, 8xH800]\n  price: {8xA800: 1.0, 8xH800: 2.5}\n",
+    );
+    let (pruned, _) = ok(&["search", s(&opts), "--results", s(&out), "--quiet"]);
+    let (full, _) = ok(&[
+        "search",
+        s(&opts),
+        "--results",
+        s(&out),
+        "--exhaustive",
+        "--quiet",
+    ]);
+    let answers = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("  prefill.node=") || l.starts_with("best:"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(answers(&pruned).len(), 3, "{pruned}");
+    assert_eq!(answers(&pruned), answers(&full), "{pruned}\n{full}");
+    assert!(
+        pruned.contains("of the grid's 64 points probed"),
+        "{pruned}"
+    );
     // A misspelt metric is an error, not an infeasible search.
     let typo = spec_file(
         tmp.path(),
