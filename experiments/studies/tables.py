@@ -1,14 +1,34 @@
 #!/usr/bin/env python3
-"""Markdown tables of the simulator studies from run folders' summary.json
-(written by experiments/studies/run_studies.sh)."""
-import json
+"""Markdown tables of the simulator studies from the specs' tables
+(experiments/studies/*.yaml, run by experiments/studies/run_studies.sh): a
+row is found by its spec and its `label`."""
+import csv
 import os
 import sys
 
+SPECS = {"fig5": "studies-fig5", "lvg": "studies-local-vs-global",
+         "pd": "studies-pd-ratio", "bw": "studies-bandwidth"}
+
 
 def load(out, name):
-    with open(os.path.join(out, name, "summary.json")) as f:
-        return json.load(f)
+    """The table row of run `name`: fig5-<label>, lvg-<label>, pd-<label>, bw-<g>."""
+    prefix, label = name.split("-", 1)
+    if prefix == "bw":
+        label = name
+    with open(os.path.join(out, SPECS[prefix], "table.csv")) as f:
+        for row in csv.DictReader(f):
+            if row["label"] == label:
+                return {k: (float(v) if v not in ("",) and k not in ("point_id", "trace", "label", "scheduler", "deployment") and _num(v) else v)
+                        for k, v in row.items()}
+    raise SystemExit(f"{out}/{SPECS[prefix]}: no row labelled {label}")
+
+
+def _num(v):
+    try:
+        float(v)
+        return True
+    except ValueError:
+        return False
 
 
 def fig5(out):
@@ -25,7 +45,7 @@ def fig5(out):
               f"{1e3 * s['tbt_mean_s']:.1f} | {1e3 * s['tbt_p90_s']:.1f} | "
               f"{100 * s['hit_rate']:.1f} % | {100 * s['effective_request_capacity']:.1f} % | "
               f"{s['prefill_gpu_s_per_request']:.3f} | {s['fetch_bytes'] / 1e9:,.0f} | "
-              f"{s['events']:,} |")
+              f"{int(s['events']):,} |")
 
 
 def studies(out):
@@ -65,7 +85,7 @@ def breakdown(out):
 
 
 if __name__ == "__main__":
-    out = sys.argv[1] if len(sys.argv) > 1 else "runs/studies"
+    out = sys.argv[1] if len(sys.argv) > 1 else "results/studies"
     print("## Figure 5 (reports/fig5-scheduling.md)\n")
     fig5(out)
     print("\n## Studies (reports/simulator-studies.md)\n")
