@@ -2,74 +2,51 @@
 """Sensitivity studies behind reports/sensitivity.md: the comparisons of the
 paper where it does not publish a parameter, run over a range of it instead
 of one point, plus the studies of chunked pipeline parallelism and elastic
-P/D. Every number comes from `moonlab sim` runs (summary.json); this script
-only runs them (two at a time) and prints Markdown tables.
+P/D. The runs are the specs of experiments/studies/sensitivity/ (one
+`moonlab run`, resumable); this script runs them and prints Markdown tables
+from their table.csv.
 
-Usage: experiments/studies/sensitivity.py [runs-dir]   (default runs/sensitivity)
+Usage: experiments/studies/sensitivity.py [results-dir] [study ...]
+       (default results/sensitivity; studies fig5 lvg pd cpp elastic)
 Needs a release build: cargo build --release (the binary is found through
 CARGO_TARGET_DIR, else target/).
 """
-import concurrent.futures as cf
-import json
+import csv
 import os
 import subprocess
 import sys
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "moonlab")
-CONV = os.path.join(ROOT, "traces/data/conversation_trace.jsonl")
-SYN = os.path.join(ROOT, "traces/data/synthetic_trace.jsonl")
-FIG5 = os.path.join(ROOT, "experiments/configs/fig5-scheduling.yaml")
-LVG = os.path.join(ROOT, "experiments/configs/local-vs-global.yaml")
-PD = os.path.join(ROOT, "experiments/configs/pd-ratio.yaml")
+SPECS = os.path.join(ROOT, "experiments/studies/sensitivity")
 SCHEDULERS = ["random", "round-robin", "least-loaded", "local-cache-aware", "kvcache-centric"]
 
 
-def scaled(trace, k, out):
-    """The trace with its arrival rate scaled by k (time compressed)."""
-    if k == 1:
-        return trace
-    path = os.path.join(out, f"{os.path.basename(trace)}.x{k}.jsonl")
-    if not os.path.exists(path):
-        subprocess.run([BIN, "trace", "slice", trace, "--rate-scale", str(k), "-o", path],
-                       check=True, capture_output=True)
-    return path
+def table(out, spec):
+    """The rows of a spec's table.csv, numbers as floats where they parse."""
+    def cell(v):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    with open(os.path.join(out, spec, "table.csv")) as f:
+        return [{k: cell(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def sim(out, name, trace, config, sets):
-    folder = os.path.join(out, name)
-    summary = os.path.join(folder, "summary.json")
-    if not os.path.exists(summary):
-        args = [BIN, "sim", "--quiet", "--table-format", "csv", "--trace", trace, "--out", folder]
-        if config:
-            args += ["--config", config]
-        for s in sets:
-            args += ["--set", s]
-        subprocess.run(args, check=True, capture_output=True)
-    with open(summary) as f:
-        return json.load(f)
-
-
-def run_all(out, jobs):
-    """jobs: {key: (name, trace, config, sets)} -> {key: summary}"""
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {k: pool.submit(sim, out, *v) for k, v in jobs.items()}
-        return {k: f.result() for k, f in futures.items()}
+def one(rows, **where):
+    """The single row whose columns equal `where` (keys with dots as __)."""
+    want = {k.replace("__", "."): v for k, v in where.items()}
+    hits = [r for r in rows if all(r.get(k) == v for k, v in want.items())]
+    if len(hits) != 1:
+        raise SystemExit(f"{len(hits)} rows match {want}")
+    return hits[0]
 
 
 def fig5(out):
     mfus, splits, rates = [0.4, 0.5, 0.6], [(6, 10), (8, 8), (10, 6)], [1, 1.5]
-    jobs = {}
-    for m in mfus:
-        for p, d in splits:
-            for k in rates:
-                trace = scaled(CONV, k, out)
-                for s in SCHEDULERS:
-                    jobs[(m, p, k, s)] = (
-                        f"fig5-mfu{m}-p{p}-x{k}-{s}", trace, FIG5,
-                        [f"prefill.mfu={m}", f"decode.mfu={m}", f"prefill.instances={p}",
-                         f"decode.instances={d}", f"scheduler={s}"])
-    res = run_all(out, jobs)
+    rows = table(out, "sens-fig5")
+    res = {(m, p, k, s): one(rows, prefill__mfu=m, prefill__instances=p, rate_scale=k, scheduler=s)
+           for m in mfus for p, _ in splits for k in rates for s in SCHEDULERS}
     print("### Figure 5 over MFU × P/D split × arrival rate (conversation trace)\n")
     print("Mean TTFT (s) per scheduler; the last columns: whether the paper's order "
           "holds (random > least-loaded > local-cache-aware > kvcache-centric) and "
@@ -94,16 +71,13 @@ def fig5(out):
 
 def local_vs_global(out):
     thresholds, mfus = [1.5, 2.0, 4.0], [0.4, 0.5, 0.6]
-    jobs = {}
+    rows = table(out, "sens-lvg")
+    res = {}
     for m in mfus:
         for arm in ["least-loaded", "local-cache-aware"]:
-            jobs[(m, arm)] = (f"lvg-mfu{m}-{arm}", CONV, LVG,
-                              [f"prefill.mfu={m}", f"scheduler={arm}"])
+            res[(m, arm)] = one(rows, prefill__mfu=m, label=arm)
         for th in thresholds:
-            jobs[(m, th)] = (f"lvg-mfu{m}-global-th{th}", CONV, LVG,
-                             [f"prefill.mfu={m}", "scheduler=kvcache-centric",
-                              f"scheduler.balancing_threshold={th}"])
-    res = run_all(out, jobs)
+            res[(m, th)] = one(rows, prefill__mfu=m, label=f"global-{th}")
     print("### Local vs global cache (§5.3.2: 10 prefill nodes, 3M tokens each, 1-token outputs)\n")
     print("Hit rate and prefill GPU time of the global cache (kvcache-centric, by balancing "
           "threshold) against each local arm: the ratio of hit rates and the GPU time saved. "
@@ -135,17 +109,10 @@ def pd_ratio(out):
     # 3000 tokens long (a decode-heavy variant: the trace's mean is 149).
     loads = [(k, None) for k in rates] + [(1, 3000)]
     splits = range(5, 14)
-    jobs = {}
-    for o in overheads:
-        for k, outlen in loads:
-            trace = scaled(SYN, k, out)
-            for p in splits:
-                sets = [f"prefill.instances={p}", f"decode.instances={16 - p}",
-                        f"decode.step_overhead_ms={o}"]
-                if outlen:
-                    sets.append(f"workload.output_tokens={outlen}")
-                jobs[(o, k, outlen, p)] = (f"pd-o{o}-x{k}-out{outlen}-p{p}", trace, PD, sets)
-    res = run_all(out, jobs)
+    plain, long = table(out, "sens-pd"), table(out, "sens-pd-long")
+    res = {(o, k, outlen, p): one(long if outlen else plain, decode__step_overhead_ms=o,
+                                  rate_scale=k, prefill__instances=p)
+           for o in overheads for k, outlen in loads for p in splits}
     print("### P/D ratio (§5.5: 16 nodes, synthetic trace, TTFT ≤ 10 s, TBT ≤ 100 ms)\n")
     print("Effective request capacity by split, with a per-iteration decode overhead "
           "(scheduling, sampling, batch assembly on the host: not in Eq. 1 and not published "
@@ -169,17 +136,9 @@ def pd_ratio(out):
 
 def cpp(out):
     lengths = [8192, 16384, 32768, 65536, 131072]
-    jobs = {}
-    for n in lengths:
-        path = os.path.join(out, f"one-{n}.jsonl")
-        if not os.path.exists(path):
-            blocks = (n + 511) // 512
-            with open(path, "w") as f:
-                f.write(json.dumps({"timestamp": 0, "input_length": n, "output_length": 1,
-                                    "hash_ids": list(range(blocks))}) + "\n")
-        for x in [1, 2, 4, 8]:
-            jobs[(n, x)] = (f"cpp-{n}-x{x}", path, FIG5, ["prefill.instances=8", f"prefill.pipeline_nodes={x}"])
-    res = run_all(out, jobs)
+    rows = table(out, "sens-cpp")
+    res = {(n, x): one(rows, trace=float(n), prefill__pipeline_nodes=x)
+           for n in lengths for x in [1, 2, 4, 8]}
     print("### Chunked pipeline parallelism (§3.3): TTFT (s) of one prompt by length\n")
     print("One request on 8 prefill nodes, 8192-token chunks; X nodes per pipelined group.\n")
     print("| prompt tokens | X = 1 | X = 2 | X = 4 | X = 8 | speed-up at 8 |")
@@ -193,16 +152,13 @@ def cpp(out):
 def elastic(out):
     rates = [1, 1.5, 2, 3, 4]
     splits = [4, 6, 8, 10, 12, 14]
-    jobs = {}
+    rows = table(out, "sens-elastic")
+    res = {}
     for k in rates:
-        trace = scaled(CONV, k, out)
         for p in splits:
-            jobs[(k, p)] = (f"el-x{k}-p{p}", trace, FIG5, [f"prefill.instances={p}", f"decode.instances={16 - p}"])
-        jobs[(k, "elastic")] = (f"el-x{k}-elastic", trace, FIG5, ["roles.policy=load-driven"])
-        jobs[(k, "colocated")] = (f"el-x{k}-colocated", trace, FIG5,
-                                  ["deployment=colocated", "prefill.instances=16", "decode.instances=16",
-                                   "scheduler=local-cache-aware"])
-    res = run_all(out, jobs)
+            res[(k, p)] = one(rows, rate_scale=k, label=f"{p}P{16 - p}D")
+        res[(k, "elastic")] = one(rows, rate_scale=k, label="elastic")
+        res[(k, "colocated")] = one(rows, rate_scale=k, label="colocated")
     print("### Elastic P/D (conversation trace, 16 nodes, TTFT ≤ 30 s, TBT ≤ 100 ms)\n")
     print("Effective request capacity of every static split, of the load-driven role policy "
           "(starting at 8P8D, one switch per 30 s at most), and of 16 colocated nodes.\n")
@@ -218,8 +174,9 @@ def elastic(out):
 
 
 if __name__ == "__main__":
-    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "runs/sensitivity")
-    os.makedirs(out, exist_ok=True)
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "results/sensitivity")
+    subprocess.run([BIN, "run", SPECS, "--results", out, "--quiet"], check=True,
+                   stdout=subprocess.DEVNULL)
     which = sys.argv[2:] or ["fig5", "lvg", "pd", "cpp", "elastic"]
     for name, study in [("fig5", fig5), ("lvg", local_vs_global), ("pd", pd_ratio),
                         ("cpp", cpp), ("elastic", elastic)]:
