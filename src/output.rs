@@ -85,7 +85,7 @@ impl RunFolder {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("{flag}: cannot create {}", parent.display()))?;
         let tmp = tempfile::Builder::new()
-            .prefix(".moonlab-run-")
+            .prefix(&temporary_prefix())
             .tempdir_in(parent)
             .with_context(|| format!("{flag}: cannot write in {}", parent.display()))?;
         register(tmp.path());
@@ -265,4 +265,50 @@ pub fn emit(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write to standard output"),
     }
+}
+
+/// The prefix of a run folder's temporary twin: `.moonlab-run-<host>-<pid>-`,
+/// so that a later run can tell a temporary of a process that died (SIGKILL
+/// leaves it behind) from one a live process, here or on another host
+/// sharing the folder, is still writing.
+fn temporary_prefix() -> String {
+    format!(".moonlab-run-{}-{}-", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    // Dashes separate the name's parts: a host's own become underscores.
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().replace(['-', '/', '.'], "_"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string())
+}
+
+/// Removes the temporary run folders in `dir` left by processes of this
+/// host that no longer run (killed before they could clean up); returns
+/// how many. Temporaries of live processes and of other hosts stay.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let host = host_name();
+    let prefix = format!(".moonlab-run-{host}-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        // /proc/<pid> exists while the process runs (Linux); elsewhere
+        // nothing is known, so nothing is removed.
+        let proc_root = Path::new("/proc");
+        let alive = !proc_root.is_dir() || proc_root.join(pid.to_string()).exists();
+        if !alive && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }

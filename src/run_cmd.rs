@@ -483,6 +483,10 @@ fn run_spec(a: &RunArgs, spec: Spec, dir: PathBuf) -> Result<()> {
     let skipped = owned - todo.len();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("--results {}: cannot create the folder", dir.display()))?;
+    let stale = crate::output::remove_stale_temporaries(&dir);
+    if stale > 0 && !a.quiet {
+        eprintln!("removed {stale} unfinished point folders left by a killed run");
+    }
     let keys: Vec<TraceKey> = todo.iter().map(|p| p.trace).collect();
     let traces = load_traces(&spec, &keys)?;
     let threads = a.threads.map(usize::from).unwrap_or_else(|| {

@@ -354,6 +354,9 @@ fn a_killed_sweep_resumes_without_redoing_finished_points() {
                 .collect();
             assert!(left.is_empty(), "SIGINT removes temporaries: {left:?}");
         }
+        // Folders of a dead process on this host, and of another host.
+        std::fs::create_dir_all(out.join(".moonlab-run-elsewhere-1-x")).unwrap();
+        // ... and, after SIGKILL, what the killed run left behind goes.
         // The rerun does only what is missing...
         let (_, stderr) = ok(&["run", s(&spec), "--results", s(&out)]);
         assert!(
@@ -364,6 +367,16 @@ fn a_killed_sweep_resumes_without_redoing_finished_points() {
             )),
             "{stderr}"
         );
+        let left: Vec<String> = points_in(&out)
+            .into_iter()
+            .filter(|p| p.starts_with('.'))
+            .collect();
+        assert_eq!(
+            left,
+            [".moonlab-run-elsewhere-1-x"],
+            "another host's temporary stays"
+        );
+        std::fs::remove_dir_all(out.join(".moonlab-run-elsewhere-1-x")).unwrap();
     }
     // ... and gives the table of an uninterrupted run.
     let whole = tmp.path().join("whole");
