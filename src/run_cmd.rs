@@ -647,8 +647,8 @@ pub fn merge(a: MergeArgs) -> Result<()> {
             bail!("--from {}: not a folder", f.display());
         }
     }
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("--results {}: cannot create the folder", dir.display()))?;
+    // The folder appears with the first point copied into it (a merge
+    // that finds points missing leaves nothing behind).
     let points = spec.points();
     let mut copied = 0;
     for p in &points {

@@ -256,6 +256,10 @@ fn shards_merge_to_the_same_table_as_one_run() {
     ]);
     assert!(e.contains("5 of 8 points have no finished run"), "{e}");
     assert!(!merged.join("table.parquet").exists());
+    let empty = tmp.path().join("empty");
+    let e = fails(&["merge", TINY, "--results", s(&empty)]);
+    assert!(e.contains("8 of 8 points have no finished run"), "{e}");
+    assert!(!empty.exists(), "a failed merge leaves no folder");
     ok(&[
         "merge",
         TINY,
