@@ -4,6 +4,9 @@
 //! against chunked prefill's bounded iterations; then the invariants on the
 //! bundled trace and determinism.
 
+mod common;
+use common::bundled;
+
 use moonlab_core::cost::{AnalyticCost, CostModel, ModelSpec, NodeSpec};
 use moonlab_core::{BlockKey, Nanos, Request};
 use moonlab_sim::cluster::{simulate, summarize, ClusterConfig, SimOutput};
@@ -348,15 +351,6 @@ fn a_budget_smaller_than_the_batch_is_refused_and_larger_budgets_batch_prefills(
     assert!(close(out.records[1].ttft_s, s(one) - 0.01));
     assert!(close(out.records[2].ttft_s, s(both) - 0.01));
     assert!(out.records[1].ttft_s < out.records[2].ttft_s);
-}
-
-/// The first `n` requests of a bundled trace.
-fn bundled(name: &str, n: usize) -> Vec<Request> {
-    let path = format!("{}/../traces/data/{name}", env!("CARGO_MANIFEST_DIR"));
-    let (_, mut reqs) =
-        moonlab_traces::read_all(std::path::Path::new(&path), &Default::default()).unwrap();
-    reqs.truncate(n);
-    reqs
 }
 
 #[test]

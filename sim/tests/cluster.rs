@@ -1,6 +1,9 @@
 //! The cluster simulator against hand-computed scenarios, its invariants
 //! (property tests over random traces and configurations) and determinism.
 
+mod common;
+use common::bundled;
+
 use moonlab_core::cost::{AnalyticCost, CostModel, ModelSpec, NodeSpec};
 use moonlab_core::{BlockKey, Nanos, Request};
 use moonlab_sim::cluster::{simulate, summarize, ClusterConfig};
@@ -535,15 +538,6 @@ proptest! {
         let fetched: u64 = out.records.iter().map(|r| r.fetch_bytes).sum();
         prop_assert!((out.nic_bytes - kv_bytes - fetched as f64).abs() <= 1e-3 * (kv_bytes + 1.0));
     }
-}
-
-/// The first `n` requests of a bundled trace.
-fn bundled(name: &str, n: usize) -> Vec<Request> {
-    let path = format!("{}/../traces/data/{name}", env!("CARGO_MANIFEST_DIR"));
-    let (_, mut reqs) =
-        moonlab_traces::read_all(std::path::Path::new(&path), &Default::default()).unwrap();
-    reqs.truncate(n);
-    reqs
 }
 
 #[test]

@@ -100,16 +100,8 @@ impl World<'_> {
             now,
             &mut evicted,
         );
-        let inst = &mut self.decode[d];
-        inst.context_tokens += req.input_tokens as u64;
-        inst.incoming.insert(i);
-        let st = &mut self.reqs[i as usize];
-        st.prefill = p as u32;
-        st.decode = d as u32;
-        st.queued_at = now;
-        st.intervals = LongestIntervals::for_output(req.output_tokens);
-        st.kv = Some(carried.kv);
-        st.phase = Phase::Queued;
+        self.placed(i, p, d);
+        self.reqs[i as usize].kv = Some(carried.kv);
         if !evicted.is_empty() {
             // Room made on the prefill node for the replicas.
             let demoted =
@@ -208,5 +200,22 @@ impl World<'_> {
         let hold = done.hold;
         self.reqs[r as usize].fetched = hold;
         self.try_start_prefill(p);
+    }
+
+    /// Request `i` is placed: prefill on `p`, decode on `d` (a colocated
+    /// vLLM node is both), counted in the decode instance's load and queued
+    /// from now. The one place a placement is booked.
+    pub(super) fn placed(&mut self, i: u32, p: usize, d: usize) {
+        let now = self.now();
+        let req = &self.trace[i as usize];
+        let inst = &mut self.decode[d];
+        inst.context_tokens += req.input_tokens as u64;
+        inst.incoming.insert(i);
+        let st = &mut self.reqs[i as usize];
+        st.prefill = p as u32;
+        st.decode = d as u32;
+        st.queued_at = now;
+        st.intervals = LongestIntervals::for_output(req.output_tokens);
+        st.phase = Phase::Queued;
     }
 }

@@ -43,7 +43,6 @@ use super::request::Phase;
 use super::world::World;
 use moonlab_core::cost::CostModel;
 use moonlab_core::eviction::Access;
-use moonlab_core::metrics::LongestIntervals;
 use moonlab_core::placement::Hold;
 use moonlab_core::sched::estimate_prefill;
 use moonlab_core::Nanos;
@@ -75,18 +74,9 @@ pub struct VllmNode {
 impl World<'_> {
     /// Request `i`, routed to node `n`, joins the node's waiting queue.
     pub(super) fn vllm_arrive(&mut self, i: u32, n: usize) {
-        let now = self.now();
+        self.placed(i, n, n);
         let trace = self.trace;
         let req = &trace[i as usize];
-        let inst = &mut self.decode[n];
-        inst.context_tokens += req.input_tokens as u64;
-        inst.incoming.insert(i);
-        let st = &mut self.reqs[i as usize];
-        st.prefill = n as u32;
-        st.decode = n as u32;
-        st.queued_at = now;
-        st.intervals = LongestIntervals::for_output(req.output_tokens);
-        st.phase = Phase::Queued;
         // The queue counts the prefill from what the node holds now.
         let local = self.store.local_prefix(n, &req.blocks);
         let estimate = estimate_prefill(&self.view(), self.prefill_id(n), req, local.blocks, 0);
