@@ -1,0 +1,16 @@
+//! moonlab's real backend: a Mooncake-style distributed KVCache store whose
+//! rules are core's (the same segments, leases, pins and eviction policies
+//! the simulator runs), with real bytes.
+//!
+//! - [`master`]: the object table, replica placement, two-phase writes,
+//!   leases, eviction, mounting and client heartbeats (a state machine
+//!   with time handed in);
+//! - [`error`]: the error codes, with upstream's numbers;
+//! - [`clock`]: the one place that reads a clock.
+//!
+//! Upstream semantics this follows, with file and line references, are in
+//! `real/UPSTREAM.md` and `real/UPSTREAM-STORE.md`.
+
+pub mod clock;
+pub mod error;
+pub mod master;
