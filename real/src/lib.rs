@@ -5,6 +5,7 @@
 //! - [`master`]: the object table, replica placement, two-phase writes,
 //!   leases, eviction, mounting and client heartbeats (a state machine
 //!   with time handed in);
+//! - [`rpc`]: the master over gRPC (server with its periodic work, client);
 //! - [`error`]: the error codes, with upstream's numbers;
 //! - [`clock`]: the one place that reads a clock.
 //!
@@ -14,3 +15,4 @@
 pub mod clock;
 pub mod error;
 pub mod master;
+pub mod rpc;

@@ -165,6 +165,21 @@ pub struct Lease {
     tokens: Vec<(SegmentId, LeaseToken)>,
 }
 
+impl Lease {
+    /// A lease as a client sent it back (to check it).
+    pub fn from_tokens(tokens: Vec<(SegmentId, LeaseToken)>) -> Lease {
+        let until = tokens
+            .iter()
+            .map(|(_, t)| t.expiry)
+            .min()
+            .unwrap_or(Nanos::ZERO);
+        Lease { until, tokens }
+    }
+    pub fn tokens(&self) -> &[(SegmentId, LeaseToken)] {
+        &self.tokens
+    }
+}
+
 /// The answer to a read: where the replicas are, and the lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaList {
@@ -995,14 +1010,20 @@ impl Master {
         self.segment_stats(now).iter().map(|s| s.used).sum()
     }
 
-    /// Objects with a key starting with `prefix`, sorted by key (at most
-    /// `limit`).
-    pub fn list(&self, prefix: &str, limit: usize) -> Vec<ObjectInfo> {
+    /// The objects with a key starting with `prefix` that are readable
+    /// (`committed`) or being written at `now`, sorted by key (at most
+    /// `limit`). Listing grants no lease and changes nothing.
+    pub fn list(&self, prefix: &str, limit: usize, now: Nanos) -> Vec<ObjectInfo> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.read();
             for (k, o) in &shard.objects {
-                if k.starts_with(prefix) {
+                let present = if o.committed {
+                    self.live_replicas(o) > 0
+                } else {
+                    now < self.deadline(o)
+                };
+                if present && k.starts_with(prefix) {
                     out.push(ObjectInfo {
                         key: k.to_string(),
                         size: o.size,
