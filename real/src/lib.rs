@@ -6,6 +6,8 @@
 //!   leases, eviction, mounting and client heartbeats (a state machine
 //!   with time handed in);
 //! - [`rpc`]: the master over gRPC (server with its periodic work, client);
+//! - [`transfer`]: the transfer engine (batches of READ/WRITE into
+//!   registered memory, sliced and striped over paths; TCP transport);
 //! - [`error`]: the error codes, with upstream's numbers;
 //! - [`clock`]: the one place that reads a clock.
 //!
@@ -16,3 +18,4 @@ pub mod clock;
 pub mod error;
 pub mod master;
 pub mod rpc;
+pub mod transfer;

@@ -40,13 +40,18 @@ impl Secret {
         Ok(Secret(s.to_string()))
     }
 
-    fn header(&self) -> String {
+    /// The raw secret (the transfer engine's hello carries it).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
+    pub(crate) fn header(&self) -> String {
         format!("Bearer {}", self.0)
     }
 
     /// True if `presented` is this secret's header (compared in constant
     /// time).
-    fn accepts(&self, presented: &[u8]) -> bool {
+    pub(crate) fn accepts(&self, presented: &[u8]) -> bool {
         let want = self.header();
         let want = want.as_bytes();
         if presented.len() != want.len() {

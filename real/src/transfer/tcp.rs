@@ -1,0 +1,408 @@
+//! The TCP transport (tokio): the server side, which serves a store node's
+//! registered region, and the client side, a pool of connections per path
+//! (local NIC × remote endpoint; [`TcpConfig::conns_per_path`], upstream
+//! uses 4). Payloads go between the socket and registered memory directly:
+//! a write's bytes are read from the socket into the target region, a
+//! read's are written from it, with no copy beyond the kernel's.
+//!
+//! A connection starts with a hello carrying the cluster secret
+//! ([`wire`]); a server refuses (closes) a connection without the right
+//! one. Every request is answered only after it was applied, so a write
+//! reported complete is in the target's memory.
+
+use super::region::Region;
+use super::wire::{self, Opcode, ReplyHeader, RequestHeader, REPLY_BYTES, REQUEST_BYTES};
+use super::{Path, Slice};
+use crate::error::ErrorCode;
+use crate::rpc::Secret;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a hello may take.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Writes all of `bufs` (header and payload in one system call where the
+/// kernel takes them).
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> std::io::Result<()> {
+    while !a.is_empty() {
+        let n = w
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    w.write_all(b).await
+}
+
+async fn read_hello<R: AsyncRead + Unpin>(r: &mut R, secret: &Secret) -> Result<(), String> {
+    let mut head = [0u8; 8];
+    r.read_exact(&mut head).await.map_err(|e| e.to_string())?;
+    let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let version = u16::from_le_bytes([head[4], head[5]]);
+    let len = u16::from_le_bytes([head[6], head[7]]) as usize;
+    if magic != wire::MAGIC {
+        return Err(format!("bad magic {magic:#010x}"));
+    }
+    if version != wire::VERSION {
+        return Err(format!(
+            "protocol version {version}, this server speaks {}",
+            wire::VERSION
+        ));
+    }
+    if len > wire::MAX_SECRET_BYTES {
+        return Err(format!("a secret of {len} bytes"));
+    }
+    let mut presented = vec![0u8; len];
+    r.read_exact(&mut presented)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut header = b"Bearer ".to_vec();
+    header.extend_from_slice(&presented);
+    if !secret.accepts(&header) {
+        return Err("wrong cluster secret".into());
+    }
+    Ok(())
+}
+
+/// Serves `region` to transfer-engine clients on `listener` until
+/// `shutdown` resolves. Each connection runs as its own task; a connection
+/// that breaks the protocol is closed and the others go on.
+pub async fn serve(
+    listener: TcpListener,
+    region: Arc<Region>,
+    secret: Secret,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let region = region.clone();
+                let secret = secret.clone();
+                conns.spawn(async move {
+                    let _ = serve_connection(stream, region, secret).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.shutdown().await;
+    Ok(())
+}
+
+async fn serve_connection(
+    mut s: TcpStream,
+    region: Arc<Region>,
+    secret: Secret,
+) -> Result<(), String> {
+    match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut s, &secret)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err("no hello in time".into()),
+    }
+    let mut accept = [0u8; 9];
+    accept[1..].copy_from_slice(&(region.len() as u64).to_le_bytes());
+    s.write_all(&accept).await.map_err(|e| e.to_string())?;
+    let mut head = [0u8; REQUEST_BYTES];
+    loop {
+        match s.read_exact(&mut head).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        let h = RequestHeader::decode(&head).map_err(|e| e.to_string())?;
+        let in_range = region.check(h.offset, h.len).is_ok();
+        match h.opcode {
+            Opcode::Read if in_range => {
+                let reply = ReplyHeader {
+                    id: h.id,
+                    status: 0,
+                }
+                .encode();
+                // SAFETY: the client owns the range it reads (a replica the
+                // master leased to it).
+                let bytes = unsafe { region.bytes(h.offset, h.len) }.map_err(|e| e.to_string())?;
+                write_all_vectored(&mut s, &reply, bytes)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Opcode::Write if in_range => {
+                // SAFETY: the client owns the range it writes (a replica the
+                // master reserved for it).
+                let bytes =
+                    unsafe { region.bytes_mut(h.offset, h.len) }.map_err(|e| e.to_string())?;
+                s.read_exact(bytes).await.map_err(|e| e.to_string())?;
+                s.write_all(
+                    &ReplyHeader {
+                        id: h.id,
+                        status: 0,
+                    }
+                    .encode(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            op => {
+                let reply = ReplyHeader {
+                    id: h.id,
+                    status: ErrorCode::InvalidParams.code(),
+                };
+                s.write_all(&reply.encode())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if op == Opcode::Write {
+                    // The payload that follows cannot be skipped safely.
+                    return Err("a write outside the region".into());
+                }
+            }
+        }
+    }
+}
+
+/// Settings of the TCP transport.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// Connections per path (upstream: 4).
+    pub conns_per_path: usize,
+    /// How long one slice may take before it fails (and is retried on
+    /// another path).
+    pub slice_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            conns_per_path: 4,
+            slice_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+type Job = (Slice, oneshot::Sender<Result<(), ErrorCode>>);
+
+struct Pool {
+    conns: Vec<mpsc::Sender<Job>>,
+    next: AtomicUsize,
+}
+
+/// The client side of the TCP transport.
+pub struct TcpTransport {
+    config: TcpConfig,
+    secret: Secret,
+    pools: Mutex<HashMap<Path, Arc<Pool>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl TcpTransport {
+    pub fn new(config: TcpConfig, secret: Secret) -> TcpTransport {
+        TcpTransport {
+            config,
+            secret,
+            pools: Mutex::new(HashMap::new()),
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn pool(&self, path: &Path) -> Arc<Pool> {
+        let mut pools = self.pools.lock();
+        pools
+            .entry(path.clone())
+            .or_insert_with(|| {
+                let conns = (0..self.config.conns_per_path.max(1))
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel::<Job>(64);
+                        let path = path.clone();
+                        let config = self.config.clone();
+                        let secret = self.secret.clone();
+                        let ids = self.next_id.clone();
+                        tokio::spawn(connection(path, config, secret, ids, rx));
+                        tx
+                    })
+                    .collect();
+                Arc::new(Pool {
+                    conns,
+                    next: AtomicUsize::new(0),
+                })
+            })
+            .clone()
+    }
+}
+
+/// Connects through `path` and says hello; returns the stream and the
+/// remote region's length.
+pub async fn connect(
+    path: &Path,
+    secret: &Secret,
+    timeout: Duration,
+) -> Result<(TcpStream, u64), String> {
+    let socket = match path.remote {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| e.to_string())?;
+    if let Some(local) = path.local {
+        socket
+            .bind(SocketAddr::new(local, 0))
+            .map_err(|e| format!("binding to {local}: {e}"))?;
+    }
+    let mut s = tokio::time::timeout(timeout, socket.connect(path.remote))
+        .await
+        .map_err(|_| format!("connecting to {}: timed out", path.remote))?
+        .map_err(|e| format!("connecting to {}: {e}", path.remote))?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    s.write_all(&wire::encode_hello(secret.as_bytes()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut accept = [0u8; 9];
+    tokio::time::timeout(timeout, s.read_exact(&mut accept))
+        .await
+        .map_err(|_| "no answer to hello".to_string())?
+        .map_err(|_| {
+            format!(
+                "{} refused the connection (wrong secret or protocol)",
+                path.remote
+            )
+        })?;
+    if accept[0] != 0 {
+        return Err(format!("{} refused the connection", path.remote));
+    }
+    let len = u64::from_le_bytes(accept[1..9].try_into().unwrap_or([0; 8]));
+    Ok((s, len))
+}
+
+async fn one_slice(s: &mut TcpStream, id: u64, slice: &Slice) -> Result<(), ErrorCode> {
+    let head = RequestHeader {
+        opcode: slice.opcode,
+        id,
+        offset: slice.remote_offset,
+        len: slice.len,
+    }
+    .encode();
+    let io = |_| ErrorCode::TransferFail;
+    match slice.opcode {
+        Opcode::Write => {
+            // SAFETY: the caller owns the local range for the transfer.
+            let bytes = unsafe { slice.local.bytes(slice.local_offset, slice.len) }
+                .map_err(|_| ErrorCode::InvalidParams)?;
+            write_all_vectored(s, &head, bytes).await.map_err(io)?;
+            let mut r = [0u8; REPLY_BYTES];
+            s.read_exact(&mut r).await.map_err(io)?;
+            let r = ReplyHeader::decode(&r);
+            if r.id != id {
+                return Err(ErrorCode::TransferFail);
+            }
+            crate::rpc::code_result(r.status)
+        }
+        Opcode::Read => {
+            s.write_all(&head).await.map_err(io)?;
+            let mut r = [0u8; REPLY_BYTES];
+            s.read_exact(&mut r).await.map_err(io)?;
+            let r = ReplyHeader::decode(&r);
+            if r.id != id {
+                return Err(ErrorCode::TransferFail);
+            }
+            crate::rpc::code_result(r.status)?;
+            // SAFETY: as above.
+            let bytes = unsafe { slice.local.bytes_mut(slice.local_offset, slice.len) }
+                .map_err(|_| ErrorCode::InvalidParams)?;
+            s.read_exact(bytes).await.map_err(io)?;
+            Ok(())
+        }
+    }
+}
+
+/// One connection: carries slices one after another, reconnecting after a
+/// failure (the failed slice is reported; the engine retries it).
+async fn connection(
+    path: Path,
+    config: TcpConfig,
+    secret: Secret,
+    ids: Arc<AtomicU64>,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    let mut stream: Option<TcpStream> = None;
+    while let Some((slice, done)) = rx.recv().await {
+        if stream.is_none() {
+            match connect(&path, &secret, config.connect_timeout).await {
+                Ok((s, _)) => stream = Some(s),
+                Err(_) => {
+                    let _ = done.send(Err(ErrorCode::TransferFail));
+                    continue;
+                }
+            }
+        }
+        let Some(s) = stream.as_mut() else { continue };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let r = match tokio::time::timeout(config.slice_timeout, one_slice(s, id, &slice)).await {
+            Ok(r) => r,
+            Err(_) => Err(ErrorCode::TransferFail),
+        };
+        if matches!(r, Err(ErrorCode::TransferFail)) {
+            // The stream's framing is lost: start afresh.
+            stream = None;
+        }
+        let _ = done.send(r);
+    }
+}
+
+impl TcpTransport {
+    /// Moves one slice on a connection of `path`'s pool.
+    pub fn move_slice(
+        &self,
+        path: &Path,
+        slice: Slice,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>> {
+        let pool = self.pool(path);
+        Box::pin(async move {
+            let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.conns.len();
+            let (tx, rx) = oneshot::channel();
+            if pool.conns[i].send((slice, tx)).await.is_err() {
+                return Err(ErrorCode::TransferFail);
+            }
+            rx.await.unwrap_or(Err(ErrorCode::TransferFail))
+        })
+    }
+
+    /// Connects through `path` once; the target's segment length.
+    pub fn probe(
+        &self,
+        path: &Path,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, ErrorCode>> + Send>> {
+        let path = path.clone();
+        let secret = self.secret.clone();
+        let timeout = self.config.connect_timeout;
+        Box::pin(async move {
+            connect(&path, &secret, timeout)
+                .await
+                .map(|(_, len)| len)
+                .map_err(|_| ErrorCode::TransferFail)
+        })
+    }
+}
