@@ -8,14 +8,19 @@
 //! - [`rpc`]: the master over gRPC (server with its periodic work, client);
 //! - [`transfer`]: the transfer engine (batches of READ/WRITE into
 //!   registered memory, sliced and striped over paths; TCP transport);
+//! - [`client`]: the client library (Put, Get, batches, Query, Remove;
+//!   checksums verified on every read);
+//! - [`node`]: the master and store-node processes;
 //! - [`error`]: the error codes, with upstream's numbers;
 //! - [`clock`]: the one place that reads a clock.
 //!
 //! Upstream semantics this follows, with file and line references, are in
 //! `real/UPSTREAM.md` and `real/UPSTREAM-STORE.md`.
 
+pub mod client;
 pub mod clock;
 pub mod error;
 pub mod master;
+pub mod node;
 pub mod rpc;
 pub mod transfer;

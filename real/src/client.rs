@@ -1,0 +1,441 @@
+//! The store's client library (Mooncake Store's `Client`): Put, Get,
+//! BatchPut, BatchGet, Query, Exist, Remove. Metadata goes through the
+//! master; bytes go straight between the caller's registered memory and
+//! the store nodes through the transfer engine.
+//!
+//! - **Put**: PutStart places the replicas; the bytes are written to every
+//!   replica; then PutEnd with the object's checksum, or PutRevoke if any
+//!   write failed (the object never becomes visible half-written).
+//! - **Get**: GetReplicaList (a leased read); the replica on this host
+//!   first, then the one with the fewest bytes in flight from this client;
+//!   the bytes are checked against the checksum, and a replica whose bytes
+//!   do not match is skipped for the next; a read that outlived its lease
+//!   fails with `LeaseExpired` (counted from before the request was sent,
+//!   as upstream). A read returns the right bytes or an error, never wrong
+//!   bytes.
+//!
+//! Checksums are XXH3-64 over the object's bytes (fast enough not to
+//! matter next to a copy; upstream uses CRC-64).
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::error::ErrorCode;
+use crate::master::{ClientId, ObjectInfo, PutOptions, ReplicaDesc, SegmentStats};
+use crate::rpc::client::{CallError, Located, MasterClient};
+use crate::rpc::Secret;
+use crate::transfer::tcp::{TcpConfig, TcpTransport};
+use crate::transfer::topology::Topology;
+use crate::transfer::{
+    EngineConfig, Opcode, Region, SegmentHandle, TaskStatus, TransferEngine, TransferRequest,
+};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The checksum every object carries.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(bytes)
+}
+
+/// A fresh random client id (the master tells writers apart by it).
+pub fn random_client_id() -> ClientId {
+    let mut b = [0u8; 8];
+    // With no OS randomness, fall back to the pid and the clock.
+    if getrandom::fill(&mut b).is_err() {
+        let t = MonotonicClock::new().now().0;
+        b = (t ^ (std::process::id() as u64) << 32).to_le_bytes();
+    }
+    ClientId(u64::from_le_bytes(b) | 1)
+}
+
+/// Where a client's bytes are: a registered region and a range in it.
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub region: Arc<Region>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Buffer {
+    /// A fresh registered buffer holding a copy of `data`.
+    pub fn copy_of(data: &[u8]) -> std::io::Result<Buffer> {
+        let region = Arc::new(Region::new(data.len())?);
+        region
+            .write_at(0, data)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Buffer {
+            region,
+            offset: 0,
+            len: data.len() as u64,
+        })
+    }
+
+    /// A fresh zeroed buffer of `len` bytes.
+    pub fn zeroed(len: u64) -> std::io::Result<Buffer> {
+        Ok(Buffer {
+            region: Arc::new(Region::new(len as usize)?),
+            offset: 0,
+            len,
+        })
+    }
+
+    /// The bytes, copied out.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = vec![0u8; self.len as usize];
+        // The range was checked when the buffer was made.
+        let _ = self.region.read_at(self.offset, &mut v);
+        v
+    }
+
+    fn checksum(&self) -> Result<u64, ErrorCode> {
+        // SAFETY: the caller owns its buffer for the duration of the call.
+        let bytes = unsafe { self.region.bytes(self.offset, self.len) }
+            .map_err(|_| ErrorCode::InvalidParams)?;
+        Ok(checksum(bytes))
+    }
+}
+
+/// Settings of a client.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub master: String,
+    pub secret: Secret,
+    /// Segment names on this host (read from first).
+    pub local_segments: Vec<String>,
+    pub topology: Topology,
+    pub engine: EngineConfig,
+    pub tcp: TcpConfig,
+}
+
+impl ClientConfig {
+    pub fn new(master: &str, secret: Secret) -> ClientConfig {
+        ClientConfig {
+            master: master.to_string(),
+            secret,
+            local_segments: Vec::new(),
+            topology: Topology::loopback(),
+            engine: EngineConfig::default(),
+            tcp: TcpConfig::default(),
+        }
+    }
+}
+
+/// A client of the store.
+pub struct StoreClient {
+    master: MasterClient,
+    engine: TransferEngine,
+    local: HashSet<String>,
+    segments: Mutex<HashMap<String, SegmentHandle>>,
+    inflight: Mutex<HashMap<String, u64>>,
+    clock: MonotonicClock,
+}
+
+fn call(e: CallError) -> ErrorCode {
+    e.code
+}
+
+impl StoreClient {
+    pub async fn connect(config: ClientConfig) -> Result<StoreClient, CallError> {
+        let master =
+            MasterClient::connect(&config.master, &config.secret, random_client_id()).await?;
+        let engine = TransferEngine::new(
+            Arc::new(TcpTransport::new(config.tcp.clone(), config.secret.clone())),
+            config.topology.clone(),
+            config.engine.clone(),
+        );
+        Ok(StoreClient {
+            master,
+            engine,
+            local: config.local_segments.into_iter().collect(),
+            segments: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+            clock: MonotonicClock::new(),
+        })
+    }
+
+    pub fn master(&mut self) -> &mut MasterClient {
+        &mut self.master
+    }
+
+    async fn segment(&self, endpoint: &str) -> Result<SegmentHandle, ErrorCode> {
+        if let Some(h) = self.segments.lock().get(endpoint) {
+            return Ok(h.clone());
+        }
+        let h = self.engine.open_segment(endpoint).await?;
+        self.segments.lock().insert(endpoint.to_string(), h.clone());
+        Ok(h)
+    }
+
+    async fn write_replicas(
+        &self,
+        buf: &Buffer,
+        replicas: &[ReplicaDesc],
+    ) -> Result<(), ErrorCode> {
+        let mut reqs = Vec::with_capacity(replicas.len());
+        for r in replicas {
+            let target = self.segment(&r.endpoint).await?;
+            reqs.push(TransferRequest {
+                opcode: Opcode::Write,
+                local: buf.region.clone(),
+                local_offset: buf.offset,
+                target,
+                target_offset: r.offset,
+                length: buf.len,
+            });
+        }
+        let st = self.engine.transfer(reqs).await;
+        match st.into_iter().find(|s| *s != TaskStatus::Completed) {
+            None => Ok(()),
+            Some(TaskStatus::Failed(e)) => Err(e),
+            Some(_) => Err(ErrorCode::TransferFail),
+        }
+    }
+
+    /// Put: stores `buf` under `key` (the bytes go from `buf` to every
+    /// replica with no staging copy).
+    pub async fn put_from(
+        &mut self,
+        key: &str,
+        buf: &Buffer,
+        opts: &PutOptions,
+    ) -> Result<(), ErrorCode> {
+        let sum = buf.checksum()?;
+        let replicas = self
+            .master
+            .put_start(key, buf.len, opts)
+            .await
+            .map_err(call)?;
+        match self.write_replicas(buf, &replicas).await {
+            Ok(()) => self.master.put_end(key, Some(sum)).await.map_err(call),
+            Err(e) => {
+                // Never visible half-written.
+                let _ = self.master.put_revoke(key).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Put of bytes in ordinary memory (copied once into a registered
+    /// buffer).
+    pub async fn put(
+        &mut self,
+        key: &str,
+        data: &[u8],
+        opts: &PutOptions,
+    ) -> Result<(), ErrorCode> {
+        let buf = Buffer::copy_of(data).map_err(|_| ErrorCode::Internal)?;
+        self.put_from(key, &buf, opts).await
+    }
+
+    /// BatchPut: one PutStart batch, one transfer batch, one PutEnd batch;
+    /// results per key.
+    pub async fn batch_put_from(
+        &mut self,
+        items: &[(String, Buffer)],
+        opts: &PutOptions,
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        let sums: Vec<Result<u64, ErrorCode>> = items.iter().map(|(_, b)| b.checksum()).collect();
+        let starts = self
+            .master
+            .batch_put_start(
+                &items
+                    .iter()
+                    .map(|(k, b)| (k.clone(), b.len))
+                    .collect::<Vec<_>>(),
+                opts,
+            )
+            .await
+            .map_err(call)?;
+        let mut results: Vec<Result<(), ErrorCode>> = vec![Ok(()); items.len()];
+        let mut reqs = Vec::new();
+        let mut owner = Vec::new();
+        for (i, ((_, buf), start)) in items.iter().zip(&starts).enumerate() {
+            match (start, &sums[i]) {
+                (Ok(replicas), Ok(_)) => {
+                    for r in replicas {
+                        match self.segment(&r.endpoint).await {
+                            Ok(target) => {
+                                reqs.push(TransferRequest {
+                                    opcode: Opcode::Write,
+                                    local: buf.region.clone(),
+                                    local_offset: buf.offset,
+                                    target,
+                                    target_offset: r.offset,
+                                    length: buf.len,
+                                });
+                                owner.push(i);
+                            }
+                            Err(e) => results[i] = Err(e),
+                        }
+                    }
+                }
+                (Err(e), _) => results[i] = Err(e.code),
+                (_, Err(e)) => results[i] = Err(*e),
+            }
+        }
+        let st = self.engine.transfer(reqs).await;
+        for (s, &i) in st.iter().zip(&owner) {
+            if results[i].is_ok() && *s != TaskStatus::Completed {
+                results[i] = Err(match s {
+                    TaskStatus::Failed(e) => *e,
+                    _ => ErrorCode::TransferFail,
+                });
+            }
+        }
+        let mut ends = Vec::new();
+        let mut revokes = Vec::new();
+        for (i, (k, _)) in items.iter().enumerate() {
+            match (&starts[i], &results[i]) {
+                (Ok(_), Ok(())) => ends.push((k.clone(), sums[i].as_ref().ok().copied())),
+                (Ok(_), Err(_)) => revokes.push(k.clone()),
+                _ => {}
+            }
+        }
+        if !revokes.is_empty() {
+            let _ = self.master.batch_put_revoke(&revokes).await;
+        }
+        if !ends.is_empty() {
+            let done = self.master.batch_put_end(&ends).await.map_err(call)?;
+            let mut it = done.into_iter();
+            for (i, r) in results.iter_mut().enumerate() {
+                if starts[i].is_ok() && r.is_ok() {
+                    if let Some(Err(e)) = it.next() {
+                        *r = Err(e.code);
+                    }
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// The order replicas are tried in: this host's first, then the
+    /// fewest bytes in flight from this client.
+    fn order(&self, replicas: &[ReplicaDesc]) -> Vec<ReplicaDesc> {
+        let inflight = self.inflight.lock();
+        let mut v: Vec<(bool, u64, usize, ReplicaDesc)> = replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    !self.local.contains(&r.segment),
+                    inflight.get(&r.endpoint).copied().unwrap_or(0),
+                    i,
+                    r.clone(),
+                )
+            })
+            .collect();
+        v.sort_by_key(|x| (x.0, x.1, x.2));
+        v.into_iter().map(|x| x.3).collect()
+    }
+
+    async fn read_one(&self, r: &ReplicaDesc, into: &Buffer) -> Result<(), ErrorCode> {
+        let target = self.segment(&r.endpoint).await?;
+        *self.inflight.lock().entry(r.endpoint.clone()).or_default() += into.len;
+        let st = self
+            .engine
+            .transfer(vec![TransferRequest {
+                opcode: Opcode::Read,
+                local: into.region.clone(),
+                local_offset: into.offset,
+                target,
+                target_offset: r.offset,
+                length: into.len,
+            }])
+            .await;
+        if let Some(n) = self.inflight.lock().get_mut(&r.endpoint) {
+            *n = n.saturating_sub(into.len);
+        }
+        match st.first() {
+            Some(TaskStatus::Completed) => Ok(()),
+            Some(TaskStatus::Failed(e)) => Err(*e),
+            _ => Err(ErrorCode::TransferFail),
+        }
+    }
+
+    /// Reads a located object into `into` (its length must be the
+    /// object's), verifying the checksum and the lease.
+    async fn fetch(&self, located: &Located, started: u64, into: &Buffer) -> Result<(), ErrorCode> {
+        if into.len != located.size {
+            return Err(ErrorCode::InvalidParams);
+        }
+        let mut last = ErrorCode::ObjectNotFound;
+        for r in self.order(&located.replicas) {
+            match self.read_one(&r, into).await {
+                Ok(()) => {}
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            }
+            if self.clock.now().0.saturating_sub(started) >= located.lease_ttl.0 {
+                // The bytes may have been evicted and reused while we read.
+                return Err(ErrorCode::LeaseExpired);
+            }
+            match located.checksum {
+                Some(sum) if into.checksum()? != sum => last = ErrorCode::ChecksumMismatch,
+                _ => return Ok(()),
+            }
+        }
+        Err(last)
+    }
+
+    /// Get into a registered buffer of the object's size.
+    pub async fn get_into(&mut self, key: &str, into: &Buffer) -> Result<(), ErrorCode> {
+        let started = self.clock.now().0;
+        let located = self.master.get_replica_list(key).await.map_err(call)?;
+        self.fetch(&located, started, into).await
+    }
+
+    /// Get: the object's bytes.
+    pub async fn get(&mut self, key: &str) -> Result<Vec<u8>, ErrorCode> {
+        let started = self.clock.now().0;
+        let located = self.master.get_replica_list(key).await.map_err(call)?;
+        let buf = Buffer::zeroed(located.size).map_err(|_| ErrorCode::Internal)?;
+        self.fetch(&located, started, &buf).await?;
+        Ok(buf.to_vec())
+    }
+
+    /// BatchGet: one lookup batch, then each object read (results per key).
+    pub async fn batch_get(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<Result<Vec<u8>, ErrorCode>>, ErrorCode> {
+        let started = self.clock.now().0;
+        let located = self
+            .master
+            .batch_get_replica_list(keys)
+            .await
+            .map_err(call)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for l in located {
+            out.push(match l {
+                Ok(l) => match Buffer::zeroed(l.size) {
+                    Ok(buf) => self.fetch(&l, started, &buf).await.map(|()| buf.to_vec()),
+                    Err(_) => Err(ErrorCode::Internal),
+                },
+                Err(e) => Err(e.code),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Query: where the object is (a leased read of its metadata).
+    pub async fn query(&mut self, key: &str) -> Result<Located, ErrorCode> {
+        self.master.get_replica_list(key).await.map_err(call)
+    }
+
+    pub async fn exist(&mut self, key: &str) -> Result<bool, ErrorCode> {
+        self.master.exist(key).await.map_err(call)
+    }
+
+    pub async fn remove(&mut self, key: &str, force: bool) -> Result<(), ErrorCode> {
+        self.master.remove(key, force).await.map_err(call)
+    }
+
+    pub async fn list(&mut self, prefix: &str, limit: u32) -> Result<Vec<ObjectInfo>, ErrorCode> {
+        self.master.list(prefix, limit).await.map_err(call)
+    }
+
+    pub async fn stats(&mut self) -> Result<(Vec<SegmentStats>, u64), ErrorCode> {
+        self.master.stats().await.map_err(call)
+    }
+}
