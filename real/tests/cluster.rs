@@ -17,15 +17,17 @@ use tokio::sync::{oneshot, watch};
 
 const SECRET: &str = "cluster-test-secret-0001";
 
+type Store = (
+    StoreReady,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), String>>,
+);
+
 struct Cluster {
     master: String,
     stop_master: Option<oneshot::Sender<()>>,
     master_task: tokio::task::JoinHandle<Result<(), String>>,
-    stores: Vec<(
-        StoreReady,
-        watch::Sender<bool>,
-        tokio::task::JoinHandle<Result<(), String>>,
-    )>,
+    stores: Vec<Store>,
 }
 
 fn config(ttl: Duration) -> MasterConfig {
