@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod output;
 mod plot;
+mod real_cmd;
 mod run_cmd;
 mod sim_cmd;
 mod trace_cmd;
@@ -50,12 +51,34 @@ enum Command {
     /// Cluster configuration helpers.
     #[command(subcommand)]
     Config(sim_cmd::ConfigCommand),
+    /// Run the real store's master (object table, leases, eviction).
+    Master(real_cmd::MasterArgs),
+    /// Run a real store node (a DRAM segment served by the transfer engine).
+    Store(real_cmd::StoreArgs),
+    /// Start a single-machine real cluster: a master and store nodes.
+    Cluster(real_cmd::ClusterArgs),
+    /// Put, get, remove and list objects in a real cluster.
+    Kv(real_cmd::KvArgs),
+    /// Benchmarks of the real backend (transfer engine, store).
+    #[command(subcommand)]
+    Bench(real_cmd::BenchCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    output::install_signal_cleanup();
+    // The real backend's processes shut down on their own signals.
+    if !matches!(
+        cli.command,
+        Command::Master(_) | Command::Store(_) | Command::Cluster(_)
+    ) {
+        output::install_signal_cleanup();
+    }
     let result = match cli.command {
+        Command::Master(args) => real_cmd::master(args),
+        Command::Store(args) => real_cmd::store(args),
+        Command::Cluster(args) => real_cmd::cluster(args),
+        Command::Kv(args) => real_cmd::kv(args),
+        Command::Bench(cmd) => real_cmd::bench(cmd),
         Command::Trace(cmd) => trace_cmd::run(cmd),
         Command::Cache(args) => cache_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),

@@ -310,7 +310,7 @@ mod tests {
 
     fn summary(i: usize) -> Value {
         serde_json::json!({
-            "scheduler": if i % 2 == 0 { "random" } else { "least-loaded" },
+            "scheduler": if i.is_multiple_of(2) { "random" } else { "least-loaded" },
             "requests": 10 + i,
             "ttft_mean_s": 0.5 * i as f64,
             "tbt_p90_s": if i == 3 { Value::Null } else { Value::from(0.01) },

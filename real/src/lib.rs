@@ -11,12 +11,14 @@
 //! - [`client`]: the client library (Put, Get, batches, Query, Remove;
 //!   checksums verified on every read);
 //! - [`node`]: the master and store-node processes;
+//! - [`bench`]: transfer-engine and store benchmarks (measure, never assert);
 //! - [`error`]: the error codes, with upstream's numbers;
 //! - [`clock`]: the one place that reads a clock.
 //!
 //! Upstream semantics this follows, with file and line references, are in
 //! `real/UPSTREAM.md` and `real/UPSTREAM-STORE.md`.
 
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod error;

@@ -256,7 +256,7 @@ impl<W: Write> MooncakeWriter<W> {
         use std::fmt::Write as _;
         self.line.clear();
         let ns = r.arrival.0;
-        let _ = if ns % 1_000_000 == 0 {
+        let _ = if ns.is_multiple_of(1_000_000) {
             write!(self.line, "{{\"timestamp\": {}", ns / 1_000_000)
         } else {
             write!(

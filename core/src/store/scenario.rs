@@ -148,7 +148,9 @@ pub struct ScenarioError {
 /// The largest size a scenario may name: 1 PiB.
 const MAX_SIZE: u64 = 1 << 50;
 
-fn parse_size(s: &str) -> Option<u64> {
+/// A size as scenarios and the real backend's flags write it: `16KiB`,
+/// `3MB`, `7` (bytes); at most 1 PiB.
+pub fn parse_size(s: &str) -> Option<u64> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num.parse().ok()?;
@@ -165,7 +167,8 @@ fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|&v| v <= MAX_SIZE)
 }
 
-fn parse_duration(s: &str) -> Option<Nanos> {
+/// A duration such as `10s`, `1.5ms`, `30min`.
+pub fn parse_duration(s: &str) -> Option<Nanos> {
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());

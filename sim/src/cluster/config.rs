@@ -1068,7 +1068,7 @@ impl ClusterConfig {
                 }
             };
         let x = self.prefill.pipeline_nodes;
-        if x == 0 || x > 64 || self.prefill.instances % x != 0 {
+        if x == 0 || x > 64 || !self.prefill.instances.is_multiple_of(x) {
             return Err(bad(
                 "prefill.pipeline_nodes",
                 format!(

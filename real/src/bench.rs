@@ -1,0 +1,273 @@
+//! Benchmarks of the real backend, shaped like upstream's
+//! `transfer_engine_bench` (operation, block size, batch size, threads,
+//! duration): each thread submits a batch of `batch_size` requests of
+//! `block_size` bytes, waits for it, and submits the next, for `duration`.
+//! Throughput is bytes moved over wall time; latency is per batch.
+//!
+//! The store benchmark puts or gets objects of one size from `clients`
+//! concurrent clients through the client library (checksums included).
+//!
+//! These measure; they assert nothing. Ratios against iperf3, redis and fio
+//! are taken by `experiments/bench/real.sh` in the same run.
+
+use crate::client::{Buffer, ClientConfig, StoreClient};
+use crate::clock::{Clock, MonotonicClock};
+use crate::error::ErrorCode;
+use crate::master::PutOptions;
+use crate::rpc::Secret;
+use crate::transfer::tcp::{serve, TcpConfig, TcpTransport};
+use crate::transfer::topology::Topology;
+use crate::transfer::{EngineConfig, Opcode, Region, TaskStatus, TransferEngine, TransferRequest};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The most memory a benchmark's buffers may take on either side.
+pub const MAX_BUFFER_BYTES: u64 = 512 << 20;
+
+/// One transfer-engine benchmark.
+#[derive(Clone, Debug)]
+pub struct TeBench {
+    pub operation: Opcode,
+    pub block_size: u64,
+    pub batch_size: usize,
+    pub threads: usize,
+    pub duration: Duration,
+    pub engine: EngineConfig,
+    pub tcp: TcpConfig,
+}
+
+/// What a benchmark measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchReport {
+    pub bytes: u64,
+    pub seconds: f64,
+    /// Bytes per second / 1e9.
+    pub gb_per_s: f64,
+    pub operations: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+fn report(bytes: u64, ops: u64, seconds: f64, mut lat_ns: Vec<u64>) -> BenchReport {
+    lat_ns.sort_unstable();
+    let q = |f: f64| {
+        if lat_ns.is_empty() {
+            0.0
+        } else {
+            lat_ns[((lat_ns.len() - 1) as f64 * f).round() as usize] as f64 / 1e3
+        }
+    };
+    BenchReport {
+        bytes,
+        seconds,
+        gb_per_s: bytes as f64 / seconds.max(1e-9) / 1e9,
+        operations: ops,
+        p50_us: q(0.5),
+        p99_us: q(0.99),
+    }
+}
+
+/// Runs `b` against a transfer-engine target: the one at `target`, or one
+/// started in this process on loopback.
+pub async fn transfer_engine(
+    b: &TeBench,
+    target: Option<&str>,
+    secret: &Secret,
+) -> Result<BenchReport, String> {
+    if b.block_size == 0 || b.batch_size == 0 || b.threads == 0 {
+        return Err("block size, batch size and threads must be positive".into());
+    }
+    let span = (b.block_size * b.batch_size as u64)
+        .min(MAX_BUFFER_BYTES)
+        .max(b.block_size);
+    if b.block_size > MAX_BUFFER_BYTES {
+        return Err(format!("block size over {MAX_BUFFER_BYTES} bytes"));
+    }
+    let mut stop_target = None;
+    let endpoint = match target {
+        Some(t) => t.to_string(),
+        None => {
+            let region = Arc::new(Region::new(span as usize).map_err(|e| e.to_string())?);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(serve(listener, region, secret.clone(), async {
+                let _ = rx.await;
+            }));
+            stop_target = Some(tx);
+            addr.to_string()
+        }
+    };
+    let engine = Arc::new(TransferEngine::new(
+        Arc::new(TcpTransport::new(b.tcp.clone(), secret.clone())),
+        Topology::loopback(),
+        b.engine.clone(),
+    ));
+    let seg = engine
+        .open_segment(&endpoint)
+        .await
+        .map_err(|e| format!("opening {endpoint}: {e}"))?;
+    if seg.len < b.block_size {
+        return Err(format!(
+            "the target's segment ({} bytes) is smaller than a block",
+            seg.len
+        ));
+    }
+    let local = Arc::new(Region::new(span as usize).map_err(|e| e.to_string())?);
+    let clock = MonotonicClock::new();
+    let bytes = Arc::new(AtomicU64::new(0));
+    let ops = Arc::new(AtomicU64::new(0));
+    let deadline = clock.now().0 + b.duration.as_nanos() as u64;
+    let mut threads = tokio::task::JoinSet::new();
+    for t in 0..b.threads {
+        let (engine, seg, local, bytes, ops) = (
+            engine.clone(),
+            seg.clone(),
+            local.clone(),
+            bytes.clone(),
+            ops.clone(),
+        );
+        let b = b.clone();
+        threads.spawn(async move {
+            let mut lat = Vec::new();
+            let slots = (seg.len.min(span) / b.block_size).max(1);
+            let mut k = t as u64;
+            while clock.now().0 < deadline {
+                let reqs: Vec<TransferRequest> = (0..b.batch_size)
+                    .map(|i| {
+                        let slot = (k + i as u64) % slots;
+                        TransferRequest {
+                            opcode: b.operation,
+                            local: local.clone(),
+                            local_offset: (i as u64 % slots) * b.block_size,
+                            target: seg.clone(),
+                            target_offset: slot * b.block_size,
+                            length: b.block_size,
+                        }
+                    })
+                    .collect();
+                k += b.batch_size as u64;
+                let t0 = clock.now().0;
+                let st = engine.transfer(reqs).await;
+                if let Some(bad) = st.iter().find(|s| **s != TaskStatus::Completed) {
+                    return Err(format!("a transfer failed: {bad:?}"));
+                }
+                lat.push(clock.now().0 - t0);
+                bytes.fetch_add(b.block_size * b.batch_size as u64, Ordering::Relaxed);
+                ops.fetch_add(b.batch_size as u64, Ordering::Relaxed);
+            }
+            Ok(lat)
+        });
+    }
+    let start = clock.now().0;
+    let mut lat = Vec::new();
+    while let Some(r) = threads.join_next().await {
+        lat.extend(r.map_err(|e| e.to_string())??);
+    }
+    let seconds = (clock.now().0.saturating_sub(start)) as f64 / 1e9;
+    if let Some(s) = stop_target {
+        let _ = s.send(());
+    }
+    Ok(report(
+        bytes.load(Ordering::Relaxed),
+        ops.load(Ordering::Relaxed),
+        seconds,
+        lat,
+    ))
+}
+
+/// One store benchmark: `clients` clients putting (distinct keys) or
+/// getting (keys put beforehand) objects of `value_size` bytes.
+#[derive(Clone, Debug)]
+pub struct StoreBench {
+    pub put: bool,
+    pub value_size: u64,
+    pub clients: usize,
+    pub duration: Duration,
+    pub replicas: u32,
+    /// Distinct keys a get cycles over.
+    pub keys: usize,
+}
+
+/// Runs `b` against the cluster whose master is at `master`.
+pub async fn store(b: &StoreBench, master: &str, secret: &Secret) -> Result<BenchReport, String> {
+    if b.value_size == 0 || b.clients == 0 || b.keys == 0 {
+        return Err("value size, clients and keys must be positive".into());
+    }
+    let opts = PutOptions {
+        replicas: b.replicas,
+        ..PutOptions::default()
+    };
+    let run = crate::client::random_client_id().0;
+    let value: Vec<u8> = (0..b.value_size).map(|i| (i * 131 % 251) as u8).collect();
+    if !b.put {
+        let mut c = StoreClient::connect(ClientConfig::new(master, secret.clone()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let buf = Buffer::copy_of(&value).map_err(|e| e.to_string())?;
+        for k in 0..b.keys {
+            c.put_from(&format!("bench-{run:x}-{k}"), &buf, &opts)
+                .await
+                .map_err(|e| format!("preparing key {k}: {e}"))?;
+        }
+    }
+    let clock = MonotonicClock::new();
+    let deadline = clock.now().0 + b.duration.as_nanos() as u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..b.clients {
+        let (master, secret, b, opts) =
+            (master.to_string(), secret.clone(), b.clone(), opts.clone());
+        let buf = Buffer::copy_of(&value).map_err(|e| e.to_string())?;
+        tasks.spawn(async move {
+            let mut c = StoreClient::connect(ClientConfig::new(&master, secret))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut lat = Vec::new();
+            let mut i = t;
+            let mut bytes = 0u64;
+            let mut written = Vec::new();
+            while clock.now().0 < deadline {
+                let t0 = clock.now().0;
+                if b.put {
+                    let key = format!("bench-{run:x}-{t}-{i}");
+                    match c.put_from(&key, &buf, &opts).await {
+                        Ok(()) => written.push(key),
+                        // Full: make room by removing what this client wrote.
+                        Err(ErrorCode::NoAvailableHandle) => {
+                            for k in written.drain(..) {
+                                let _ = c.remove(&k, true).await;
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(format!("put: {e}")),
+                    }
+                } else {
+                    let key = format!("bench-{run:x}-{}", i % b.keys);
+                    c.get_into(&key, &buf)
+                        .await
+                        .map_err(|e| format!("get: {e}"))?;
+                }
+                lat.push(clock.now().0 - t0);
+                bytes += b.value_size;
+                i += b.clients;
+            }
+            for k in written {
+                let _ = c.remove(&k, true).await;
+            }
+            Ok::<_, String>((bytes, lat))
+        });
+    }
+    let start = clock.now().0;
+    let (mut bytes, mut lat) = (0, Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        let (b, l) = r.map_err(|e| e.to_string())??;
+        bytes += b;
+        lat.extend(l);
+    }
+    let seconds = (clock.now().0.saturating_sub(start)) as f64 / 1e9;
+    let ops = lat.len() as u64;
+    Ok(report(bytes, ops, seconds, lat))
+}
