@@ -181,7 +181,7 @@ pub struct StoreArgs {
 pub fn store(a: StoreArgs) -> Result<()> {
     let size = size_arg("--size", &a.size)?;
     let config = StoreConfig {
-        master: a.master,
+        master: moonlab_real::node::MasterAddr::Fixed(a.master),
         secret: read_secret(&a.secret_file)?,
         name: a.name,
         size,

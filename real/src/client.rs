@@ -24,6 +24,7 @@ use crate::rpc::client::{CallError, Located, MasterClient};
 use crate::rpc::Secret;
 use crate::transfer::tcp::{TcpConfig, TcpTransport};
 use crate::transfer::topology::Topology;
+use crate::transfer::wire::Note;
 use crate::transfer::{
     EngineConfig, Opcode, Region, SegmentHandle, TaskStatus, TransferEngine, TransferRequest,
 };
@@ -190,6 +191,29 @@ impl StoreClient {
         }
     }
 
+    /// Tells each replica's store node what was put there (its catalog,
+    /// which a master that takes over rebuilds its table from).
+    async fn note_replicas(
+        &self,
+        key: &str,
+        sum: u64,
+        len: u64,
+        replicas: &[ReplicaDesc],
+    ) -> Result<(), ErrorCode> {
+        for r in replicas {
+            let target = self.segment(&r.endpoint).await?;
+            let note = Note {
+                object: r.object,
+                offset: r.offset,
+                size: len,
+                checksum: sum,
+                key: key.to_string(),
+            };
+            self.engine.note(&target, &note).await?;
+        }
+        Ok(())
+    }
+
     /// Put: stores `buf` under `key` (the bytes go from `buf` to every
     /// replica with no staging copy).
     pub async fn put_from(
@@ -204,7 +228,11 @@ impl StoreClient {
             .put_start(key, buf.len, opts)
             .await
             .map_err(call)?;
-        match self.write_replicas(buf, &replicas).await {
+        let written = match self.write_replicas(buf, &replicas).await {
+            Ok(()) => self.note_replicas(key, sum, buf.len, &replicas).await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => self.master.put_end(key, Some(sum)).await.map_err(call),
             Err(e) => {
                 // Never visible half-written.
@@ -279,6 +307,13 @@ impl StoreClient {
                     TaskStatus::Failed(e) => *e,
                     _ => ErrorCode::TransferFail,
                 });
+            }
+        }
+        for (i, ((k, buf), start)) in items.iter().zip(&starts).enumerate() {
+            if let (Ok(replicas), Ok(()), Ok(sum)) = (start, &results[i], &sums[i]) {
+                if let Err(e) = self.note_replicas(k, *sum, buf.len, replicas).await {
+                    results[i] = Err(e);
+                }
             }
         }
         let mut ends = Vec::new();

@@ -10,6 +10,8 @@
 //!   registered memory, sliced and striped over paths; TCP transport);
 //! - [`client`]: the client library (Put, Get, batches, Query, Remove;
 //!   checksums verified on every read);
+//! - [`catalog`]: what a store node holds, reported to a master that takes
+//!   over;
 //! - [`node`]: the master and store-node processes;
 //! - [`bench`]: transfer-engine and store benchmarks (measure, never assert);
 //! - [`error`]: the error codes, with upstream's numbers;
@@ -19,10 +21,12 @@
 //! `real/UPSTREAM.md` and `real/UPSTREAM-STORE.md`.
 
 pub mod bench;
+pub mod catalog;
 pub mod client;
 pub mod clock;
 pub mod error;
 pub mod master;
+pub mod metadata;
 pub mod node;
 pub mod rpc;
 pub mod transfer;

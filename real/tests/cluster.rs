@@ -9,7 +9,7 @@ use moonlab_core::types::Nanos;
 use moonlab_real::client::{Buffer, ClientConfig, StoreClient};
 use moonlab_real::error::ErrorCode;
 use moonlab_real::master::{MasterConfig, PutOptions};
-use moonlab_real::node::{run_master, run_store, StoreConfig, StoreReady};
+use moonlab_real::node::{run_master, run_store, MasterAddr, StoreConfig, StoreReady};
 use moonlab_real::rpc::Secret;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -68,7 +68,7 @@ async fn start_store(
     let (stop, rx) = watch::channel(false);
     let (ready_tx, ready_rx) = oneshot::channel();
     let cfg = StoreConfig {
-        master: master.to_string(),
+        master: MasterAddr::Fixed(master.to_string()),
         secret: Secret::new(SECRET).unwrap(),
         name: name.to_string(),
         size,
@@ -260,10 +260,19 @@ async fn a_silent_store_is_unmounted_after_the_ttl_and_reads_go_elsewhere() {
 async fn store_nodes_mount_again_on_a_restarted_master() {
     let mut c = cluster(Duration::from_secs(10)).await;
     let mut cl = client(&c).await;
-    cl.put("before", b"hello", &PutOptions::default())
+    let two = PutOptions {
+        replicas: 2,
+        ..PutOptions::default()
+    };
+    let data = bytes(5, 300_000);
+    cl.put("before", &data, &two).await.unwrap();
+    cl.put("removed", b"gone", &PutOptions::default())
         .await
         .unwrap();
-    // Restart the master on the same address.
+    cl.remove("removed", false).await.unwrap();
+    // Let a heartbeat carry the removal to the store node.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Restart the master on the same address: it starts empty.
     let _ = c.stop_master.take().unwrap().send(());
     let _ = (&mut c.master_task).await;
     let listener = TcpListener::bind(&c.master).await.unwrap();
@@ -285,9 +294,11 @@ async fn store_nodes_mount_again_on_a_restarted_master() {
         }
     }
     assert!(mounted, "both store nodes must mount again");
-    // A master without HA starts cold (upstream's default): the old object
-    // is gone, new ones work.
-    assert!(!cl.exist("before").await.unwrap());
+    // The store nodes reported what they hold: the new master adopted it,
+    // both replicas, and nothing that had been removed.
+    assert_eq!(cl.query("before").await.unwrap().replicas.len(), 2);
+    assert_eq!(cl.get("before").await.unwrap(), data);
+    assert!(!cl.exist("removed").await.unwrap());
     cl.put("after", b"world", &PutOptions::default())
         .await
         .unwrap();

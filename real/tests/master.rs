@@ -214,6 +214,7 @@ fn unmounting_hides_replicas_at_once() {
 fn a_standby_adopts_reported_objects_where_they_lie() {
     let m = Master::new(MasterConfig::default()).unwrap();
     let report = |key: &str, offset, size, sum| ReportedObject {
+        object: 1000 + sum,
         key: key.into(),
         offset,
         size,

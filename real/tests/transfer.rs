@@ -351,6 +351,13 @@ impl Transport for Recording {
     fn probe(&self, path: &Path) -> Pin<Box<dyn Future<Output = Result<u64, ErrorCode>> + Send>> {
         self.inner.probe(path)
     }
+    fn send_note(
+        &self,
+        path: &Path,
+        note: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>> {
+        self.inner.send_note(path, note)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,10 @@ pub struct MasterConfig {
     pub client_ttl: Nanos,
     /// Object-table shards (1024).
     pub shards: usize,
+    /// The high bits of this master's object ids (a random value per
+    /// master process), so that ids stay unique across a failover: a
+    /// standby adopts the ids the store nodes report.
+    pub id_epoch: u32,
 }
 
 impl Default for MasterConfig {
@@ -86,6 +90,7 @@ impl Default for MasterConfig {
             preempt_after: Nanos::from_secs(30),
             client_ttl: Nanos::from_secs(10),
             shards: 1024,
+            id_epoch: 0,
         }
     }
 }
@@ -151,6 +156,8 @@ impl Default for PutOptions {
 /// `segment`, served at `endpoint`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaDesc {
+    /// The object's id (the same on every replica).
+    pub object: u64,
     pub segment: String,
     pub endpoint: String,
     pub offset: u64,
@@ -244,6 +251,8 @@ pub struct ObjectInfo {
 /// that does not know it (a standby that took over).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportedObject {
+    /// The id the object had on the master that placed it.
+    pub object: u64,
     pub key: String,
     pub offset: u64,
     pub size: u64,
@@ -307,6 +316,7 @@ fn check_key(key: &str) -> Result<(), ErrorCode> {
 impl Master {
     pub fn new(config: MasterConfig) -> Result<Master, String> {
         config.validate()?;
+        let first_id = ((config.id_epoch as u64) << 40) | 1;
         let leases = LeaseKind::Mooncake.build(LeaseParams {
             lease: config.lease,
             soft_pin: config.soft_pin,
@@ -320,7 +330,7 @@ impl Master {
             shards,
             segments: RwLock::default(),
             clients: Mutex::default(),
-            next_object: AtomicU64::new(1),
+            next_object: AtomicU64::new(first_id),
             next_segment: AtomicU32::new(1),
         })
     }
@@ -410,10 +420,10 @@ impl Master {
         now: Nanos,
     ) -> Result<(SegmentId, Vec<ReportedObject>), ErrorCode> {
         if self.segments.read().by_name.contains_key(&desc.name) {
-            // Already mounted (a retry): nothing to adopt.
+            // Already mounted (a retry): the master knows its objects.
             return self
                 .mount_segment(client, desc, now)
-                .map(|id| (id, objects));
+                .map(|id| (id, Vec::new()));
         }
         let id = self.mount_segment(client, desc, now)?;
         let Some(seg) = self.segment(id) else {
@@ -433,6 +443,7 @@ impl Master {
             let adopted = match shard.objects.get_mut(&key) {
                 Some(obj) => {
                     let same = obj.committed
+                        && obj.id.0 == o.object
                         && obj.size == o.size
                         && obj.checksum == o.checksum
                         && !obj.replicas.iter().any(|r| r.segment.id == id);
@@ -448,8 +459,11 @@ impl Master {
                     }
                 }
                 None => {
-                    let oid = BlockKey(self.next_object.fetch_add(1, Ordering::Relaxed));
-                    if seg.state.lock().adopt(oid, &key, range, now) {
+                    let oid = BlockKey(o.object);
+                    // This master's own ids never meet an adopted one.
+                    self.next_object
+                        .fetch_max(o.object.saturating_add(1), Ordering::Relaxed);
+                    if o.object != 0 && seg.state.lock().adopt(oid, &key, range, now) {
                         shard.objects.insert(
                             key.clone(),
                             Object {
@@ -560,6 +574,24 @@ impl Master {
         }
     }
 
+    /// The ids of objects freed in `client`'s segments since it last asked
+    /// (the heartbeat carries them to the store node).
+    pub fn take_released(&self, client: ClientId) -> Vec<u64> {
+        let segs: Vec<SegmentId> = self
+            .clients
+            .lock()
+            .get(&client)
+            .map(|c| c.segments.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for id in segs {
+            if let Some(s) = self.segment(id) {
+                out.extend(s.state.lock().take_released());
+            }
+        }
+        out
+    }
+
     // ---- two-phase writes -----------------------------------------------
 
     /// PutStart: places `size` bytes for `key` on up to `opts.replicas`
@@ -624,7 +656,7 @@ impl Master {
             }
             return Err(ErrorCode::NoAvailableHandle);
         }
-        let descs = replicas.iter().map(|r| describe(r, size)).collect();
+        let descs = replicas.iter().map(|r| describe(r, id, size)).collect();
         let obj = Object {
             id,
             size,
@@ -790,7 +822,7 @@ impl Master {
             }
             if let Some(t) = st.core.read(obj.id, now, self.leases.as_ref()) {
                 tokens.push((r.segment.id, t));
-                replicas.push(describe(r, obj.size));
+                replicas.push(describe(r, obj.id, obj.size));
             }
         }
         if replicas.is_empty() {
@@ -1115,8 +1147,9 @@ impl Master {
     }
 }
 
-fn describe(r: &Replica, size: u64) -> ReplicaDesc {
+fn describe(r: &Replica, id: BlockKey, size: u64) -> ReplicaDesc {
     ReplicaDesc {
+        object: id.0,
         segment: r.segment.desc.name.clone(),
         endpoint: r.segment.desc.endpoint.clone(),
         offset: r.offset,

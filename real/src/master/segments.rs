@@ -51,7 +51,16 @@ pub(crate) struct SegmentState {
     pub pending_room: u64,
     /// False once unmounted: its replicas are gone.
     pub mounted: bool,
+    /// Ids of objects whose ranges were freed since the owner last asked
+    /// ([`SegmentState::take_released`]): the store node drops them from
+    /// the catalog it reports after a failover.
+    released: Vec<u64>,
 }
+
+/// The most released ids kept for a store node that does not ask; past it
+/// the oldest are dropped (the node then reports objects the master no
+/// longer has, and their checksums or ranges decide).
+pub const MAX_RELEASED: usize = 1 << 20;
 
 impl SegmentState {
     pub fn new(core: Segment, size: u64) -> SegmentState {
@@ -61,6 +70,7 @@ impl SegmentState {
             placed: FxHashMap::default(),
             pending_room: 0,
             mounted: true,
+            released: Vec::new(),
         }
     }
 
@@ -107,10 +117,23 @@ impl SegmentState {
         match self.placed.remove(&id) {
             Some(p) => {
                 self.alloc.free_range(p.range);
+                self.note_released(id);
                 true
             }
             None => false,
         }
+    }
+
+    fn note_released(&mut self, id: BlockKey) {
+        if self.released.len() >= MAX_RELEASED {
+            self.released.drain(..MAX_RELEASED / 2);
+        }
+        self.released.push(id.0);
+    }
+
+    /// The ids released since the last call.
+    pub fn take_released(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.released)
     }
 
     /// The offset of object `id`, if it holds a range here.
@@ -132,6 +155,7 @@ impl SegmentState {
         for (id, _) in victims {
             if let Some(p) = self.placed.remove(&id) {
                 self.alloc.free_range(p.range);
+                self.note_released(id);
                 out.push((id, p.key));
             }
         }

@@ -198,7 +198,9 @@ impl MasterClient {
         check(r.into_inner().code)
     }
 
-    pub async fn ping(&mut self) -> Result<PingStatus, CallError> {
+    /// A heartbeat: the master's answer, and the ids of objects freed in
+    /// this client's segments since the last one.
+    pub async fn ping(&mut self) -> Result<(PingStatus, Vec<u64>), CallError> {
         let r = self
             .raw
             .ping(pb::PingRequest {
@@ -208,11 +210,12 @@ impl MasterClient {
             .map_err(transport)?
             .into_inner();
         check(r.code)?;
-        Ok(if r.need_remount {
+        let status = if r.need_remount {
             PingStatus::NeedRemount
         } else {
             PingStatus::Ok
-        })
+        };
+        Ok((status, r.released))
     }
 
     pub async fn put_start(

@@ -91,6 +91,7 @@ pub(crate) fn code_of(r: Result<(), ErrorCode>) -> i32 {
 impl From<master::ReplicaDesc> for pb::ReplicaDesc {
     fn from(d: master::ReplicaDesc) -> Self {
         pb::ReplicaDesc {
+            object: d.object,
             segment: d.segment,
             endpoint: d.endpoint,
             offset: d.offset,
@@ -102,6 +103,7 @@ impl From<master::ReplicaDesc> for pb::ReplicaDesc {
 impl From<pb::ReplicaDesc> for master::ReplicaDesc {
     fn from(d: pb::ReplicaDesc) -> Self {
         master::ReplicaDesc {
+            object: d.object,
             segment: d.segment,
             endpoint: d.endpoint,
             offset: d.offset,
@@ -113,6 +115,7 @@ impl From<pb::ReplicaDesc> for master::ReplicaDesc {
 impl From<master::ReportedObject> for pb::ReportedObject {
     fn from(o: master::ReportedObject) -> Self {
         pb::ReportedObject {
+            object: o.object,
             key: o.key,
             offset: o.offset,
             size: o.size,
@@ -124,6 +127,7 @@ impl From<master::ReportedObject> for pb::ReportedObject {
 impl From<pb::ReportedObject> for master::ReportedObject {
     fn from(o: pb::ReportedObject) -> Self {
         master::ReportedObject {
+            object: o.object,
             key: o.key,
             offset: o.offset,
             size: o.size,

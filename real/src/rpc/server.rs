@@ -244,10 +244,12 @@ impl master_server::Master for Handler {
 
     async fn ping(&self, req: Request<pb::PingRequest>) -> Reply<pb::PingReply> {
         let req = req.into_inner();
-        let status = self.0.master.ping(ClientId(req.client_id), self.0.now());
+        let client = ClientId(req.client_id);
+        let status = self.0.master.ping(client, self.0.now());
         Ok(Response::new(pb::PingReply {
             code: 0,
             need_remount: status == master::PingStatus::NeedRemount,
+            released: self.0.master.take_released(client),
         }))
     }
 

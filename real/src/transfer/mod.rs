@@ -57,6 +57,8 @@ pub trait Transport: Send + Sync + 'static {
     fn move_slice(&self, path: &Path, slice: Slice) -> SliceFuture;
     /// Reaches the target through `path`; resolves to its segment's length.
     fn probe(&self, path: &Path) -> OpenFuture;
+    /// Delivers a writer's note ([`wire::Note`], encoded) to the target.
+    fn send_note(&self, path: &Path, note: Vec<u8>) -> SliceFuture;
 }
 
 impl Transport for tcp::TcpTransport {
@@ -70,6 +72,10 @@ impl Transport for tcp::TcpTransport {
 
     fn probe(&self, path: &Path) -> OpenFuture {
         tcp::TcpTransport::probe(self, path)
+    }
+
+    fn send_note(&self, path: &Path, note: Vec<u8>) -> SliceFuture {
+        tcp::TcpTransport::send_note(self, path, note)
     }
 }
 
@@ -313,6 +319,21 @@ impl TransferEngine {
         let mut running = std::mem::take(&mut *batch.running.lock());
         while running.join_next().await.is_some() {}
         batch.tasks.lock().iter().map(|t| t.status()).collect()
+    }
+
+    /// Tells the store node serving `target` what a writer put there (its
+    /// catalog, reported after a failover); tried on each path in turn.
+    pub async fn note(&self, target: &SegmentHandle, note: &wire::Note) -> Result<(), ErrorCode> {
+        let bytes = note.encode();
+        let mut last = ErrorCode::TransferFail;
+        for path in self.paths(&target.endpoints, 0) {
+            match self.transport.send_note(&path, bytes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(ErrorCode::InvalidParams) => return Err(ErrorCode::InvalidParams),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// Submits `requests` as one batch and waits for it.

@@ -13,6 +13,7 @@
 use super::region::Region;
 use super::wire::{self, Opcode, ReplyHeader, RequestHeader, REPLY_BYTES, REQUEST_BYTES};
 use super::{Path, Slice};
+use crate::catalog::Catalog;
 use crate::error::ErrorCode;
 use crate::rpc::Secret;
 use parking_lot::Mutex;
@@ -94,6 +95,18 @@ pub async fn serve(
     secret: Secret,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with_catalog(listener, region, secret, None, shutdown).await
+}
+
+/// As [`serve`], recording writers' notes in `catalog` (a store node's;
+/// without one, notes are refused).
+pub async fn serve_with_catalog(
+    listener: TcpListener,
+    region: Arc<Region>,
+    secret: Secret,
+    catalog: Option<Arc<Mutex<Catalog>>>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -104,8 +117,9 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let region = region.clone();
                 let secret = secret.clone();
+                let catalog = catalog.clone();
                 conns.spawn(async move {
-                    let _ = serve_connection(stream, region, secret).await;
+                    let _ = serve_connection(stream, region, secret, catalog).await;
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -119,6 +133,7 @@ async fn serve_connection(
     mut s: TcpStream,
     region: Arc<Region>,
     secret: Secret,
+    catalog: Option<Arc<Mutex<Catalog>>>,
 ) -> Result<(), String> {
     match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut s, &secret)).await {
         Ok(Ok(())) => {}
@@ -136,6 +151,23 @@ async fn serve_connection(
             Err(e) => return Err(e.to_string()),
         }
         let h = RequestHeader::decode(&head).map_err(|e| e.to_string())?;
+        if h.opcode == Opcode::Note {
+            let mut payload = vec![0u8; h.len as usize];
+            s.read_exact(&mut payload)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = match (wire::Note::decode(&payload), &catalog) {
+                (Some(n), Some(c)) if region.check(n.offset, n.size).is_ok() => {
+                    c.lock().record(n);
+                    0
+                }
+                _ => ErrorCode::InvalidParams.code(),
+            };
+            s.write_all(&ReplyHeader { id: h.id, status }.encode())
+                .await
+                .map_err(|e| e.to_string())?;
+            continue;
+        }
         let in_range = region.check(h.offset, h.len).is_ok();
         match h.opcode {
             Opcode::Read if in_range => {
@@ -167,7 +199,7 @@ async fn serve_connection(
                 .await
                 .map_err(|e| e.to_string())?;
             }
-            op => {
+            op @ (Opcode::Read | Opcode::Write | Opcode::Note) => {
                 let reply = ReplyHeader {
                     id: h.id,
                     status: ErrorCode::InvalidParams.code(),
@@ -205,7 +237,12 @@ impl Default for TcpConfig {
     }
 }
 
-type Job = (Slice, oneshot::Sender<Result<(), ErrorCode>>);
+enum Work {
+    Slice(Slice),
+    Note(Vec<u8>),
+}
+
+type Job = (Work, oneshot::Sender<Result<(), ErrorCode>>);
 
 struct Pool {
     conns: Vec<mpsc::Sender<Job>>,
@@ -297,6 +334,25 @@ pub async fn connect(
     Ok((s, len))
 }
 
+async fn one_note(s: &mut TcpStream, id: u64, note: &[u8]) -> Result<(), ErrorCode> {
+    let io = |_| ErrorCode::TransferFail;
+    let head = RequestHeader {
+        opcode: Opcode::Note,
+        id,
+        offset: 0,
+        len: note.len() as u64,
+    }
+    .encode();
+    write_all_vectored(s, &head, note).await.map_err(io)?;
+    let mut r = [0u8; REPLY_BYTES];
+    s.read_exact(&mut r).await.map_err(io)?;
+    let r = ReplyHeader::decode(&r);
+    if r.id != id {
+        return Err(ErrorCode::TransferFail);
+    }
+    crate::rpc::code_result(r.status)
+}
+
 async fn one_slice(s: &mut TcpStream, id: u64, slice: &Slice) -> Result<(), ErrorCode> {
     let head = RequestHeader {
         opcode: slice.opcode,
@@ -307,6 +363,7 @@ async fn one_slice(s: &mut TcpStream, id: u64, slice: &Slice) -> Result<(), Erro
     .encode();
     let io = |_| ErrorCode::TransferFail;
     match slice.opcode {
+        Opcode::Note => Err(ErrorCode::InvalidParams),
         Opcode::Write => {
             // SAFETY: the caller owns the local range for the transfer.
             let bytes = unsafe { slice.local.bytes(slice.local_offset, slice.len) }
@@ -348,7 +405,7 @@ async fn connection(
     mut rx: mpsc::Receiver<Job>,
 ) {
     let mut stream: Option<TcpStream> = None;
-    while let Some((slice, done)) = rx.recv().await {
+    while let Some((work, done)) = rx.recv().await {
         if stream.is_none() {
             match connect(&path, &secret, config.connect_timeout).await {
                 Ok((s, _)) => stream = Some(s),
@@ -360,7 +417,13 @@ async fn connection(
         }
         let Some(s) = stream.as_mut() else { continue };
         let id = ids.fetch_add(1, Ordering::Relaxed);
-        let r = match tokio::time::timeout(config.slice_timeout, one_slice(s, id, &slice)).await {
+        let step = async {
+            match &work {
+                Work::Slice(slice) => one_slice(s, id, slice).await,
+                Work::Note(note) => one_note(s, id, note).await,
+            }
+        };
+        let r = match tokio::time::timeout(config.slice_timeout, step).await {
             Ok(r) => r,
             Err(_) => Err(ErrorCode::TransferFail),
         };
@@ -383,7 +446,24 @@ impl TcpTransport {
         Box::pin(async move {
             let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.conns.len();
             let (tx, rx) = oneshot::channel();
-            if pool.conns[i].send((slice, tx)).await.is_err() {
+            if pool.conns[i].send((Work::Slice(slice), tx)).await.is_err() {
+                return Err(ErrorCode::TransferFail);
+            }
+            rx.await.unwrap_or(Err(ErrorCode::TransferFail))
+        })
+    }
+
+    /// Sends a writer's note on a connection of `path`'s pool.
+    pub fn send_note(
+        &self,
+        path: &Path,
+        note: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>> {
+        let pool = self.pool(path);
+        Box::pin(async move {
+            let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.conns.len();
+            let (tx, rx) = oneshot::channel();
+            if pool.conns[i].send((Work::Note(note), tx)).await.is_err() {
                 return Err(ErrorCode::TransferFail);
             }
             rx.await.unwrap_or(Err(ErrorCode::TransferFail))

@@ -4,9 +4,11 @@
 //! - hello, client → server, once per connection: magic `MLTE`, version
 //!   (u16), secret length (u16), the cluster secret; the server answers one
 //!   byte (0 = accepted, then the region's length as u64) or closes.
-//! - request, 32 bytes: magic, opcode (u8: 1 read, 2 write), 3 bytes zero,
-//!   request id (u64), offset (u64), length (u64); a write's payload
-//!   follows.
+//! - request, 32 bytes: magic, opcode (u8: 1 read, 2 write, 3 note), 3
+//!   bytes zero, request id (u64), offset (u64), length (u64); a write's
+//!   payload follows, or a note's ([`Note`]: what a writer tells a store
+//!   node it put there, so that the node can report its objects to a
+//!   master that takes over).
 //! - reply, 16 bytes: request id (u64), status (i32: 0 or an
 //!   [`ErrorCode`](crate::error::ErrorCode)), 4 bytes zero; a successful
 //!   read's payload follows.
@@ -29,6 +31,53 @@ pub const MAX_SECRET_BYTES: usize = 256;
 pub enum Opcode {
     Read = 1,
     Write = 2,
+    Note = 3,
+}
+
+/// The longest note (its key is at most 4 KiB).
+pub const MAX_NOTE_BYTES: u64 = 34 + 4096;
+
+/// A writer's note to a store node: object `object` (the master's id) of
+/// `size` bytes with checksum `checksum` is committed at `offset` under
+/// `key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    pub object: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub checksum: u64,
+    pub key: String,
+}
+
+impl Note {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(34 + self.key.len());
+        for w in [self.object, self.offset, self.size, self.checksum] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(&(self.key.len().min(u16::MAX as usize) as u16).to_le_bytes());
+        b.extend_from_slice(self.key.as_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Note> {
+        if b.len() < 34 || b.len() as u64 > MAX_NOTE_BYTES {
+            return None;
+        }
+        let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or([0; 8]));
+        let len = u16::from_le_bytes([b[32], b[33]]) as usize;
+        if b.len() != 34 + len || len == 0 {
+            return None;
+        }
+        let key = std::str::from_utf8(&b[34..]).ok()?.to_string();
+        Some(Note {
+            object: w(0),
+            offset: w(8),
+            size: w(16),
+            checksum: w(24),
+            key,
+        })
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -48,7 +97,7 @@ pub enum WireError {
     Opcode(u8),
     #[error("nonzero reserved bytes")]
     Reserved,
-    #[error("slice of {0} bytes is over the {MAX_SLICE_BYTES}-byte limit")]
+    #[error("a request of {0} bytes is over its limit")]
     TooLong(u64),
 }
 
@@ -72,13 +121,19 @@ impl RequestHeader {
         let opcode = match b[4] {
             1 => Opcode::Read,
             2 => Opcode::Write,
+            3 => Opcode::Note,
             o => return Err(WireError::Opcode(o)),
         };
         if b[5..8] != [0, 0, 0] {
             return Err(WireError::Reserved);
         }
         let len = word(24);
-        if len > MAX_SLICE_BYTES {
+        let limit = if opcode == Opcode::Note {
+            MAX_NOTE_BYTES
+        } else {
+            MAX_SLICE_BYTES
+        };
+        if len > limit {
             return Err(WireError::TooLong(len));
         }
         Ok(RequestHeader {
@@ -167,7 +222,31 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn notes_round_trip_and_bad_ones_are_refused() {
+        let n = Note {
+            object: 5,
+            offset: 4096,
+            size: 100,
+            checksum: 77,
+            key: "k/ü".into(),
+        };
+        assert_eq!(Note::decode(&n.encode()), Some(n.clone()));
+        let mut b = n.encode();
+        b.pop();
+        assert_eq!(Note::decode(&b), None, "truncated");
+        b.push(0xff);
+        assert_eq!(Note::decode(&b), None, "not UTF-8");
+        assert_eq!(Note::decode(&[0; 10]), None);
+    }
+
     proptest! {
+        /// Any bytes decode to a note or nothing, never a panic.
+        #[test]
+        fn arbitrary_notes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Note::decode(&bytes);
+        }
+
         /// Any 32 bytes decode to a header or an error, never a panic, and
         /// a decoded header is within the limits.
         #[test]
