@@ -15,14 +15,19 @@ use moonlab_core::store::Watermarks;
 use moonlab_core::types::Nanos;
 use moonlab_real::client::{random_client_id, ClientConfig, StoreClient};
 use moonlab_real::clock::{Clock, MonotonicClock};
+use moonlab_real::etcd_server::EtcdServer;
 use moonlab_real::master::{MasterConfig, PutOptions};
-use moonlab_real::node::{run_master, run_store, StoreConfig, HEARTBEAT};
+use moonlab_real::metadata::{Keys, Metadata};
+use moonlab_real::node::{
+    run_master, run_master_ha, run_store, MasterAddr, StoreConfig, HEARTBEAT,
+};
 use moonlab_real::rpc::Secret;
 use serde::Deserialize;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process};
+use std::sync::Arc;
 use std::time::Duration;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -135,6 +140,41 @@ pub struct MasterArgs {
     /// Write the address actually bound here (for port 0).
     #[arg(long)]
     addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    ha: MetadataArgs,
+    /// With --metadata: the election lease in seconds (a standby takes
+    /// over within about twice this after the leader dies).
+    #[arg(long, default_value_t = 5.0)]
+    lease_ttl: f64,
+}
+
+/// Where the metadata service is (for multi-node clusters and failover).
+#[derive(Args, Clone)]
+pub struct MetadataArgs {
+    /// `etcd://host:port[,host:port…]`: masters elect a leader there and
+    /// nodes and clients find it there.
+    #[arg(long, env = "MOONLAB_METADATA")]
+    metadata: Option<String>,
+    /// The cluster's name in the metadata service.
+    #[arg(long, default_value = "moonlab", env = "MOONLAB_CLUSTER_ID")]
+    cluster_id: String,
+}
+
+impl MetadataArgs {
+    async fn connect(&self) -> Result<Option<(Arc<dyn Metadata>, Keys)>> {
+        match &self.metadata {
+            None => Ok(None),
+            Some(url) => {
+                if url == "inproc" {
+                    bail!("--metadata inproc: an in-process service cannot be shared between processes; give etcd://host:port");
+                }
+                let meta = moonlab_real::metadata::connect(url)
+                    .await
+                    .map_err(|e| anyhow!("--metadata: {e}"))?;
+                Ok(Some((meta, Keys::new(&self.cluster_id))))
+            }
+        }
+    }
 }
 
 pub fn master(a: MasterArgs) -> Result<()> {
@@ -150,21 +190,36 @@ pub fn master(a: MasterArgs) -> Result<()> {
             write_bytes_atomic(f, addr.to_string().as_bytes())?;
         }
         eprintln!(
-            "moonlab master: serving on {addr} (policy {}, {} shards)",
+            "moonlab master: listening on {addr} (policy {}, {} shards)",
             config.policy.name(),
             config.shards
         );
-        run_master(config, secret, listener, shutdown_signal())
-            .await
-            .map_err(|e| anyhow!(e))
+        match a.ha.connect().await? {
+            None => run_master(config, secret, listener, shutdown_signal())
+                .await
+                .map_err(|e| anyhow!(e)),
+            Some((meta, keys)) => {
+                eprintln!(
+                    "moonlab master: campaigning at {} (lease {} s)",
+                    keys.master(),
+                    a.lease_ttl
+                );
+                let ttl = seconds("--lease-ttl", a.lease_ttl)?;
+                run_master_ha(config, secret, listener, meta, keys, ttl, shutdown_signal())
+                    .await
+                    .map_err(|e| anyhow!(e))
+            }
+        }
     })
 }
 
 #[derive(Args)]
 pub struct StoreArgs {
-    /// The master's address.
+    /// The master's address (or find the elected one with --metadata).
     #[arg(long)]
-    master: String,
+    master: Option<String>,
+    #[command(flatten)]
+    ha: MetadataArgs,
     #[arg(long)]
     secret_file: PathBuf,
     /// The segment's name (unique in the cluster).
@@ -180,16 +235,22 @@ pub struct StoreArgs {
 
 pub fn store(a: StoreArgs) -> Result<()> {
     let size = size_arg("--size", &a.size)?;
-    let config = StoreConfig {
-        master: moonlab_real::node::MasterAddr::Fixed(a.master),
-        secret: read_secret(&a.secret_file)?,
-        name: a.name,
-        size,
-        listen: a.listen,
-        heartbeat: HEARTBEAT,
-    };
+    let secret = read_secret(&a.secret_file)?;
     let rt = runtime()?;
     rt.block_on(async {
+        let master = match (a.master, a.ha.connect().await?) {
+            (Some(m), None) => MasterAddr::Fixed(m),
+            (None, Some((meta, keys))) => MasterAddr::Elected { meta, keys },
+            _ => bail!("give --master ADDR or --metadata etcd://…, one of them"),
+        };
+        let config = StoreConfig {
+            master,
+            secret,
+            name: a.name,
+            size,
+            listen: a.listen,
+            heartbeat: HEARTBEAT,
+        };
         let (stop, rx) = tokio::sync::watch::channel(false);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let name = config.name.clone();
@@ -216,10 +277,12 @@ pub fn store(a: StoreArgs) -> Result<()> {
 /// Where `moonlab cluster` keeps a cluster's address and secret.
 const ADDR_FILE: &str = "master.addr";
 const SECRET_FILE: &str = "secret";
+/// A cluster started with --etcd: its metadata service's URL.
+const METADATA_FILE: &str = "metadata";
 
 #[derive(Args)]
 pub struct ClusterArgs {
-    /// Folder for the cluster's address, secret and logs.
+    /// Folder for the cluster's address, secret, logs and pid files.
     #[arg(long, default_value = "moonlab-cluster")]
     dir: PathBuf,
     /// Store nodes to start.
@@ -231,9 +294,20 @@ pub struct ClusterArgs {
     /// The master's configuration (YAML, as `moonlab master --config`).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The master's address.
+    /// The master's address (without --etcd).
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// Run a private etcd (in DIR/etcd) as the metadata service: masters
+    /// elect a leader there, store nodes and clients find it there.
+    #[arg(long)]
+    etcd: bool,
+    /// Masters to start (more than one needs --etcd: the others are
+    /// standbys that take over when the leader dies).
+    #[arg(long, default_value_t = 1)]
+    masters: u32,
+    /// With --etcd: the masters' election lease in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    lease_ttl: f64,
 }
 
 fn terminate(children: &mut [(String, Child)]) {
@@ -256,11 +330,43 @@ fn terminate(children: &mut [(String, Child)]) {
     }
 }
 
+/// Waits up to 20 s for `path` to appear (a child writing its address).
+fn wait_for_file(path: &Path, child: &mut (String, Child), dir: &Path) -> Result<String> {
+    let started = MonotonicClock::new();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return Ok(s);
+        }
+        if let Ok(Some(st)) = child.1.try_wait() {
+            bail!(
+                "{} exited ({st}); see {}",
+                child.0,
+                dir.join(format!("{}.log", child.0)).display()
+            );
+        }
+        if started.now() > Nanos::from_secs(20) {
+            bail!(
+                "{} did not start within 20 s; see {}",
+                child.0,
+                dir.join(format!("{}.log", child.0)).display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn cluster(a: ClusterArgs) -> Result<()> {
     size_arg("--store-size", &a.store_size)?;
     if a.stores == 0 || a.stores > 64 {
         bail!("--stores: expected 1 to 64, got {}", a.stores);
     }
+    if a.masters == 0 || a.masters > 8 || (a.masters > 1 && !a.etcd) {
+        bail!(
+            "--masters: expected 1 (or up to 8 with --etcd), got {}",
+            a.masters
+        );
+    }
+    seconds("--lease-ttl", a.lease_ttl)?;
     if let Some(c) = &a.config {
         master_config(Some(c))?;
     }
@@ -268,60 +374,76 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
     let dir = a.dir.canonicalize()?;
     let secret_path = dir.join(SECRET_FILE);
     let addr_path = dir.join(ADDR_FILE);
+    let meta_path = dir.join(METADATA_FILE);
     let _ = std::fs::remove_file(&addr_path);
+    let _ = std::fs::remove_file(&meta_path);
     let secret = format!("{:016x}{:016x}", random_client_id().0, random_client_id().0);
     write_bytes_atomic(&secret_path, secret.as_bytes())?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))?;
     }
+    let etcd = if a.etcd {
+        let etcd_dir = dir.join("etcd");
+        let _ = std::fs::remove_dir_all(&etcd_dir);
+        let server = EtcdServer::start(&etcd_dir, false).map_err(|e| anyhow!("--etcd: {e}"))?;
+        write_bytes_atomic(&meta_path, server.url().as_bytes())?;
+        Some(server)
+    } else {
+        None
+    };
     let exe = std::env::current_exe().context("finding the moonlab binary")?;
     let log = |name: &str| -> Result<std::fs::File> {
         std::fs::File::create(dir.join(format!("{name}.log")))
             .with_context(|| format!("creating {name}.log"))
     };
     let mut children: Vec<(String, Child)> = Vec::new();
-    let mut master = Process::new(&exe);
-    master
-        .args(["master", "--listen", &a.listen.to_string(), "--secret-file"])
-        .arg(&secret_path)
-        .arg("--addr-file")
-        .arg(&addr_path)
-        .stderr(log("master")?);
-    if let Some(c) = &a.config {
-        master.arg("--config").arg(c);
-    }
-    children.push((
-        "master".into(),
-        master.spawn().context("starting the master")?,
-    ));
-    let started = MonotonicClock::new();
-    let addr = loop {
-        if let Ok(s) = std::fs::read_to_string(&addr_path) {
-            break s;
+    let started = (|| -> Result<String> {
+        let mut first_addr = None;
+        for m in 0..a.masters {
+            let name = if a.masters == 1 {
+                "master".to_string()
+            } else {
+                format!("master-{m}")
+            };
+            let file = if a.masters == 1 {
+                addr_path.clone()
+            } else {
+                dir.join(format!("{name}.addr"))
+            };
+            let _ = std::fs::remove_file(&file);
+            let mut p = Process::new(&exe);
+            p.args(["master", "--listen", &a.listen.to_string(), "--secret-file"])
+                .arg(&secret_path)
+                .arg("--addr-file")
+                .arg(&file)
+                .stderr(log(&name)?);
+            if let Some(c) = &a.config {
+                p.arg("--config").arg(c);
+            }
+            if let Some(e) = &etcd {
+                p.args([
+                    "--metadata",
+                    &e.url(),
+                    "--lease-ttl",
+                    &a.lease_ttl.to_string(),
+                ]);
+            }
+            let child = p.spawn().with_context(|| format!("starting {name}"))?;
+            write_bytes_atomic(
+                &dir.join(format!("{name}.pid")),
+                child.id().to_string().as_bytes(),
+            )?;
+            children.push((name.clone(), child));
+            let last = children.len() - 1;
+            let addr = wait_for_file(&file, &mut children[last], &dir)?;
+            first_addr.get_or_insert(addr);
         }
-        if let Ok(Some(st)) = children[0].1.try_wait() {
-            bail!(
-                "the master exited ({st}); see {}",
-                dir.join("master.log").display()
-            );
-        }
-        if started.now() > Nanos::from_secs(20) {
-            terminate(&mut children);
-            bail!(
-                "the master did not start within 20 s; see {}",
-                dir.join("master.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    for i in 0..a.stores {
-        let name = format!("store-{i}");
-        let child = Process::new(&exe)
-            .args([
+        for i in 0..a.stores {
+            let name = format!("store-{i}");
+            let mut p = Process::new(&exe);
+            p.args([
                 "store",
-                "--master",
-                &addr,
                 "--name",
                 &name,
                 "--size",
@@ -329,43 +451,82 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
                 "--secret-file",
             ])
             .arg(&secret_path)
-            .stderr(log(&name)?)
-            .spawn()
-            .with_context(|| format!("starting {name}"));
-        match child {
-            Ok(c) => children.push((name, c)),
-            Err(e) => {
-                terminate(&mut children);
-                return Err(e);
-            }
+            .stderr(log(&name)?);
+            match &etcd {
+                Some(e) => p.args(["--metadata", &e.url()]),
+                None => p.args(["--master", first_addr.as_deref().unwrap_or_default()]),
+            };
+            let child = p.spawn().with_context(|| format!("starting {name}"))?;
+            write_bytes_atomic(
+                &dir.join(format!("{name}.pid")),
+                child.id().to_string().as_bytes(),
+            )?;
+            children.push((name.clone(), child));
         }
-    }
+        Ok(first_addr.unwrap_or_default())
+    })();
+    let first_addr = match started {
+        Ok(a) => a,
+        Err(e) => {
+            terminate(&mut children);
+            return Err(e);
+        }
+    };
     let rt = runtime()?;
     let secret = Secret::new(&secret).map_err(|e| anyhow!(e))?;
     let want = a.stores as usize;
-    let up = rt.block_on(async {
-        for _ in 0..200 {
-            if let Ok(mut c) = StoreClient::connect(ClientConfig::new(&addr, secret.clone())).await
-            {
-                if c.stats().await.map(|(s, _)| s.len()).unwrap_or(0) >= want {
-                    return true;
+    let access = AccessArgs {
+        cluster: Some(dir.clone()),
+        master: None,
+        secret_file: None,
+        ha: MetadataArgs {
+            metadata: None,
+            cluster_id: "moonlab".into(),
+        },
+    };
+    let mut up = false;
+    for _ in 0..300 {
+        // With etcd the first master must win its election and warm up.
+        let addr = if etcd.is_some() {
+            access.resolve().map(|(a, _)| a).ok()
+        } else {
+            Some(first_addr.clone())
+        };
+        if let Some(addr) = addr {
+            let n = rt.block_on(async {
+                match StoreClient::connect(ClientConfig::new(&addr, secret.clone())).await {
+                    Ok(mut c) => c.stats().await.map(|(s, _)| s.len()).unwrap_or(0),
+                    Err(_) => 0,
                 }
+            });
+            if n >= want {
+                up = true;
+                break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        false
-    });
+        std::thread::sleep(Duration::from_millis(100));
+    }
     if !up {
         terminate(&mut children);
         bail!(
-            "the store nodes did not mount within 20 s; see the logs in {}",
+            "the store nodes did not mount within 30 s; see the logs in {}",
             dir.display()
         );
     }
-    println!(
-        "moonlab cluster: master at {addr}, {} store nodes of {} each",
-        a.stores, a.store_size
-    );
+    match &etcd {
+        Some(e) => println!(
+            "moonlab cluster: {} master{} electing through etcd at {}, {} store nodes of {} each",
+            a.masters,
+            if a.masters == 1 { "" } else { "s" },
+            e.endpoint,
+            a.stores,
+            a.store_size
+        ),
+        None => println!(
+            "moonlab cluster: master at {first_addr}, {} store nodes of {} each",
+            a.stores, a.store_size
+        ),
+    }
     println!(
         "  address and secret in {} (logs beside them)",
         dir.display()
@@ -383,21 +544,40 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
             tokio::select! {
                 _ = shutdown_signal() => return None,
                 _ = every.tick() => {
-                    for (name, c) in children.iter_mut() {
+                    let mut gone = Vec::new();
+                    for (i, (name, c)) in children.iter_mut().enumerate() {
                         if let Ok(Some(st)) = c.try_wait() {
-                            return Some(format!("{name} exited ({st})"));
+                            gone.push((i, format!("{name} exited ({st})")));
+                        }
+                    }
+                    for (i, what) in gone.into_iter().rev() {
+                        let name = children[i].0.clone();
+                        let masters_left = children
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, (n, _))| *j != i && n.starts_with("master"))
+                            .count();
+                        if name.starts_with("master") && masters_left > 0 {
+                            // A standby takes over: keep going.
+                            eprintln!("moonlab cluster: {what}; a standby takes over");
+                            children.remove(i);
+                        } else {
+                            return Some(what);
                         }
                     }
                 }
             }
         }
     });
-    // Store nodes first (they unmount), then the master.
-    let (mut master, mut stores): (Vec<_>, Vec<_>) =
-        children.into_iter().partition(|(n, _)| n == "master");
+    // Store nodes first (they unmount), then the masters, then etcd.
+    let (mut masters, mut stores): (Vec<_>, Vec<_>) = children
+        .into_iter()
+        .partition(|(n, _)| n.starts_with("master"));
     terminate(&mut stores);
-    terminate(&mut master);
+    terminate(&mut masters);
+    drop(etcd);
     let _ = std::fs::remove_file(&addr_path);
+    let _ = std::fs::remove_file(&meta_path);
     match died {
         Some(what) => bail!("{what}; see the logs in {}", dir.display()),
         None => Ok(()),
@@ -415,10 +595,40 @@ pub struct AccessArgs {
     /// The cluster secret's file (instead of --cluster).
     #[arg(long, env = "MOONLAB_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+    /// Find the elected master in the metadata service (instead of
+    /// --master).
+    #[command(flatten)]
+    ha: MetadataArgs,
 }
 
 impl AccessArgs {
     fn resolve(&self) -> Result<(String, Secret)> {
+        let from_dir = self
+            .cluster
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join(METADATA_FILE)).ok());
+        if let Some(url) = self.ha.metadata.clone().or(from_dir) {
+            let secret = match (&self.secret_file, &self.cluster) {
+                (Some(s), _) => read_secret(s)?,
+                (None, Some(d)) => read_secret(&d.join(SECRET_FILE))?,
+                (None, None) => bail!("--metadata needs --secret-file"),
+            };
+            let ha = MetadataArgs {
+                metadata: Some(url.trim().to_string()),
+                cluster_id: self.ha.cluster_id.clone(),
+            };
+            let addr = runtime()?.block_on(async {
+                let (meta, keys) = ha
+                    .connect()
+                    .await?
+                    .ok_or_else(|| anyhow!("no metadata service"))?;
+                meta.leader(&keys.master())
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?
+                    .ok_or_else(|| anyhow!("no master is elected in {}", keys.master()))
+            })?;
+            return Ok((addr, secret));
+        }
         let (addr, secret) = match (&self.cluster, &self.master, &self.secret_file) {
             (_, Some(m), Some(s)) => (m.clone(), read_secret(s)?),
             (Some(dir), m, s) => {

@@ -14,6 +14,8 @@
 //!   over;
 //! - [`node`]: the master and store-node processes;
 //! - [`bench`]: transfer-engine and store benchmarks (measure, never assert);
+//! - [`metadata`]: the metadata service (in-process, etcd); [`etcd_server`]:
+//!   a private etcd for `moonlab cluster --etcd` and tests;
 //! - [`error`]: the error codes, with upstream's numbers;
 //! - [`clock`]: the one place that reads a clock.
 //!
@@ -25,6 +27,7 @@ pub mod catalog;
 pub mod client;
 pub mod clock;
 pub mod error;
+pub mod etcd_server;
 pub mod master;
 pub mod metadata;
 pub mod node;

@@ -16,6 +16,21 @@ fn err(what: &str) -> impl Fn(etcd_client::Error) -> MetaError + '_ {
     move |e| MetaError(format!("etcd {what}: {e}"))
 }
 
+/// How long one metadata call (other than a campaign) may take.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(
+    what: &str,
+    f: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, MetaError> {
+    match tokio::time::timeout(CALL_TIMEOUT, f).await {
+        Ok(r) => r.map_err(err(what)),
+        Err(_) => Err(MetaError(format!(
+            "etcd {what}: no answer within {CALL_TIMEOUT:?}"
+        ))),
+    }
+}
+
 impl Etcd {
     /// Connects to `endpoints` (`host:port[,host:port…]`).
     pub async fn connect(endpoints: &str) -> Result<Etcd, MetaError> {
@@ -28,9 +43,9 @@ impl Etcd {
         if eps.is_empty() {
             return Err(MetaError("etcd: no endpoints".into()));
         }
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10));
+        // No per-request timeout on the connection: a campaign waits as long
+        // as another master leads. Other calls are bounded by [`bounded`].
+        let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
         let client = Client::connect(eps, Some(opts))
             .await
             .map_err(err("connect"))?;
@@ -72,12 +87,13 @@ impl Metadata for Etcd {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<(String, String)>, MetaError> {
-        let r = self
-            .client
-            .kv_client()
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(err("list"))?;
+        let r = bounded(
+            "list",
+            self.client
+                .kv_client()
+                .get(prefix, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
         let mut out: Vec<(String, String)> = r
             .kvs()
             .iter()
@@ -95,19 +111,21 @@ impl Metadata for Etcd {
     async fn lease(&self, ttl: Duration) -> Result<Lease, MetaError> {
         let secs = ttl.as_secs().max(1) as i64;
         let mut lc = self.client.lease_client();
-        let id = lc.grant(secs, None).await.map_err(err("lease grant"))?.id();
-        let (mut keeper, mut stream) = lc.keep_alive(id).await.map_err(err("lease keep-alive"))?;
+        let id = bounded("lease grant", lc.grant(secs, None)).await?.id();
+        let (mut keeper, mut stream) = bounded("lease keep-alive", lc.keep_alive(id)).await?;
         let (tx, rx) = watch::channel(false);
         // Renew at a third of the TTL; a renewal that fails or finds the
         // lease gone (TTL 0) marks it lost.
         let task = tokio::spawn(async move {
             let period = Duration::from_millis((secs as u64 * 1000 / 3).max(200));
             loop {
-                let ok = keeper.keep_alive().await.is_ok()
-                    && matches!(
-                        tokio::time::timeout(period, stream.message()).await,
-                        Ok(Ok(Some(r))) if r.ttl() > 0
-                    );
+                let ok = matches!(
+                    tokio::time::timeout(period, keeper.keep_alive()).await,
+                    Ok(Ok(()))
+                ) && matches!(
+                    tokio::time::timeout(period, stream.message()).await,
+                    Ok(Ok(Some(r))) if r.ttl() > 0
+                );
                 if !ok {
                     let _ = tx.send(true);
                     return;
