@@ -797,6 +797,31 @@ pub enum BenchCommand {
     Te(TeBenchArgs),
     /// Store put/get throughput through the client library.
     Store(StoreBenchArgs),
+    /// The SSD tier's direct I/O (O_DIRECT, io_uring), shaped like fio.
+    Ssd(SsdBenchArgs),
+}
+
+#[derive(Args)]
+pub struct SsdBenchArgs {
+    /// The file to use (on the SSD; created and sized).
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long, default_value = "1GiB")]
+    size: String,
+    #[arg(long, default_value = "1MiB")]
+    block_size: String,
+    #[arg(long, default_value_t = 8)]
+    iodepth: usize,
+    /// read or write.
+    #[arg(long, default_value = "read")]
+    rw: String,
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Use pread/pwrite on blocking threads instead of io_uring.
+    #[arg(long)]
+    no_io_uring: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -915,6 +940,28 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
                     "te {} block={} batch={} threads={}",
                     a.operation, a.block_size, a.batch_size, a.threads
                 ),
+                &r,
+                a.json,
+            );
+        }
+        BenchCommand::Ssd(a) => {
+            let write = match a.rw.as_str() {
+                "read" => false,
+                "write" => true,
+                o => bail!("--rw: `{o}`: expected read or write"),
+            };
+            let b = moonlab_real::bench::SsdBench {
+                path: a.file.clone(),
+                file_size: size_arg("--size", &a.size)?,
+                block_size: size_arg("--block-size", &a.block_size)?,
+                depth: a.iodepth.clamp(1, 1024),
+                write,
+                duration: seconds("--duration", a.duration)?,
+                io_uring: !a.no_io_uring,
+            };
+            let (r, engine) = rt.block_on(moonlab_real::bench::ssd(&b)).map_err(|e| anyhow!("{}: {e}", a.file.display()))?;
+            print_report(
+                &format!("ssd {} block={} iodepth={} engine={engine:?}", a.rw, a.block_size, a.iodepth),
                 &r,
                 a.json,
             );

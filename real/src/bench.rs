@@ -271,3 +271,80 @@ pub async fn store(b: &StoreBench, master: &str, secret: &Secret) -> Result<Benc
     let ops = lat.len() as u64;
     Ok(report(bytes, ops, seconds, lat))
 }
+
+/// One SSD-tier benchmark, shaped like `fio --direct=1 --rw=read|write
+/// --bs=B --iodepth=D`: `depth` requests of `block_size` bytes kept in
+/// flight over a file of `file_size`, sequential per request stream.
+#[derive(Clone, Debug)]
+pub struct SsdBench {
+    pub path: std::path::PathBuf,
+    pub file_size: u64,
+    pub block_size: u64,
+    pub depth: usize,
+    pub write: bool,
+    pub duration: Duration,
+    pub io_uring: bool,
+}
+
+/// Runs `b`; the file is written through once first when reading (as fio
+/// lays out its file).
+pub async fn ssd(b: &SsdBench) -> Result<(BenchReport, crate::ssd::IoEngine), String> {
+    use crate::ssd::{SsdFile, BLOCK};
+    if b.block_size == 0 || b.block_size % BLOCK != 0 || b.depth == 0 {
+        return Err(format!("the block size must be a positive multiple of {BLOCK} and the depth positive"));
+    }
+    let blocks = b.file_size / b.block_size;
+    if blocks < b.depth as u64 {
+        return Err("the file must hold at least one block per request in flight".into());
+    }
+    let file = Arc::new(
+        SsdFile::open(&b.path, blocks * b.block_size, b.io_uring, b.depth as u32).map_err(|e| e.to_string())?,
+    );
+    let engine = file.engine();
+    let bufs: Vec<Arc<Region>> = (0..b.depth)
+        .map(|_| Region::new(b.block_size as usize).map(Arc::new))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for (i, buf) in bufs.iter().enumerate() {
+        buf.write_at(0, &vec![(i % 251) as u8 + 1; b.block_size as usize])
+            .map_err(|e| e.to_string())?;
+    }
+    if !b.write {
+        for k in 0..blocks {
+            file.write(k * b.block_size, &bufs[0], 0, b.block_size)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let clock = MonotonicClock::new();
+    let deadline = clock.now().0 + b.duration.as_nanos() as u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (t, buf) in bufs.into_iter().enumerate() {
+        let (file, b) = (file.clone(), b.clone());
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut k = t as u64;
+            while clock.now().0 < deadline {
+                let off = (k % blocks) * b.block_size;
+                let t0 = clock.now().0;
+                if b.write {
+                    file.write(off, &buf, 0, b.block_size).await
+                } else {
+                    file.read(off, &buf, 0, b.block_size).await
+                }
+                .map_err(|e| e.to_string())?;
+                lat.push(clock.now().0 - t0);
+                k += b.depth as u64;
+            }
+            Ok::<_, String>(lat)
+        });
+    }
+    let start = clock.now().0;
+    let mut lat = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        lat.extend(r.map_err(|e| e.to_string())??);
+    }
+    let seconds = clock.now().0.saturating_sub(start) as f64 / 1e9;
+    let ops = lat.len() as u64;
+    Ok((report(ops * b.block_size, ops, seconds, lat), engine))
+}

@@ -10,6 +10,7 @@
 //!   registered memory, sliced and striped over paths; TCP transport);
 //! - [`client`]: the client library (Put, Get, batches, Query, Remove;
 //!   checksums verified on every read);
+//! - [`ssd`]: the SSD tier's direct I/O (O_DIRECT; io_uring, or a fallback);
 //! - [`catalog`]: what a store node holds, reported to a master that takes
 //!   over;
 //! - [`node`]: the master and store-node processes;
@@ -32,4 +33,5 @@ pub mod master;
 pub mod metadata;
 pub mod node;
 pub mod rpc;
+pub mod ssd;
 pub mod transfer;
