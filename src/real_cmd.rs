@@ -231,10 +231,26 @@ pub struct StoreArgs {
     /// Where the transfer engine listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
+    /// A file on an SSD for the node's SSD segment (`<name>-ssd`).
+    #[arg(long)]
+    ssd_file: Option<PathBuf>,
+    #[arg(long, default_value = "1GiB")]
+    ssd_size: String,
+    /// Use pread/pwrite instead of io_uring for the SSD segment.
+    #[arg(long)]
+    no_io_uring: bool,
 }
 
 pub fn store(a: StoreArgs) -> Result<()> {
     let size = size_arg("--size", &a.size)?;
+    let ssd = match &a.ssd_file {
+        Some(p) => Some(moonlab_real::node::SsdConfig {
+            path: p.clone(),
+            size: size_arg("--ssd-size", &a.ssd_size)?,
+            io_uring: !a.no_io_uring,
+        }),
+        None => None,
+    };
     let secret = read_secret(&a.secret_file)?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -248,6 +264,7 @@ pub fn store(a: StoreArgs) -> Result<()> {
             secret,
             name: a.name,
             size,
+            ssd,
             listen: a.listen,
             heartbeat: HEARTBEAT,
         };
@@ -308,6 +325,10 @@ pub struct ClusterArgs {
     /// With --etcd: the masters' election lease in seconds.
     #[arg(long, default_value_t = 5.0)]
     lease_ttl: f64,
+    /// Give each store node an SSD segment of this size, in a file in DIR
+    /// (O_DIRECT: DIR must be on a disk, not tmpfs).
+    #[arg(long)]
+    ssd_size: Option<String>,
 }
 
 fn terminate(children: &mut [(String, Child)]) {
@@ -367,6 +388,9 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
         );
     }
     seconds("--lease-ttl", a.lease_ttl)?;
+    if let Some(s) = &a.ssd_size {
+        size_arg("--ssd-size", s)?;
+    }
     if let Some(c) = &a.config {
         master_config(Some(c))?;
     }
@@ -959,9 +983,14 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
                 duration: seconds("--duration", a.duration)?,
                 io_uring: !a.no_io_uring,
             };
-            let (r, engine) = rt.block_on(moonlab_real::bench::ssd(&b)).map_err(|e| anyhow!("{}: {e}", a.file.display()))?;
+            let (r, engine) = rt
+                .block_on(moonlab_real::bench::ssd(&b))
+                .map_err(|e| anyhow!("{}: {e}", a.file.display()))?;
             print_report(
-                &format!("ssd {} block={} iodepth={} engine={engine:?}", a.rw, a.block_size, a.iodepth),
+                &format!(
+                    "ssd {} block={} iodepth={} engine={engine:?}",
+                    a.rw, a.block_size, a.iodepth
+                ),
                 &r,
                 a.json,
             );

@@ -290,15 +290,18 @@ pub struct SsdBench {
 /// lays out its file).
 pub async fn ssd(b: &SsdBench) -> Result<(BenchReport, crate::ssd::IoEngine), String> {
     use crate::ssd::{SsdFile, BLOCK};
-    if b.block_size == 0 || b.block_size % BLOCK != 0 || b.depth == 0 {
-        return Err(format!("the block size must be a positive multiple of {BLOCK} and the depth positive"));
+    if b.block_size == 0 || !b.block_size.is_multiple_of(BLOCK) || b.depth == 0 {
+        return Err(format!(
+            "the block size must be a positive multiple of {BLOCK} and the depth positive"
+        ));
     }
     let blocks = b.file_size / b.block_size;
     if blocks < b.depth as u64 {
         return Err("the file must hold at least one block per request in flight".into());
     }
     let file = Arc::new(
-        SsdFile::open(&b.path, blocks * b.block_size, b.io_uring, b.depth as u32).map_err(|e| e.to_string())?,
+        SsdFile::open(&b.path, blocks * b.block_size, b.io_uring, b.depth as u32)
+            .map_err(|e| e.to_string())?,
     );
     let engine = file.engine();
     let bufs: Vec<Arc<Region>> = (0..b.depth)

@@ -66,15 +66,22 @@ impl Catalog {
     /// a master that does not know this segment. Entries that do not match
     /// (overwritten, torn) are dropped from the catalog.
     pub fn report(&mut self, region: &Region) -> Vec<ReportedObject> {
+        self.report_verified(|n| {
+            // SAFETY: reading bytes to hash them; a concurrent writer would
+            // only make the checksum fail.
+            unsafe { region.bytes(n.offset, n.size) }
+                .map(|b| crate::client::checksum(b) == n.checksum)
+                .unwrap_or(false)
+        })
+    }
+
+    /// As [`Catalog::report`], with `verify` telling whether a note's bytes
+    /// still match its checksum (an SSD segment reads them from disk).
+    pub fn report_verified(&mut self, verify: impl Fn(&Note) -> bool) -> Vec<ReportedObject> {
         let mut out = Vec::new();
         let mut bad = Vec::new();
         for n in self.by_offset.values() {
-            // SAFETY: reading bytes to hash them; a concurrent writer would
-            // only make the checksum fail.
-            let ok = unsafe { region.bytes(n.offset, n.size) }
-                .map(|b| crate::client::checksum(b) == n.checksum)
-                .unwrap_or(false);
-            if ok {
+            if verify(n) {
                 out.push(ReportedObject {
                     object: n.object,
                     key: n.key.clone(),

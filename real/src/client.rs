@@ -28,6 +28,7 @@ use crate::transfer::wire::Note;
 use crate::transfer::{
     EngineConfig, Opcode, Region, SegmentHandle, TaskStatus, TransferEngine, TransferRequest,
 };
+use moonlab_core::store::Tier;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -342,24 +343,25 @@ impl StoreClient {
         Ok(results)
     }
 
-    /// The order replicas are tried in: this host's first, then the
-    /// fewest bytes in flight from this client.
+    /// The order replicas are tried in: this host's first, then DRAM
+    /// before SSD, then the fewest bytes in flight from this client.
     fn order(&self, replicas: &[ReplicaDesc]) -> Vec<ReplicaDesc> {
         let inflight = self.inflight.lock();
-        let mut v: Vec<(bool, u64, usize, ReplicaDesc)> = replicas
+        let mut v: Vec<(bool, bool, u64, usize, ReplicaDesc)> = replicas
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 (
                     !self.local.contains(&r.segment),
+                    r.tier != Tier::Dram,
                     inflight.get(&r.endpoint).copied().unwrap_or(0),
                     i,
                     r.clone(),
                 )
             })
             .collect();
-        v.sort_by_key(|x| (x.0, x.1, x.2));
-        v.into_iter().map(|x| x.3).collect()
+        v.sort_by_key(|x| (x.0, x.1, x.2, x.3));
+        v.into_iter().map(|x| x.4).collect()
     }
 
     async fn read_one(&self, r: &ReplicaDesc, into: &Buffer) -> Result<(), ErrorCode> {

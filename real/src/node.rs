@@ -21,7 +21,9 @@ use crate::metadata::{Keys, Metadata};
 use crate::rpc::client::MasterClient;
 use crate::rpc::server::{serve, MasterService};
 use crate::rpc::Secret;
-use crate::transfer::{tcp, Region};
+use crate::ssd::SsdFile;
+use crate::transfer::tcp::{self as tcp, Backing};
+use crate::transfer::Region;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -143,16 +145,29 @@ impl MasterAddr {
     }
 }
 
+/// The SSD tier of a store node: a file on the SSD.
+#[derive(Clone, Debug)]
+pub struct SsdConfig {
+    pub path: std::path::PathBuf,
+    pub size: u64,
+    /// Use io_uring where the kernel allows it.
+    pub io_uring: bool,
+}
+
 /// A store node's settings.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     pub master: MasterAddr,
     pub secret: Secret,
-    /// The segment's name (unique in the cluster).
+    /// The DRAM segment's name (unique in the cluster); the SSD segment is
+    /// `<name>-ssd`.
     pub name: String,
     /// DRAM segment bytes.
     pub size: u64,
-    /// Where the transfer engine listens (loopback unless given).
+    /// An SSD segment beside the DRAM one.
+    pub ssd: Option<SsdConfig>,
+    /// Where the transfer engine listens (loopback unless given; the SSD
+    /// segment's server takes the next free port on the same address).
     pub listen: SocketAddr,
     pub heartbeat: Duration,
 }
@@ -163,18 +178,38 @@ pub struct StoreReady {
     pub endpoint: SocketAddr,
     pub region: Arc<Region>,
     pub catalog: Arc<Mutex<Catalog>>,
+    /// The SSD segment's endpoint, if there is one.
+    pub ssd_endpoint: Option<SocketAddr>,
+}
+
+/// One segment a node contributes.
+struct Side {
+    desc: SegmentDesc,
+    backing: Backing,
+    catalog: Arc<Mutex<Catalog>>,
+}
+
+impl Side {
+    fn report(&self) -> Vec<crate::master::ReportedObject> {
+        let mut cat = self.catalog.lock();
+        match &self.backing {
+            Backing::Memory(r) => cat.report(r),
+            Backing::File(f) => cat.report_verified(|n| {
+                f.read_blocking(n.offset, n.size)
+                    .is_ok_and(|b| crate::client::checksum(&b) == n.checksum)
+            }),
+        }
+    }
 }
 
 struct Node {
     config: StoreConfig,
-    desc: SegmentDesc,
     id: ClientId,
-    region: Arc<Region>,
-    catalog: Arc<Mutex<Catalog>>,
+    sides: Vec<Side>,
 }
 
 impl Node {
-    /// Finds the master, connects, and mounts, reporting the catalog.
+    /// Finds the master, connects, and mounts, reporting the catalogs.
     async fn connect_and_mount(&self) -> Result<MasterClient, String> {
         let addr = self.config.master.resolve().await?;
         let mut c = MasterClient::connect(&addr, &self.config.secret, self.id)
@@ -185,67 +220,144 @@ impl Node {
     }
 
     async fn mount(&self, c: &mut MasterClient) -> Result<(), String> {
-        let report = self.catalog.lock().report(&self.region);
-        let (_, rejected) = c
-            .mount_segment(&self.desc, report)
-            .await
-            .map_err(|e| format!("mounting segment `{}`: {e}", self.desc.name))?;
-        let mut cat = self.catalog.lock();
-        for r in rejected {
-            cat.release(r.object);
+        for side in &self.sides {
+            let report = side.report();
+            let (_, rejected) = c
+                .mount_segment(&side.desc, report)
+                .await
+                .map_err(|e| format!("mounting segment `{}`: {e}", side.desc.name))?;
+            let mut cat = side.catalog.lock();
+            for r in rejected {
+                cat.release(r.object);
+            }
         }
         Ok(())
     }
+
+    fn released(&self, ids: &[u64]) {
+        for side in &self.sides {
+            let mut cat = side.catalog.lock();
+            for &id in ids {
+                cat.release(id);
+            }
+        }
+    }
+}
+
+async fn serve_side(
+    listen: SocketAddr,
+    name: String,
+    size: u64,
+    tier: moonlab_core::store::Tier,
+    backing: Backing,
+    secret: &Secret,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<
+    (
+        Side,
+        SocketAddr,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ),
+    String,
+> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("listening on {listen}: {e}"))?;
+    let endpoint = listener.local_addr().map_err(|e| e.to_string())?;
+    let catalog = Arc::new(Mutex::new(Catalog::new()));
+    let mut stop = shutdown.clone();
+    let task = tokio::spawn(tcp::serve_with_catalog(
+        listener,
+        backing.clone(),
+        secret.clone(),
+        Some(catalog.clone()),
+        async move {
+            let _ = stop.wait_for(|s| *s).await.map(|_| ());
+        },
+    ));
+    let desc = SegmentDesc {
+        name,
+        endpoint: endpoint.to_string(),
+        size,
+        tier,
+    };
+    Ok((
+        Side {
+            desc,
+            backing,
+            catalog,
+        },
+        endpoint,
+        task,
+    ))
 }
 
 /// Runs a store node until `shutdown` changes to true; `ready` is sent once
-/// the segment is mounted.
+/// its segments are mounted.
 pub async fn run_store(
     config: StoreConfig,
     mut shutdown: watch::Receiver<bool>,
     ready: Option<tokio::sync::oneshot::Sender<StoreReady>>,
 ) -> Result<(), String> {
+    use moonlab_core::store::Tier;
     let region = Arc::new(
         Region::new(config.size as usize)
             .map_err(|e| format!("allocating the {}-byte segment: {e}", config.size))?,
     );
-    let catalog = Arc::new(Mutex::new(Catalog::new()));
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("listening on {}: {e}", config.listen))?;
-    let endpoint = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut te_stop = shutdown.clone();
-    let te = tokio::spawn(tcp::serve_with_catalog(
-        listener,
-        region.clone(),
-        config.secret.clone(),
-        Some(catalog.clone()),
-        async move {
-            let _ = te_stop.wait_for(|s| *s).await.map(|_| ());
-        },
-    ));
-    let desc = SegmentDesc {
-        name: config.name.clone(),
-        endpoint: endpoint.to_string(),
-        size: config.size,
-    };
+    let (dram, endpoint, dram_task) = serve_side(
+        config.listen,
+        config.name.clone(),
+        config.size,
+        Tier::Dram,
+        Backing::Memory(region.clone()),
+        &config.secret,
+        &shutdown,
+    )
+    .await?;
+    let catalog = dram.catalog.clone();
+    let mut sides = vec![dram];
+    let mut tasks = vec![dram_task];
+    let mut ssd_endpoint = None;
+    if let Some(ssd) = &config.ssd {
+        let size = ssd.size / crate::ssd::BLOCK * crate::ssd::BLOCK;
+        let file = SsdFile::open(&ssd.path, size, ssd.io_uring, 64)
+            .map_err(|e| format!("the SSD tier at {}: {e}", ssd.path.display()))?;
+        let listen = SocketAddr::new(config.listen.ip(), 0);
+        let (side, ep, task) = serve_side(
+            listen,
+            format!("{}-ssd", config.name),
+            size,
+            Tier::Ssd,
+            Backing::File(Arc::new(file)),
+            &config.secret,
+            &shutdown,
+        )
+        .await?;
+        sides.push(side);
+        tasks.push(task);
+        ssd_endpoint = Some(ep);
+    }
     // Membership in the metadata service, under the node's own lease.
     let membership = match &config.master {
         MasterAddr::Elected { meta, keys } => {
             let lease = meta.lease(MASTER_LEASE).await.map_err(|e| e.to_string())?;
-            meta.put(&keys.node(&desc.name), &desc.endpoint, Some(&lease))
+            for side in &sides {
+                meta.put(
+                    &keys.node(&side.desc.name),
+                    &side.desc.endpoint,
+                    Some(&lease),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
+            }
             Some(lease)
         }
         MasterAddr::Fixed(_) => None,
     };
     let node = Node {
         config: config.clone(),
-        desc: desc.clone(),
         id: crate::client::random_client_id(),
-        region: region.clone(),
-        catalog: catalog.clone(),
+        sides,
     };
     // The master may still be starting (or being elected): try for a while.
     let mut master = None;
@@ -268,7 +380,8 @@ pub async fn run_store(
         let _ = r.send(StoreReady {
             endpoint,
             region: region.clone(),
-            catalog: catalog.clone(),
+            catalog,
+            ssd_endpoint,
         });
     }
     let mut every = tokio::time::interval(config.heartbeat);
@@ -281,10 +394,7 @@ pub async fn run_store(
                 match master.ping().await {
                     Ok((PingStatus::Ok, released)) => {
                         failed = 0;
-                        let mut cat = catalog.lock();
-                        for id in released {
-                            cat.release(id);
-                        }
+                        node.released(&released);
                     }
                     Ok((PingStatus::NeedRemount, _)) => {
                         failed = 0;
@@ -303,8 +413,12 @@ pub async fn run_store(
             }
         }
     }
-    let _ = master.unmount_segment(&desc.name).await;
+    for side in &node.sides {
+        let _ = master.unmount_segment(&side.desc.name).await;
+    }
     drop(membership);
-    let _ = te.await;
+    for t in tasks {
+        let _ = t.await;
+    }
     Ok(())
 }

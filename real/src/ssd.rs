@@ -58,10 +58,12 @@ impl SsdFile {
     /// multiple of [`BLOCK`]), with an io_uring of `depth` entries if
     /// `io_uring` is asked for and the kernel allows it.
     pub fn open(path: &Path, len: u64, io_uring: bool, depth: u32) -> io::Result<SsdFile> {
-        if len == 0 || len % BLOCK != 0 {
+        if len == 0 || !len.is_multiple_of(BLOCK) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("an SSD file's size must be a positive multiple of {BLOCK} bytes, not {len}"),
+                format!(
+                    "an SSD file's size must be a positive multiple of {BLOCK} bytes, not {len}"
+                ),
             ));
         }
         let file = OpenOptions::new()
@@ -71,7 +73,12 @@ impl SsdFile {
             .truncate(false)
             .custom_flags(libc::O_DIRECT)
             .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("opening {} with O_DIRECT: {e}", path.display())))?;
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("opening {} with O_DIRECT: {e}", path.display()),
+                )
+            })?;
         if file.metadata()?.len() < len {
             // Reserve the blocks now (no holes to fill on the first write).
             // SAFETY: fallocate on a file descriptor we own.
@@ -81,7 +88,11 @@ impl SsdFile {
             }
         }
         let file = Arc::new(file);
-        let ring = if io_uring { start_ring(file.clone(), depth.clamp(1, 4096)).ok() } else { None };
+        let ring = if io_uring {
+            start_ring(file.clone(), depth.clamp(1, 4096)).ok()
+        } else {
+            None
+        };
         Ok(SsdFile { file, len, ring })
     }
 
@@ -102,24 +113,39 @@ impl SsdFile {
     }
 
     fn check(&self, buf: &Region, buf_offset: u64, len: u64, file_offset: u64) -> io::Result<()> {
-        let aligned = file_offset % BLOCK == 0 && len % BLOCK == 0 && buf_offset % BLOCK == 0;
+        let aligned = file_offset.is_multiple_of(BLOCK)
+            && len.is_multiple_of(BLOCK)
+            && buf_offset.is_multiple_of(BLOCK);
         if !aligned {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("direct I/O needs {BLOCK}-byte alignment: file offset {file_offset}, length {len}, buffer offset {buf_offset}"),
             ));
         }
-        if file_offset.checked_add(len).is_none_or(|end| end > self.len) {
+        if file_offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.len)
+        {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("bytes {file_offset}+{len} lie outside the {}-byte file", self.len),
+                format!(
+                    "bytes {file_offset}+{len} lie outside the {}-byte file",
+                    self.len
+                ),
             ));
         }
         buf.check(buf_offset, len)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))
     }
 
-    async fn submit(&self, op: Op, file_offset: u64, buf: &Arc<Region>, buf_offset: u64, len: u64) -> io::Result<()> {
+    async fn submit(
+        &self,
+        op: Op,
+        file_offset: u64,
+        buf: &Arc<Region>,
+        buf_offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         self.check(buf, buf_offset, len, file_offset)?;
         if len == 0 {
             return Ok(());
@@ -146,11 +172,13 @@ impl SsdFile {
             // SAFETY: the caller owns the buffer range for the request.
             match op {
                 Op::Read => {
-                    let b = unsafe { buf.bytes_mut(buf_offset, len) }.map_err(|e| io::Error::other(e.to_string()))?;
+                    let b = unsafe { buf.bytes_mut(buf_offset, len) }
+                        .map_err(|e| io::Error::other(e.to_string()))?;
                     file.read_exact_at(b, file_offset)
                 }
                 Op::Write => {
-                    let b = unsafe { buf.bytes(buf_offset, len) }.map_err(|e| io::Error::other(e.to_string()))?;
+                    let b = unsafe { buf.bytes(buf_offset, len) }
+                        .map_err(|e| io::Error::other(e.to_string()))?;
                     file.write_all_at(b, file_offset)
                 }
             }
@@ -159,14 +187,47 @@ impl SsdFile {
         .map_err(|e| io::Error::other(e.to_string()))?
     }
 
+    /// Reads `len` bytes at `offset` (any alignment) on this thread, for
+    /// the rare synchronous reader (a store node verifying its catalog).
+    pub fn read_blocking(&self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let from = offset / BLOCK * BLOCK;
+        let to = round_up(offset.saturating_add(len));
+        if to > self.len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "outside the file",
+            ));
+        }
+        let buf = Region::new((to - from) as usize)?;
+        // SAFETY: the buffer is this call's own.
+        let b =
+            unsafe { buf.bytes_mut(0, to - from) }.map_err(|e| io::Error::other(e.to_string()))?;
+        self.file.read_exact_at(b, from)?;
+        Ok(b[(offset - from) as usize..(offset - from + len) as usize].to_vec())
+    }
+
     /// Reads `len` bytes at `file_offset` into `buf` at `buf_offset`.
-    pub async fn read(&self, file_offset: u64, buf: &Arc<Region>, buf_offset: u64, len: u64) -> io::Result<()> {
-        self.submit(Op::Read, file_offset, buf, buf_offset, len).await
+    pub async fn read(
+        &self,
+        file_offset: u64,
+        buf: &Arc<Region>,
+        buf_offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        self.submit(Op::Read, file_offset, buf, buf_offset, len)
+            .await
     }
 
     /// Writes `len` bytes of `buf` at `buf_offset` to `file_offset`.
-    pub async fn write(&self, file_offset: u64, buf: &Arc<Region>, buf_offset: u64, len: u64) -> io::Result<()> {
-        self.submit(Op::Write, file_offset, buf, buf_offset, len).await
+    pub async fn write(
+        &self,
+        file_offset: u64,
+        buf: &Arc<Region>,
+        buf_offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        self.submit(Op::Write, file_offset, buf, buf_offset, len)
+            .await
     }
 }
 
@@ -181,7 +242,12 @@ fn start_ring(file: Arc<File>, depth: u32) -> io::Result<std::sync::mpsc::Sender
     Ok(tx)
 }
 
-fn run_ring(mut ring: io_uring::IoUring, file: Arc<File>, depth: usize, rx: std::sync::mpsc::Receiver<Request>) {
+fn run_ring(
+    mut ring: io_uring::IoUring,
+    file: Arc<File>,
+    depth: usize,
+    rx: std::sync::mpsc::Receiver<Request>,
+) {
     use io_uring::{opcode, types};
     let fd = types::Fd(file.as_raw_fd());
     // In-flight requests by slot; a short read or write continues from
@@ -190,25 +256,35 @@ fn run_ring(mut ring: io_uring::IoUring, file: Arc<File>, depth: usize, rx: std:
     let mut free: Vec<usize> = (0..depth).rev().collect();
     let mut in_flight = 0usize;
     let mut open = true;
-    let push = |ring: &mut io_uring::IoUring, slot: usize, r: &Request, done: u64| -> io::Result<()> {
-        // SAFETY: the buffer range lives in `r.buf` (an Arc held in the
-        // slot until the completion arrives).
-        let ptr = unsafe { r.buf.bytes_mut(r.buf_offset + done, r.len - done) }
-            .map_err(|e| io::Error::other(e.to_string()))?
-            .as_mut_ptr();
-        let len = (r.len - done) as u32;
-        let entry = match r.op {
-            Op::Read => opcode::Read::new(fd, ptr, len).offset(r.file_offset + done).build(),
-            Op::Write => opcode::Write::new(fd, ptr, len).offset(r.file_offset + done).build(),
-        }
-        .user_data(slot as u64);
-        // SAFETY: the entry's buffer outlives the operation (see above).
-        unsafe { ring.submission().push(&entry) }.map_err(|_| io::Error::other("submission queue full"))
-    };
+    let push =
+        |ring: &mut io_uring::IoUring, slot: usize, r: &Request, done: u64| -> io::Result<()> {
+            // SAFETY: the buffer range lives in `r.buf` (an Arc held in the
+            // slot until the completion arrives).
+            let ptr = unsafe { r.buf.bytes_mut(r.buf_offset + done, r.len - done) }
+                .map_err(|e| io::Error::other(e.to_string()))?
+                .as_mut_ptr();
+            let len = (r.len - done) as u32;
+            let entry = match r.op {
+                Op::Read => opcode::Read::new(fd, ptr, len)
+                    .offset(r.file_offset + done)
+                    .build(),
+                Op::Write => opcode::Write::new(fd, ptr, len)
+                    .offset(r.file_offset + done)
+                    .build(),
+            }
+            .user_data(slot as u64);
+            // SAFETY: the entry's buffer outlives the operation (see above).
+            unsafe { ring.submission().push(&entry) }
+                .map_err(|_| io::Error::other("submission queue full"))
+        };
     loop {
         // Take new requests: block only when nothing is in flight.
         while open && !free.is_empty() {
-            let next = if in_flight == 0 { rx.recv().ok() } else { rx.try_recv().ok() };
+            let next = if in_flight == 0 {
+                rx.recv().ok()
+            } else {
+                rx.try_recv().ok()
+            };
             let Some(r) = next else {
                 if in_flight == 0 {
                     open = false;
@@ -216,7 +292,10 @@ fn run_ring(mut ring: io_uring::IoUring, file: Arc<File>, depth: usize, rx: std:
                 break;
             };
             if r.len > u32::MAX as u64 {
-                let _ = r.done.send(Err(io::Error::new(io::ErrorKind::InvalidInput, "request over 4 GiB")));
+                let _ = r.done.send(Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "request over 4 GiB",
+                )));
                 continue;
             }
             let slot = free.pop().unwrap_or(0);
@@ -248,7 +327,10 @@ fn run_ring(mut ring: io_uring::IoUring, file: Arc<File>, depth: usize, rx: std:
             }
             return;
         }
-        let done: Vec<(usize, i32)> = ring.completion().map(|c| (c.user_data() as usize, c.result())).collect();
+        let done: Vec<(usize, i32)> = ring
+            .completion()
+            .map(|c| (c.user_data() as usize, c.result()))
+            .collect();
         for (slot, res) in done {
             let Some((r, so_far)) = slots.get_mut(slot).and_then(Option::take) else {
                 continue;
@@ -256,7 +338,10 @@ fn run_ring(mut ring: io_uring::IoUring, file: Arc<File>, depth: usize, rx: std:
             if res < 0 {
                 let _ = r.done.send(Err(io::Error::from_raw_os_error(-res)));
             } else if res == 0 {
-                let _ = r.done.send(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file ended")));
+                let _ = r.done.send(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file ended",
+                )));
             } else {
                 let so_far = so_far + res as u64;
                 if so_far >= r.len {
@@ -265,7 +350,9 @@ fn run_ring(mut ring: io_uring::IoUring, file: Arc<File>, depth: usize, rx: std:
                     slots[slot] = Some((r, so_far));
                     continue;
                 } else {
-                    let _ = r.done.send(Err(io::Error::other("could not resubmit a short transfer")));
+                    let _ = r
+                        .done
+                        .send(Err(io::Error::other("could not resubmit a short transfer")));
                 }
             }
             in_flight -= 1;

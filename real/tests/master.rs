@@ -19,6 +19,7 @@ fn seg(name: &str, size: u64) -> SegmentDesc {
         name: name.into(),
         endpoint: format!("{name}:1"),
         size,
+        tier: moonlab_core::store::Tier::Dram,
     }
 }
 

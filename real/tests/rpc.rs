@@ -87,6 +87,7 @@ impl RpcStore {
             name: "scenario".into(),
             endpoint: "local".into(),
             size: setup.capacity_bytes,
+            tier: moonlab_core::store::Tier::Dram,
         };
         rt.block_on(client.mount_segment(&desc, Vec::new()))
             .unwrap();
@@ -333,6 +334,7 @@ fn bad_messages_get_an_error_and_the_server_keeps_serving() {
         name: "s".into(),
         endpoint: "e".into(),
         size: 1 << 20,
+        tier: moonlab_core::store::Tier::Dram,
     };
     rt.block_on(client.mount_segment(&desc, Vec::new()))
         .unwrap();
@@ -413,6 +415,7 @@ fn batches_return_one_result_per_key() {
         name: "s".into(),
         endpoint: "e".into(),
         size: 4096,
+        tier: moonlab_core::store::Tier::Dram,
     };
     rt.block_on(c.mount_segment(&desc, Vec::new())).unwrap();
     let items = vec![

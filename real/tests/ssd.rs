@@ -27,7 +27,9 @@ async fn round_trip(io_uring: bool) {
     let mut tasks = Vec::new();
     for i in 0..32u64 {
         let (f, buf) = (f.clone(), buf.clone());
-        tasks.push(tokio::spawn(async move { f.write(i * 65536, &buf, i * 4096, 65536).await }));
+        tasks.push(tokio::spawn(async move {
+            f.write(i * 65536, &buf, i * 4096, 65536).await
+        }));
     }
     for t in tasks {
         t.await.unwrap().unwrap();

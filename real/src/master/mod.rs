@@ -30,7 +30,9 @@ pub use segments::SegmentId;
 use crate::error::ErrorCode;
 use moonlab_core::eviction::{Access, PolicyKind};
 use moonlab_core::lease::{LeaseKind, LeaseParams, LeasePolicy};
-use moonlab_core::store::{LeaseToken, Pin, RemoveError, Reservation, SegmentConfig, Watermarks};
+use moonlab_core::store::{
+    LeaseToken, Pin, RemoveError, Reservation, SegmentConfig, Tier, Watermarks,
+};
 use moonlab_core::types::{BlockKey, Nanos};
 use parking_lot::{Mutex, RwLock};
 use rustc_hash::{FxHashMap, FxHasher};
@@ -128,6 +130,8 @@ pub struct SegmentDesc {
     pub name: String,
     pub endpoint: String,
     pub size: u64,
+    /// DRAM, or the SSD tier (placed in 4 KiB blocks, tried after DRAM).
+    pub tier: Tier,
 }
 
 /// How a put wants its object kept.
@@ -158,6 +162,7 @@ impl Default for PutOptions {
 pub struct ReplicaDesc {
     /// The object's id (the same on every replica).
     pub object: u64,
+    pub tier: Tier,
     pub segment: String,
     pub endpoint: String,
     pub offset: u64,
@@ -389,6 +394,10 @@ impl Master {
             },
         );
         let size = desc.size;
+        let granularity = match desc.tier {
+            Tier::Ssd => crate::ssd::BLOCK,
+            _ => 1,
+        };
         segments.by_name.insert(desc.name.clone(), id);
         segments.by_id.insert(
             id,
@@ -396,7 +405,7 @@ impl Master {
                 id,
                 desc,
                 owner: client,
-                state: Mutex::new(SegmentState::new(core, size)),
+                state: Mutex::new(SegmentState::new(core, size, granularity)),
             }),
         );
         drop(segments);
@@ -677,7 +686,9 @@ impl Master {
     /// Mounted segments in the order a put tries them.
     fn candidates(&self, preferred: Option<&str>) -> Vec<Arc<MountedSegment>> {
         let segs: Vec<Arc<MountedSegment>> = self.segments.read().by_id.values().cloned().collect();
-        let mut ranked: Vec<(bool, u64, SegmentId, Arc<MountedSegment>)> = segs
+        // The preferred segment first, then DRAM before SSD, then the most
+        // free bytes, then the oldest mount.
+        let mut ranked: Vec<(bool, bool, u64, SegmentId, Arc<MountedSegment>)> = segs
             .into_iter()
             .map(|s| {
                 let free = {
@@ -685,11 +696,11 @@ impl Master {
                     s.desc.size.saturating_sub(st.core.used_bytes())
                 };
                 let pref = preferred.is_some_and(|p| p == s.desc.name);
-                (!pref, u64::MAX - free, s.id, s)
+                (!pref, s.desc.tier != Tier::Dram, u64::MAX - free, s.id, s)
             })
             .collect();
-        ranked.sort_by_key(|a| (a.0, a.1, a.2));
-        ranked.into_iter().map(|r| r.3).collect()
+        ranked.sort_by_key(|a| (a.0, a.1, a.2, a.3));
+        ranked.into_iter().map(|r| r.4).collect()
     }
 
     fn live_replicas(&self, obj: &Object) -> usize {
@@ -1150,6 +1161,7 @@ impl Master {
 fn describe(r: &Replica, id: BlockKey, size: u64) -> ReplicaDesc {
     ReplicaDesc {
         object: id.0,
+        tier: r.segment.desc.tier,
         segment: r.segment.desc.name.clone(),
         endpoint: r.segment.desc.endpoint.clone(),
         offset: r.offset,

@@ -52,6 +52,7 @@ impl MasterStore {
                     name: "scenario".into(),
                     endpoint: "local".into(),
                     size: setup.capacity_bytes,
+                    tier: moonlab_core::store::Tier::Dram,
                 },
                 Nanos::ZERO,
             )

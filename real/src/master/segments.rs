@@ -51,6 +51,9 @@ pub(crate) struct SegmentState {
     pub pending_room: u64,
     /// False once unmounted: its replicas are gone.
     pub mounted: bool,
+    /// Objects take whole units of this many bytes (1 in DRAM; the SSD
+    /// tier's 4 KiB blocks), in core's accounting and in the allocator.
+    granularity: u64,
     /// Ids of objects whose ranges were freed since the owner last asked
     /// ([`SegmentState::take_released`]): the store node drops them from
     /// the catalog it reports after a failover.
@@ -63,7 +66,7 @@ pub(crate) struct SegmentState {
 pub const MAX_RELEASED: usize = 1 << 20;
 
 impl SegmentState {
-    pub fn new(core: Segment, size: u64) -> SegmentState {
+    pub fn new(core: Segment, size: u64, granularity: u64) -> SegmentState {
         SegmentState {
             core,
             alloc: RangeAllocator::new(0..size),
@@ -71,6 +74,7 @@ impl SegmentState {
             pending_room: 0,
             mounted: true,
             released: Vec::new(),
+            granularity: granularity.max(1),
         }
     }
 
@@ -86,6 +90,7 @@ impl SegmentState {
         if !self.mounted {
             return Err(ErrorCode::NoAvailableHandle);
         }
+        let bytes = bytes.div_ceil(self.granularity) * self.granularity;
         let r = match self.core.reserve(id, bytes, now) {
             Ok(r) => r,
             Err(ReserveError::NoSpace { .. }) => return Err(ErrorCode::NoAvailableHandle),
@@ -176,7 +181,9 @@ impl SegmentState {
     /// committed at once. False if it cannot be adopted.
     pub fn adopt(&mut self, id: BlockKey, key: &Arc<str>, range: Range<u64>, now: Nanos) -> bool {
         let size = self.alloc.initial_range().end;
-        if range.start >= range.end || range.end > size {
+        let g = self.granularity;
+        let range = range.start..range.end.div_ceil(g) * g;
+        if range.start >= range.end || range.end > size || range.start % g != 0 {
             return false;
         }
         if self

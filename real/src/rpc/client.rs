@@ -173,6 +173,7 @@ impl MasterClient {
                     name: desc.name.clone(),
                     endpoint: desc.endpoint.clone(),
                     size: desc.size,
+                    tier: super::tier_to_pb(desc.tier) as i32,
                 }),
                 objects: objects.into_iter().map(Into::into).collect(),
             })

@@ -9,6 +9,7 @@ pub mod server;
 
 use crate::error::ErrorCode;
 use crate::master;
+use moonlab_core::store::Tier;
 
 /// The generated messages and services.
 #[allow(clippy::all, missing_docs)]
@@ -88,9 +89,26 @@ pub(crate) fn code_of(r: Result<(), ErrorCode>) -> i32 {
     }
 }
 
+/// A tier on the wire (HBM is not a store tier: sent as DRAM).
+pub fn tier_to_pb(t: Tier) -> pb::Tier {
+    match t {
+        Tier::Ssd => pb::Tier::Ssd,
+        _ => pb::Tier::Dram,
+    }
+}
+
+/// A tier from the wire (unknown values: DRAM).
+pub fn tier_from_pb(t: i32) -> Tier {
+    match pb::Tier::try_from(t) {
+        Ok(pb::Tier::Ssd) => Tier::Ssd,
+        _ => Tier::Dram,
+    }
+}
+
 impl From<master::ReplicaDesc> for pb::ReplicaDesc {
     fn from(d: master::ReplicaDesc) -> Self {
         pb::ReplicaDesc {
+            tier: tier_to_pb(d.tier) as i32,
             object: d.object,
             segment: d.segment,
             endpoint: d.endpoint,
@@ -103,6 +121,7 @@ impl From<master::ReplicaDesc> for pb::ReplicaDesc {
 impl From<pb::ReplicaDesc> for master::ReplicaDesc {
     fn from(d: pb::ReplicaDesc) -> Self {
         master::ReplicaDesc {
+            tier: tier_from_pb(d.tier),
             object: d.object,
             segment: d.segment,
             endpoint: d.endpoint,

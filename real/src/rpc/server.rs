@@ -206,6 +206,7 @@ impl master_server::Master for Handler {
             name: seg.name,
             endpoint: seg.endpoint,
             size: seg.size,
+            tier: super::tier_from_pb(seg.tier),
         };
         let objects: Vec<master::ReportedObject> =
             req.objects.into_iter().map(Into::into).collect();

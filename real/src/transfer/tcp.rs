@@ -16,6 +16,7 @@ use super::{Path, Slice};
 use crate::catalog::Catalog;
 use crate::error::ErrorCode;
 use crate::rpc::Secret;
+use crate::ssd::{round_up, SsdFile, BLOCK};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::future::Future;
@@ -95,14 +96,42 @@ pub async fn serve(
     secret: Secret,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_with_catalog(listener, region, secret, None, shutdown).await
+    serve_with_catalog(listener, Backing::Memory(region), secret, None, shutdown).await
 }
 
-/// As [`serve`], recording writers' notes in `catalog` (a store node's;
-/// without one, notes are refused).
+/// What a transfer-engine server serves: registered memory (a DRAM
+/// segment) or a file of the SSD tier.
+#[derive(Clone)]
+pub enum Backing {
+    Memory(Arc<Region>),
+    /// Reads and writes go through direct I/O in whole 4 KiB blocks; a
+    /// write must start on a block (the master places SSD objects in whole
+    /// blocks) and its last block is padded with zeros.
+    File(Arc<SsdFile>),
+}
+
+impl Backing {
+    pub fn len(&self) -> u64 {
+        match self {
+            Backing::Memory(r) => r.len() as u64,
+            Backing::File(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn in_range(&self, offset: u64, len: u64) -> bool {
+        offset.checked_add(len).is_some_and(|end| end <= self.len())
+    }
+}
+
+/// As [`serve`], for any [`Backing`], recording writers' notes in `catalog`
+/// (a store node's; without one, notes are refused).
 pub async fn serve_with_catalog(
     listener: TcpListener,
-    region: Arc<Region>,
+    backing: Backing,
     secret: Secret,
     catalog: Option<Arc<Mutex<Catalog>>>,
     shutdown: impl Future<Output = ()>,
@@ -115,11 +144,11 @@ pub async fn serve_with_catalog(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let region = region.clone();
+                let backing = backing.clone();
                 let secret = secret.clone();
                 let catalog = catalog.clone();
                 conns.spawn(async move {
-                    let _ = serve_connection(stream, region, secret, catalog).await;
+                    let _ = serve_connection(stream, backing, secret, catalog).await;
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -129,9 +158,15 @@ pub async fn serve_with_catalog(
     Ok(())
 }
 
+async fn reply(s: &mut TcpStream, id: u64, status: i32) -> Result<(), String> {
+    s.write_all(&ReplyHeader { id, status }.encode())
+        .await
+        .map_err(|e| e.to_string())
+}
+
 async fn serve_connection(
     mut s: TcpStream,
-    region: Arc<Region>,
+    backing: Backing,
     secret: Secret,
     catalog: Option<Arc<Mutex<Catalog>>>,
 ) -> Result<(), String> {
@@ -141,7 +176,7 @@ async fn serve_connection(
         Err(_) => return Err("no hello in time".into()),
     }
     let mut accept = [0u8; 9];
-    accept[1..].copy_from_slice(&(region.len() as u64).to_le_bytes());
+    accept[1..].copy_from_slice(&backing.len().to_le_bytes());
     s.write_all(&accept).await.map_err(|e| e.to_string())?;
     let mut head = [0u8; REQUEST_BYTES];
     loop {
@@ -151,27 +186,24 @@ async fn serve_connection(
             Err(e) => return Err(e.to_string()),
         }
         let h = RequestHeader::decode(&head).map_err(|e| e.to_string())?;
-        if h.opcode == Opcode::Note {
-            let mut payload = vec![0u8; h.len as usize];
-            s.read_exact(&mut payload)
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = match (wire::Note::decode(&payload), &catalog) {
-                (Some(n), Some(c)) if region.check(n.offset, n.size).is_ok() => {
-                    c.lock().record(n);
-                    0
-                }
-                _ => ErrorCode::InvalidParams.code(),
-            };
-            s.write_all(&ReplyHeader { id: h.id, status }.encode())
-                .await
-                .map_err(|e| e.to_string())?;
-            continue;
-        }
-        let in_range = region.check(h.offset, h.len).is_ok();
-        match h.opcode {
-            Opcode::Read if in_range => {
-                let reply = ReplyHeader {
+        let in_range = backing.in_range(h.offset, h.len);
+        match (h.opcode, &backing) {
+            (Opcode::Note, _) => {
+                let mut payload = vec![0u8; h.len as usize];
+                s.read_exact(&mut payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = match (wire::Note::decode(&payload), &catalog) {
+                    (Some(n), Some(c)) if backing.in_range(n.offset, n.size) => {
+                        c.lock().record(n);
+                        0
+                    }
+                    _ => ErrorCode::InvalidParams.code(),
+                };
+                reply(&mut s, h.id, status).await?;
+            }
+            (Opcode::Read, Backing::Memory(region)) if in_range => {
+                let head = ReplyHeader {
                     id: h.id,
                     status: 0,
                 }
@@ -179,37 +211,56 @@ async fn serve_connection(
                 // SAFETY: the client owns the range it reads (a replica the
                 // master leased to it).
                 let bytes = unsafe { region.bytes(h.offset, h.len) }.map_err(|e| e.to_string())?;
-                write_all_vectored(&mut s, &reply, bytes)
+                write_all_vectored(&mut s, &head, bytes)
                     .await
                     .map_err(|e| e.to_string())?;
             }
-            Opcode::Write if in_range => {
+            (Opcode::Write, Backing::Memory(region)) if in_range => {
                 // SAFETY: the client owns the range it writes (a replica the
                 // master reserved for it).
                 let bytes =
                     unsafe { region.bytes_mut(h.offset, h.len) }.map_err(|e| e.to_string())?;
                 s.read_exact(bytes).await.map_err(|e| e.to_string())?;
-                s.write_all(
-                    &ReplyHeader {
-                        id: h.id,
-                        status: 0,
-                    }
-                    .encode(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
+                reply(&mut s, h.id, 0).await?;
             }
-            op @ (Opcode::Read | Opcode::Write | Opcode::Note) => {
-                let reply = ReplyHeader {
-                    id: h.id,
-                    status: ErrorCode::InvalidParams.code(),
+            (Opcode::Read, Backing::File(file)) if in_range => {
+                let from = h.offset / BLOCK * BLOCK;
+                let to = round_up(h.offset + h.len).min(file.len());
+                let buf = Arc::new(Region::new((to - from) as usize).map_err(|e| e.to_string())?);
+                match file.read(from, &buf, 0, to - from).await {
+                    Ok(()) => {
+                        let head = ReplyHeader {
+                            id: h.id,
+                            status: 0,
+                        }
+                        .encode();
+                        // SAFETY: the buffer is this request's own.
+                        let bytes = unsafe { buf.bytes(h.offset - from, h.len) }
+                            .map_err(|e| e.to_string())?;
+                        write_all_vectored(&mut s, &head, bytes)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    Err(_) => reply(&mut s, h.id, ErrorCode::TransferFail.code()).await?,
+                }
+            }
+            (Opcode::Write, Backing::File(file)) if in_range && h.offset % BLOCK == 0 => {
+                let padded = round_up(h.len).min(file.len() - h.offset);
+                let buf = Arc::new(Region::new(padded.max(1) as usize).map_err(|e| e.to_string())?);
+                // SAFETY: the buffer is this request's own.
+                let bytes = unsafe { buf.bytes_mut(0, h.len) }.map_err(|e| e.to_string())?;
+                s.read_exact(bytes).await.map_err(|e| e.to_string())?;
+                let status = match file.write(h.offset, &buf, 0, padded).await {
+                    Ok(()) => 0,
+                    Err(_) => ErrorCode::TransferFail.code(),
                 };
-                s.write_all(&reply.encode())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                reply(&mut s, h.id, status).await?;
+            }
+            (op, _) => {
+                reply(&mut s, h.id, ErrorCode::InvalidParams.code()).await?;
                 if op == Opcode::Write {
                     // The payload that follows cannot be skipped safely.
-                    return Err("a write outside the region".into());
+                    return Err("a write outside the segment (or off a block on SSD)".into());
                 }
             }
         }
