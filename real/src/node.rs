@@ -271,6 +271,7 @@ async fn serve_side(
         backing.clone(),
         secret.clone(),
         Some(catalog.clone()),
+        None,
         async move {
             let _ = stop.wait_for(|s| *s).await.map(|_| ());
         },

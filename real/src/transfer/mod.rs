@@ -8,8 +8,11 @@
 //! and stripes them over the paths nearest the local buffer (NICs on its
 //! NUMA node × the target's endpoints, [`topology`]); a slice that fails is
 //! retried on the next path. Moving one slice is the [`Transport`]'s job:
-//! [`tcp`] here, RDMA behind the `rdma` feature.
+//! [`tcp`], and `rdma` (one-sided READ/WRITE over RC queue pairs) behind
+//! the cargo feature `rdma`.
 
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod region;
 pub mod tcp;
 pub mod topology;

@@ -96,7 +96,15 @@ pub async fn serve(
     secret: Secret,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    serve_with_catalog(listener, Backing::Memory(region), secret, None, shutdown).await
+    serve_with_catalog(
+        listener,
+        Backing::Memory(region),
+        secret,
+        None,
+        None,
+        shutdown,
+    )
+    .await
 }
 
 /// What a transfer-engine server serves: registered memory (a DRAM
@@ -127,13 +135,23 @@ impl Backing {
     }
 }
 
+/// Connection setup for another transport (RDMA) carried over a TCP
+/// connection: the client's message in, the reply out, and whatever must
+/// live as long as the connection (the server's queue pair).
+pub trait Handshake: Send + Sync {
+    fn accept(&self, payload: &[u8])
+        -> Result<(Vec<u8>, Box<dyn std::any::Any + Send>), ErrorCode>;
+}
+
 /// As [`serve`], for any [`Backing`], recording writers' notes in `catalog`
-/// (a store node's; without one, notes are refused).
+/// (a store node's; without one, notes are refused) and answering
+/// connection setup with `handshake` (without one, it is refused).
 pub async fn serve_with_catalog(
     listener: TcpListener,
     backing: Backing,
     secret: Secret,
     catalog: Option<Arc<Mutex<Catalog>>>,
+    handshake: Option<Arc<dyn Handshake>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
@@ -147,8 +165,9 @@ pub async fn serve_with_catalog(
                 let backing = backing.clone();
                 let secret = secret.clone();
                 let catalog = catalog.clone();
+                let handshake = handshake.clone();
                 conns.spawn(async move {
-                    let _ = serve_connection(stream, backing, secret, catalog).await;
+                    let _ = serve_connection(stream, backing, secret, catalog, handshake).await;
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -169,7 +188,10 @@ async fn serve_connection(
     backing: Backing,
     secret: Secret,
     catalog: Option<Arc<Mutex<Catalog>>>,
+    handshake: Option<Arc<dyn Handshake>>,
 ) -> Result<(), String> {
+    // What connection setup made (a queue pair) lives as long as this.
+    let mut _kept: Vec<Box<dyn std::any::Any + Send>> = Vec::new();
     match tokio::time::timeout(HELLO_TIMEOUT, read_hello(&mut s, &secret)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e),
@@ -201,6 +223,36 @@ async fn serve_connection(
                     _ => ErrorCode::InvalidParams.code(),
                 };
                 reply(&mut s, h.id, status).await?;
+            }
+            (Opcode::Connect, _) => {
+                let mut payload = vec![0u8; h.len as usize];
+                s.read_exact(&mut payload)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let answer = match &handshake {
+                    Some(hs) => hs.accept(&payload),
+                    None => Err(ErrorCode::InvalidParams),
+                };
+                match answer {
+                    Ok((bytes, keep)) if _kept.len() < 64 => {
+                        _kept.push(keep);
+                        let mut out = (bytes.len() as u32).to_le_bytes().to_vec();
+                        out.extend_from_slice(&bytes);
+                        write_all_vectored(
+                            &mut s,
+                            &ReplyHeader {
+                                id: h.id,
+                                status: 0,
+                            }
+                            .encode(),
+                            &out,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    }
+                    Ok(_) => reply(&mut s, h.id, ErrorCode::InvalidParams.code()).await?,
+                    Err(e) => reply(&mut s, h.id, e.code()).await?,
+                }
             }
             (Opcode::Read, Backing::Memory(region)) if in_range => {
                 let head = ReplyHeader {
@@ -385,6 +437,37 @@ pub async fn connect(
     Ok((s, len))
 }
 
+/// Sends a writer's note on an established connection `s`.
+pub async fn note_on(s: &mut TcpStream, note: &[u8]) -> Result<(), ErrorCode> {
+    one_note(s, 1, note).await
+}
+
+/// Connection setup for another transport over an established connection
+/// `s`: sends `payload`, returns the server's answer.
+pub async fn handshake(s: &mut TcpStream, payload: &[u8]) -> Result<Vec<u8>, ErrorCode> {
+    let io = |_| ErrorCode::TransferFail;
+    let head = RequestHeader {
+        opcode: Opcode::Connect,
+        id: 1,
+        offset: 0,
+        len: payload.len() as u64,
+    }
+    .encode();
+    write_all_vectored(s, &head, payload).await.map_err(io)?;
+    let mut r = [0u8; REPLY_BYTES];
+    s.read_exact(&mut r).await.map_err(io)?;
+    crate::rpc::code_result(ReplyHeader::decode(&r).status)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.map_err(io)?;
+    let len = u32::from_le_bytes(len) as u64;
+    if len > wire::MAX_CONNECT_BYTES {
+        return Err(ErrorCode::TransferFail);
+    }
+    let mut out = vec![0u8; len as usize];
+    s.read_exact(&mut out).await.map_err(io)?;
+    Ok(out)
+}
+
 async fn one_note(s: &mut TcpStream, id: u64, note: &[u8]) -> Result<(), ErrorCode> {
     let io = |_| ErrorCode::TransferFail;
     let head = RequestHeader {
@@ -414,7 +497,7 @@ async fn one_slice(s: &mut TcpStream, id: u64, slice: &Slice) -> Result<(), Erro
     .encode();
     let io = |_| ErrorCode::TransferFail;
     match slice.opcode {
-        Opcode::Note => Err(ErrorCode::InvalidParams),
+        Opcode::Note | Opcode::Connect => Err(ErrorCode::InvalidParams),
         Opcode::Write => {
             // SAFETY: the caller owns the local range for the transfer.
             let bytes = unsafe { slice.local.bytes(slice.local_offset, slice.len) }

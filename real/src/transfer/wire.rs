@@ -32,7 +32,14 @@ pub enum Opcode {
     Read = 1,
     Write = 2,
     Note = 3,
+    /// Connection setup of another transport over this TCP connection
+    /// (RDMA: queue pair addresses); the reply's payload follows its
+    /// header as a u32 length and the bytes.
+    Connect = 4,
 }
+
+/// The longest connection-setup message.
+pub const MAX_CONNECT_BYTES: u64 = 256;
 
 /// The longest note (its key is at most 4 KiB).
 pub const MAX_NOTE_BYTES: u64 = 34 + 4096;
@@ -122,6 +129,7 @@ impl RequestHeader {
             1 => Opcode::Read,
             2 => Opcode::Write,
             3 => Opcode::Note,
+            4 => Opcode::Connect,
             o => return Err(WireError::Opcode(o)),
         };
         if b[5..8] != [0, 0, 0] {
