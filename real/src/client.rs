@@ -106,6 +106,9 @@ pub struct ClientConfig {
     pub topology: Topology,
     pub engine: EngineConfig,
     pub tcp: TcpConfig,
+    /// Map the segments of store nodes on this host and copy in place
+    /// (the same-host path) instead of going through sockets.
+    pub same_host: bool,
 }
 
 impl ClientConfig {
@@ -117,6 +120,7 @@ impl ClientConfig {
             topology: Topology::loopback(),
             engine: EngineConfig::default(),
             tcp: TcpConfig::default(),
+            same_host: true,
         }
     }
 }
@@ -139,11 +143,14 @@ impl StoreClient {
     pub async fn connect(config: ClientConfig) -> Result<StoreClient, CallError> {
         let master =
             MasterClient::connect(&config.master, &config.secret, random_client_id()).await?;
-        let engine = TransferEngine::new(
+        let mut engine = TransferEngine::new(
             Arc::new(TcpTransport::new(config.tcp.clone(), config.secret.clone())),
             config.topology.clone(),
             config.engine.clone(),
         );
+        if config.same_host {
+            engine = engine.with_same_host(config.secret.clone());
+        }
         Ok(StoreClient {
             master,
             engine,

@@ -302,10 +302,10 @@ pub async fn run_store(
 ) -> Result<(), String> {
     use moonlab_core::store::Tier;
     let region = Arc::new(
-        Region::new(config.size as usize)
+        Region::shared(config.size as usize, &config.name)
             .map_err(|e| format!("allocating the {}-byte segment: {e}", config.size))?,
     );
-    let (dram, endpoint, dram_task) = serve_side(
+    let (mut dram, endpoint, dram_task) = serve_side(
         config.listen,
         config.name.clone(),
         config.size,
@@ -316,6 +316,33 @@ pub async fn run_store(
     )
     .await?;
     let catalog = dram.catalog.clone();
+    // The same-host socket: clients on this host map the segment.
+    let shm_path = std::env::temp_dir().join(format!(
+        "moonlab-{}-{}-{:x}.sock",
+        config.name,
+        std::process::id(),
+        crate::client::random_client_id().0 & 0xffff_ffff
+    ));
+    let _ = std::fs::remove_file(&shm_path);
+    let shm_task = match tokio::net::UnixListener::bind(&shm_path) {
+        Ok(listener) => {
+            if let Some(ep) = crate::transfer::shm::endpoint(&shm_path) {
+                dram.desc.endpoint = format!("{},{ep}", dram.desc.endpoint);
+            }
+            let mut stop = shutdown.clone();
+            Some(tokio::spawn(crate::transfer::shm::serve(
+                listener,
+                region.clone(),
+                config.secret.clone(),
+                catalog.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+                },
+            )))
+        }
+        // Without the socket, same-host clients use TCP like the rest.
+        Err(_) => None,
+    };
     let mut sides = vec![dram];
     let mut tasks = vec![dram_task];
     let mut ssd_endpoint = None;
@@ -420,6 +447,10 @@ pub async fn run_store(
     drop(membership);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(t) = shm_task {
+        let _ = t.await;
+        let _ = std::fs::remove_file(&shm_path);
     }
     Ok(())
 }

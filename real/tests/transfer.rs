@@ -208,6 +208,7 @@ async fn a_wrong_secret_is_refused() {
     let seg = moonlab_real::transfer::SegmentHandle {
         endpoints: vec![t.addr.parse().unwrap()],
         len: 1 << 20,
+        shm: None,
     };
     let local = Arc::new(Region::new(4096).unwrap());
     let st = e

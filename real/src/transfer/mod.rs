@@ -14,6 +14,7 @@
 #[cfg(feature = "rdma")]
 pub mod rdma;
 pub mod region;
+pub mod shm;
 pub mod tcp;
 pub mod topology;
 pub mod wire;
@@ -83,11 +84,24 @@ impl Transport for tcp::TcpTransport {
 }
 
 /// An opened remote segment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct SegmentHandle {
     pub endpoints: Vec<SocketAddr>,
     pub len: u64,
+    /// The segment mapped into this process (a store node on this host):
+    /// bytes move by memory copy ([`shm`]).
+    pub shm: Option<Arc<shm::Attached>>,
 }
+
+impl PartialEq for SegmentHandle {
+    fn eq(&self, other: &Self) -> bool {
+        self.endpoints == other.endpoints
+            && self.len == other.len
+            && self.shm.is_some() == other.shm.is_some()
+    }
+}
+
+impl Eq for SegmentHandle {}
 
 /// One request of a batch.
 #[derive(Clone, Debug)]
@@ -168,14 +182,17 @@ pub struct TransferEngine {
     transport: Arc<dyn Transport>,
     topology: Topology,
     config: EngineConfig,
+    /// With a secret, segments on this host are mapped and copied in place.
+    same_host: Option<crate::rpc::Secret>,
 }
 
-/// Parses `host:port[,host:port…]` (numeric addresses).
+/// Parses `host:port[,host:port…]` (numeric addresses; `shm:` entries,
+/// the same-host socket, are skipped).
 pub fn parse_endpoints(s: &str) -> Result<Vec<SocketAddr>, String> {
     let eps: Result<Vec<SocketAddr>, String> = s
         .split(',')
         .map(str::trim)
-        .filter(|e| !e.is_empty())
+        .filter(|e| !e.is_empty() && !e.starts_with("shm:"))
         .map(|e| {
             e.parse()
                 .map_err(|_| format!("`{e}` is not an address such as 127.0.0.1:7000"))
@@ -198,7 +215,15 @@ impl TransferEngine {
             transport,
             topology,
             config,
+            same_host: None,
         }
+    }
+
+    /// Maps segments of store nodes on this host (their `shm:` endpoint)
+    /// and moves their bytes by memory copy.
+    pub fn with_same_host(mut self, secret: crate::rpc::Secret) -> TransferEngine {
+        self.same_host = Some(secret);
+        self
     }
 
     pub fn transport_name(&self) -> &'static str {
@@ -208,6 +233,17 @@ impl TransferEngine {
     /// Opens the segment served at `endpoints` (one per NIC of the target).
     pub async fn open_segment(&self, endpoints: &str) -> Result<SegmentHandle, ErrorCode> {
         let eps = parse_endpoints(endpoints).map_err(|_| ErrorCode::InvalidParams)?;
+        if let (Some(secret), Some(sock)) = (&self.same_host, shm::local_socket(endpoints)) {
+            // Same host: map it (or fall back to the network if that fails).
+            if let Ok(att) = shm::attach(&sock, secret).await {
+                let len = att.region.len() as u64;
+                return Ok(SegmentHandle {
+                    endpoints: eps,
+                    len,
+                    shm: Some(Arc::new(att)),
+                });
+            }
+        }
         let mut last = ErrorCode::TransferFail;
         for path in self.paths(&eps, 0) {
             match self.transport.probe(&path).await {
@@ -215,6 +251,7 @@ impl TransferEngine {
                     return Ok(SegmentHandle {
                         endpoints: eps,
                         len,
+                        shm: None,
                     })
                 }
                 Err(e) => last = e,
@@ -268,6 +305,12 @@ impl TransferEngine {
                     .is_some_and(|end| end <= req.target.len);
             if !in_range {
                 task.finish(Err(ErrorCode::InvalidParams));
+                continue;
+            }
+            if let Some(att) = req.target.shm.clone() {
+                running.spawn(async move {
+                    task.finish(copy_in_place(&req, &att.region));
+                });
                 continue;
             }
             let near = self.topology.order_for(req.local.numa_node()).0.len();
@@ -328,6 +371,9 @@ impl TransferEngine {
     /// catalog, reported after a failover); tried on each path in turn.
     pub async fn note(&self, target: &SegmentHandle, note: &wire::Note) -> Result<(), ErrorCode> {
         let bytes = note.encode();
+        if let Some(att) = &target.shm {
+            return att.note(&bytes).await;
+        }
         let mut last = ErrorCode::TransferFail;
         for path in self.paths(&target.endpoints, 0) {
             match self.transport.send_note(&path, bytes.clone()).await {
@@ -347,6 +393,39 @@ impl TransferEngine {
         }
         self.wait(&batch).await
     }
+}
+
+/// A request against a segment mapped into this process: one copy.
+fn copy_in_place(req: &TransferRequest, remote: &Region) -> Result<(), ErrorCode> {
+    // SAFETY: both ranges were checked; the caller owns its local range and
+    // the replica range the master gave it.
+    let (local, there) = unsafe {
+        (
+            req.local.bytes_mut(req.local_offset, req.length),
+            remote.bytes_mut(req.target_offset, req.length),
+        )
+    };
+    let (local, there) = match (local, there) {
+        (Ok(l), Ok(t)) => (l, t),
+        _ => return Err(ErrorCode::InvalidParams),
+    };
+    let copy = |from: &[u8], to: &mut [u8]| {
+        // Big copies leave the async worker free for others.
+        if from.len() > 4 << 20
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            tokio::task::block_in_place(|| to.copy_from_slice(from));
+        } else {
+            to.copy_from_slice(from);
+        }
+    };
+    match req.opcode {
+        Opcode::Write => copy(local, there),
+        Opcode::Read => copy(there, local),
+        _ => return Err(ErrorCode::InvalidParams),
+    }
+    Ok(())
 }
 
 async fn run_slice(

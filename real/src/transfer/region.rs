@@ -23,6 +23,8 @@ pub struct Region {
     /// The NUMA node the memory sits on (its location, as upstream's
     /// `registerLocalMemory(…, location)`); 0 where there is one node.
     numa_node: u32,
+    /// The memory file behind a shareable region ([`Region::shared`]).
+    file: Option<std::fs::File>,
 }
 
 // SAFETY: the region is plain bytes behind a raw pointer; see the module
@@ -54,7 +56,59 @@ impl Region {
             ptr,
             len,
             numa_node,
+            file: None,
         })
+    }
+
+    /// A region backed by a memory file (memfd), which another process on
+    /// this host can map too ([`Region::map_file`]): a store node's DRAM
+    /// segment, for same-host clients.
+    pub fn shared(len: usize, name: &str) -> std::io::Result<Region> {
+        use std::os::fd::FromRawFd;
+        let cname =
+            std::ffi::CString::new(format!("moonlab-{name}")).map_err(std::io::Error::other)?;
+        // SAFETY: memfd_create with a valid C string; the fd is owned below.
+        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.set_len(len.max(1) as u64)?;
+        Self::map_file(file, len)
+    }
+
+    /// Maps the memory file `file` of `len` bytes (shared with its owner).
+    pub fn map_file(file: std::fs::File, len: usize) -> std::io::Result<Region> {
+        if file.metadata()?.len() < len as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the memory file is shorter than its region",
+            ));
+        }
+        // SAFETY: the file is a memory file only moonlab processes map; the
+        // bytes carry no invariants (see the module documentation).
+        // Populated: the page tables are filled now, not by a fault on each
+        // page's first copy (which costs more than the copy itself).
+        let mut map = unsafe {
+            memmap2::MmapOptions::new()
+                .len(len.max(1))
+                .populate()
+                .map_mut(&file)?
+        };
+        let ptr = map.as_mut_ptr();
+        Ok(Region {
+            _map: map,
+            ptr,
+            len,
+            numa_node: 0,
+            file: Some(file),
+        })
+    }
+
+    /// The memory file of a shared region.
+    pub fn file(&self) -> Option<&std::fs::File> {
+        self.file.as_ref()
     }
 
     pub fn len(&self) -> usize {
