@@ -14,9 +14,10 @@ use moonlab_real::rpc::client::{CallError, MasterClient};
 use moonlab_real::rpc::server::{serve, MasterService};
 use moonlab_real::rpc::{pb, Secret, MAX_BATCH};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use tokio::runtime::Runtime;
+
+mod common;
 
 const SECRET: &str = "test-secret-0123456789";
 
@@ -207,18 +208,8 @@ fn runtime() -> Arc<Runtime> {
 #[test]
 fn every_core_scenario_holds_over_rpc() {
     let rt = runtime();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "scn"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 14);
     let mut failures = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        let name = f.file_name().unwrap().to_string_lossy().to_string();
+    for (name, text) in common::core_scenarios() {
         if let Err(e) = run(&text, &name, &mut |s| {
             Box::new(RpcStore::new(rt.clone(), s))
         }) {

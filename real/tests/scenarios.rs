@@ -3,7 +3,7 @@
 
 use moonlab_core::store::scenario::run;
 use moonlab_real::master::scenario::MasterStore;
-use std::path::Path;
+mod common;
 
 fn run_on_master(text: &str, name: &str) -> Result<(), String> {
     let mut built: Option<String> = None;
@@ -22,18 +22,8 @@ fn run_on_master(text: &str, name: &str) -> Result<(), String> {
 
 #[test]
 fn every_core_scenario_holds_on_the_master() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/scenarios");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "scn"))
-        .collect();
-    files.sort();
-    assert!(files.len() >= 14, "scenario files missing: {files:?}");
     let mut failures = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        let name = f.file_name().unwrap().to_string_lossy().to_string();
+    for (name, text) in common::core_scenarios() {
         if let Err(e) = run_on_master(&text, &name) {
             failures.push(e);
         }

@@ -11,8 +11,7 @@ use crate::master::{
     ClientId, Lease, ObjectInfo, PingStatus, PutOptions, ReplicaDesc, ReportedObject, SegmentDesc,
     SegmentId, SegmentStats,
 };
-use moonlab_core::store::LeaseToken;
-use moonlab_core::types::{BlockKey, Nanos};
+use moonlab_core::types::Nanos;
 use std::time::Duration;
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -81,21 +80,7 @@ pub struct Located {
 
 fn located(r: pb::GetReplicaListReply) -> Result<Located, CallError> {
     check(r.code)?;
-    let tokens = r
-        .lease
-        .iter()
-        .map(|t| {
-            (
-                SegmentId(t.segment),
-                LeaseToken {
-                    key: BlockKey(t.object),
-                    slot: t.slot,
-                    generation: t.generation,
-                    expiry: Nanos(t.expiry_ns),
-                },
-            )
-        })
-        .collect();
+    let tokens = r.lease.iter().map(super::token_from_pb).collect();
     Ok(Located {
         size: r.size,
         checksum: r.checksum,
@@ -365,13 +350,7 @@ impl MasterClient {
                 lease: lease
                     .tokens()
                     .iter()
-                    .map(|(s, t)| pb::LeaseToken {
-                        segment: s.0,
-                        object: t.key.0,
-                        slot: t.slot,
-                        generation: t.generation,
-                        expiry_ns: t.expiry.0,
-                    })
+                    .map(|(s, t)| super::token_to_pb(*s, t))
                     .collect(),
             })
             .await

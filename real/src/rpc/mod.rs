@@ -72,6 +72,33 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A lease token on the wire.
+pub fn token_to_pb(
+    segment: master::SegmentId,
+    t: &moonlab_core::store::LeaseToken,
+) -> pb::LeaseToken {
+    pb::LeaseToken {
+        segment: segment.0,
+        object: t.key.0,
+        slot: t.slot,
+        generation: t.generation,
+        expiry_ns: t.expiry.0,
+    }
+}
+
+/// A lease token from the wire.
+pub fn token_from_pb(t: &pb::LeaseToken) -> (master::SegmentId, moonlab_core::store::LeaseToken) {
+    (
+        master::SegmentId(t.segment),
+        moonlab_core::store::LeaseToken {
+            key: moonlab_core::types::BlockKey(t.object),
+            slot: t.slot,
+            generation: t.generation,
+            expiry: moonlab_core::types::Nanos(t.expiry_ns),
+        },
+    )
+}
+
 /// A reply's code as a result: 0 is success; a code this build does not
 /// know is an internal error.
 pub fn code_result(code: i32) -> Result<(), ErrorCode> {

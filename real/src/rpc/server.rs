@@ -8,12 +8,14 @@
 //! [`MAX_MESSAGE_BYTES`] are refused by the decoder.
 
 use super::pb::{self, master_server};
-use super::{code_of, Secret, AUTH_HEADER, MAX_BATCH, MAX_MESSAGE_BYTES, PROTOCOL};
+use super::{
+    code_of, token_from_pb, token_to_pb, Secret, AUTH_HEADER, MAX_BATCH, MAX_MESSAGE_BYTES,
+    PROTOCOL,
+};
 use crate::clock::Clock;
 use crate::error::ErrorCode;
-use crate::master::{self, ClientId, Lease, Master, ObjectPins, SegmentId, MAX_KEY_BYTES};
-use moonlab_core::store::LeaseToken;
-use moonlab_core::types::{BlockKey, Nanos};
+use crate::master::{self, ClientId, Lease, Master, ObjectPins, MAX_KEY_BYTES};
+use moonlab_core::types::Nanos;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -96,28 +98,6 @@ fn check_batch(n: usize) -> Result<(), Status> {
     } else {
         Ok(())
     }
-}
-
-fn token_to_pb(seg: SegmentId, t: &LeaseToken) -> pb::LeaseToken {
-    pb::LeaseToken {
-        segment: seg.0,
-        object: t.key.0,
-        slot: t.slot,
-        generation: t.generation,
-        expiry_ns: t.expiry.0,
-    }
-}
-
-fn token_from_pb(t: &pb::LeaseToken) -> (SegmentId, LeaseToken) {
-    (
-        SegmentId(t.segment),
-        LeaseToken {
-            key: BlockKey(t.object),
-            slot: t.slot,
-            generation: t.generation,
-            expiry: Nanos(t.expiry_ns),
-        },
-    )
 }
 
 fn replica_list_reply(

@@ -573,21 +573,30 @@ async fn connection(
 }
 
 impl TcpTransport {
+    /// Hands `work` to the next connection of `path`'s pool and awaits it.
+    fn dispatch(
+        &self,
+        path: &Path,
+        work: Work,
+    ) -> Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>> {
+        let pool = self.pool(path);
+        Box::pin(async move {
+            let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.conns.len();
+            let (tx, rx) = oneshot::channel();
+            if pool.conns[i].send((work, tx)).await.is_err() {
+                return Err(ErrorCode::TransferFail);
+            }
+            rx.await.unwrap_or(Err(ErrorCode::TransferFail))
+        })
+    }
+
     /// Moves one slice on a connection of `path`'s pool.
     pub fn move_slice(
         &self,
         path: &Path,
         slice: Slice,
     ) -> Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>> {
-        let pool = self.pool(path);
-        Box::pin(async move {
-            let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.conns.len();
-            let (tx, rx) = oneshot::channel();
-            if pool.conns[i].send((Work::Slice(slice), tx)).await.is_err() {
-                return Err(ErrorCode::TransferFail);
-            }
-            rx.await.unwrap_or(Err(ErrorCode::TransferFail))
-        })
+        self.dispatch(path, Work::Slice(slice))
     }
 
     /// Sends a writer's note on a connection of `path`'s pool.
@@ -596,15 +605,7 @@ impl TcpTransport {
         path: &Path,
         note: Vec<u8>,
     ) -> Pin<Box<dyn Future<Output = Result<(), ErrorCode>> + Send>> {
-        let pool = self.pool(path);
-        Box::pin(async move {
-            let i = pool.next.fetch_add(1, Ordering::Relaxed) % pool.conns.len();
-            let (tx, rx) = oneshot::channel();
-            if pool.conns[i].send((Work::Note(note), tx)).await.is_err() {
-                return Err(ErrorCode::TransferFail);
-            }
-            rx.await.unwrap_or(Err(ErrorCode::TransferFail))
-        })
+        self.dispatch(path, Work::Note(note))
     }
 
     /// Connects through `path` once; the target's segment length.
