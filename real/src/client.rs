@@ -230,12 +230,18 @@ impl StoreClient {
         buf: &Buffer,
         opts: &PutOptions,
     ) -> Result<(), ErrorCode> {
-        let sum = buf.checksum()?;
-        let replicas = self
-            .master
-            .put_start(key, buf.len, opts)
-            .await
-            .map_err(call)?;
+        // The checksum is computed while PutStart is on its way.
+        let (replicas, sum) = tokio::join!(self.master.put_start(key, buf.len, opts), async {
+            buf.checksum()
+        });
+        let replicas = replicas.map_err(call)?;
+        let sum = match sum {
+            Ok(sum) => sum,
+            Err(e) => {
+                let _ = self.master.put_revoke(key).await;
+                return Err(e);
+            }
+        };
         let written = match self.write_replicas(buf, &replicas).await {
             Ok(()) => self.note_replicas(key, sum, buf.len, &replicas).await,
             Err(e) => Err(e),

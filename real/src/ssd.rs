@@ -1,8 +1,9 @@
 //! The SSD tier's I/O: one preallocated file opened with `O_DIRECT` (the
 //! page cache bypassed, as a store of cold KV blocks wants), read and
 //! written in 4 KiB-aligned units from page-aligned registered memory.
-//! Requests go to an io_uring ring served by a dedicated thread, which
-//! keeps up to `depth` of them in flight; where the kernel refuses
+//! Requests go into an io_uring ring: the caller pushes its entry and
+//! submits it itself (no thread hop), up to `depth` in flight; one thread
+//! waits for completions and wakes the callers. Where the kernel refuses
 //! io_uring (or it is turned off) they fall back to `pread`/`pwrite` on
 //! tokio's blocking threads. Either way the caller awaits a future.
 
@@ -38,6 +39,30 @@ struct Request {
     done: oneshot::Sender<io::Result<()>>,
 }
 
+/// The ring and what is in flight in it.
+struct Ring {
+    uring: io_uring::IoUring,
+    fd: RawFdHolder,
+    /// Held while pushing to the submission queue (callers and the
+    /// completion thread resubmitting a short transfer).
+    submit: parking_lot::Mutex<()>,
+    /// In-flight requests by slot (the entries' user data), with bytes done.
+    slots: parking_lot::Mutex<Slots>,
+    /// One permit per free slot.
+    permits: Arc<tokio::sync::Semaphore>,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+struct RawFdHolder(std::os::unix::io::RawFd);
+
+struct Slots {
+    entries: Vec<Option<(Request, u64)>>,
+    free: Vec<usize>,
+}
+
+/// The slot a wake-up entry carries (no request).
+const WAKE: u64 = u64::MAX;
+
 /// How requests reach the disk.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum IoEngine {
@@ -50,7 +75,18 @@ pub enum IoEngine {
 pub struct SsdFile {
     file: Arc<File>,
     len: u64,
-    ring: Option<std::sync::mpsc::Sender<Request>>,
+    ring: Option<Arc<Ring>>,
+}
+
+impl Drop for SsdFile {
+    fn drop(&mut self) {
+        if let Some(ring) = &self.ring {
+            ring.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            // Wake the completion thread so it sees the flag and leaves.
+            let nop = io_uring::opcode::Nop::new().build().user_data(WAKE);
+            ring.push(&nop);
+        }
+    }
 }
 
 impl SsdFile {
@@ -151,6 +187,19 @@ impl SsdFile {
             return Ok(());
         }
         if let Some(ring) = &self.ring {
+            if len > u32::MAX as u64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a request over 4 GiB",
+                ));
+            }
+            let permit = ring
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| io::Error::other("the ring is closed"))?;
+            permit.forget();
             let (tx, rx) = oneshot::channel();
             let req = Request {
                 op,
@@ -160,11 +209,10 @@ impl SsdFile {
                 file_offset,
                 done: tx,
             };
-            if ring.send(req).is_ok() {
-                return rx
-                    .await
-                    .unwrap_or_else(|_| Err(io::Error::other("the io_uring thread stopped")));
-            }
+            ring.start(req);
+            return rx
+                .await
+                .unwrap_or_else(|_| Err(io::Error::other("the io_uring thread stopped")));
         }
         let file = self.file.clone();
         let buf = buf.clone();
@@ -231,40 +279,82 @@ impl SsdFile {
     }
 }
 
-/// Starts the thread that owns the ring; fails if the kernel refuses
+/// Starts the ring and its completion thread; fails if the kernel refuses
 /// io_uring.
-fn start_ring(file: Arc<File>, depth: u32) -> io::Result<std::sync::mpsc::Sender<Request>> {
-    let ring = io_uring::IoUring::new(depth)?;
-    let (tx, rx) = std::sync::mpsc::channel::<Request>();
-    std::thread::Builder::new()
-        .name("moonlab-io-uring".into())
-        .spawn(move || run_ring(ring, file, depth as usize, rx))?;
-    Ok(tx)
+fn start_ring(file: Arc<File>, depth: u32) -> io::Result<Arc<Ring>> {
+    // Completions are reaped by a task of the current tokio runtime, woken
+    // by the ring's descriptor like a socket (no thread in between).
+    let handle =
+        tokio::runtime::Handle::try_current().map_err(|e| io::Error::other(e.to_string()))?;
+    let uring = io_uring::IoUring::new(depth * 2)?;
+    let ring_fd = RawFdHolder(uring.as_raw_fd());
+    let ring = Arc::new(Ring {
+        uring,
+        fd: RawFdHolder(file.as_raw_fd()),
+        submit: parking_lot::Mutex::new(()),
+        slots: parking_lot::Mutex::new(Slots {
+            entries: (0..depth).map(|_| None).collect(),
+            free: (0..depth as usize).rev().collect(),
+        }),
+        permits: Arc::new(tokio::sync::Semaphore::new(depth as usize)),
+        stop: std::sync::atomic::AtomicBool::new(false),
+    });
+    let readable = {
+        let _enter = handle.enter();
+        // SAFETY: the ring's descriptor stays open while the AsyncFd lives:
+        // the task below drops the AsyncFd before its Arc of the ring.
+        unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(ring_fd, tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| io::Error::other(e.to_string()))?
+    };
+    let r = ring.clone();
+    // The task holds the file open as long as it runs.
+    handle.spawn(async move {
+        let _file = file;
+        while !r.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let Ok(mut ready) = readable.readable().await else {
+                break;
+            };
+            if r.reap() == 0 {
+                // Nothing yet: clear, then look once more so that a
+                // completion posted in between is not missed.
+                ready.clear_ready();
+                r.reap();
+            }
+        }
+        drop(readable);
+        r.fail_all();
+    });
+    Ok(ring)
 }
 
-fn run_ring(
-    mut ring: io_uring::IoUring,
-    file: Arc<File>,
-    depth: usize,
-    rx: std::sync::mpsc::Receiver<Request>,
-) {
-    use io_uring::{opcode, types};
-    let fd = types::Fd(file.as_raw_fd());
-    // In-flight requests by slot; a short read or write continues from
-    // where it stopped.
-    let mut slots: Vec<Option<(Request, u64)>> = (0..depth).map(|_| None).collect();
-    let mut free: Vec<usize> = (0..depth).rev().collect();
-    let mut in_flight = 0usize;
-    let mut open = true;
-    let push =
-        |ring: &mut io_uring::IoUring, slot: usize, r: &Request, done: u64| -> io::Result<()> {
-            // SAFETY: the buffer range lives in `r.buf` (an Arc held in the
-            // slot until the completion arrives).
-            let ptr = unsafe { r.buf.bytes_mut(r.buf_offset + done, r.len - done) }
-                .map_err(|e| io::Error::other(e.to_string()))?
-                .as_mut_ptr();
-            let len = (r.len - done) as u32;
-            let entry = match r.op {
+impl std::os::unix::io::AsRawFd for RawFdHolder {
+    fn as_raw_fd(&self) -> std::os::unix::io::RawFd {
+        self.0
+    }
+}
+
+impl Ring {
+    /// Pushes `entry` and submits it.
+    fn push(&self, entry: &io_uring::squeue::Entry) -> bool {
+        let _g = self.submit.lock();
+        // SAFETY: the submission queue is only touched under `submit`.
+        let pushed = unsafe { self.uring.submission_shared().push(entry).is_ok() };
+        pushed && self.uring.submitter().submit().is_ok()
+    }
+
+    fn entry(&self, slot: usize, r: &Request, done: u64) -> Option<io_uring::squeue::Entry> {
+        use io_uring::{opcode, types};
+        // SAFETY: the buffer range lives in `r.buf` (an Arc held in the
+        // slot until the completion arrives).
+        let ptr = unsafe { r.buf.bytes_mut(r.buf_offset + done, r.len - done) }
+            .ok()?
+            .as_mut_ptr();
+        let len = (r.len - done) as u32;
+        let fd = types::Fd(self.fd.0);
+        Some(
+            match r.op {
                 Op::Read => opcode::Read::new(fd, ptr, len)
                     .offset(r.file_offset + done)
                     .build(),
@@ -272,91 +362,114 @@ fn run_ring(
                     .offset(r.file_offset + done)
                     .build(),
             }
-            .user_data(slot as u64);
-            // SAFETY: the entry's buffer outlives the operation (see above).
-            unsafe { ring.submission().push(&entry) }
-                .map_err(|_| io::Error::other("submission queue full"))
+            .user_data(slot as u64),
+        )
+    }
+
+    /// Takes a slot for `req` (a permit was taken for it) and submits it.
+    fn start(&self, req: Request) {
+        let slot = {
+            let mut s = self.slots.lock();
+            match s.free.pop() {
+                Some(slot) => {
+                    s.entries[slot] = None;
+                    slot
+                }
+                None => {
+                    let _ = req.done.send(Err(io::Error::other("no free slot")));
+                    self.permits.add_permits(1);
+                    return;
+                }
+            }
         };
-    loop {
-        // Take new requests: block only when nothing is in flight.
-        while open && !free.is_empty() {
-            let next = if in_flight == 0 {
-                rx.recv().ok()
-            } else {
-                rx.try_recv().ok()
-            };
-            let Some(r) = next else {
-                if in_flight == 0 {
-                    open = false;
-                }
-                break;
-            };
-            if r.len > u32::MAX as u64 {
-                let _ = r.done.send(Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "request over 4 GiB",
-                )));
-                continue;
-            }
-            let slot = free.pop().unwrap_or(0);
-            match push(&mut ring, slot, &r, 0) {
-                Ok(()) => {
-                    slots[slot] = Some((r, 0));
-                    in_flight += 1;
-                }
-                Err(e) => {
-                    free.push(slot);
-                    let _ = r.done.send(Err(e));
-                }
-            }
-        }
-        if in_flight == 0 {
-            if open {
-                continue;
-            }
+        let Some(entry) = self.entry(slot, &req, 0) else {
+            let _ = req.done.send(Err(io::Error::other("bad buffer range")));
+            self.release(slot);
             return;
-        }
-        if let Err(e) = ring.submit_and_wait(1) {
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+        };
+        self.slots.lock().entries[slot] = Some((req, 0));
+        if !self.push(&entry) {
+            if let Some((r, _)) = self.slots.lock().entries[slot].take() {
+                let _ = r
+                    .done
+                    .send(Err(io::Error::other("could not submit to io_uring")));
             }
-            for s in slots.iter_mut() {
-                if let Some((r, _)) = s.take() {
-                    let _ = r.done.send(Err(io::Error::new(e.kind(), e.to_string())));
-                }
-            }
-            return;
+            self.release(slot);
         }
-        let done: Vec<(usize, i32)> = ring
-            .completion()
-            .map(|c| (c.user_data() as usize, c.result()))
+    }
+
+    fn release(&self, slot: usize) {
+        self.slots.lock().free.push(slot);
+        self.permits.add_permits(1);
+    }
+
+    /// Takes every completion posted so far and wakes its caller; a short
+    /// transfer goes on from where it stopped. Returns how many it took.
+    fn reap(&self) -> usize {
+        // SAFETY: only the reaping task reads the completion queue.
+        let done: Vec<(u64, i32)> = unsafe { self.uring.completion_shared() }
+            .map(|c| (c.user_data(), c.result()))
             .collect();
+        let n = done.len();
         for (slot, res) in done {
-            let Some((r, so_far)) = slots.get_mut(slot).and_then(Option::take) else {
+            if slot == WAKE {
+                continue;
+            }
+            let slot = slot as usize;
+            let Some((r, so_far)) = self
+                .slots
+                .lock()
+                .entries
+                .get_mut(slot)
+                .and_then(Option::take)
+            else {
                 continue;
             };
-            if res < 0 {
-                let _ = r.done.send(Err(io::Error::from_raw_os_error(-res)));
+            let outcome = if res < 0 {
+                Err(io::Error::from_raw_os_error(-res))
             } else if res == 0 {
-                let _ = r.done.send(Err(io::Error::new(
+                Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the file ended",
-                )));
-            } else {
+                ))
+            } else if so_far + (res as u64) < r.len {
                 let so_far = so_far + res as u64;
-                if so_far >= r.len {
-                    let _ = r.done.send(Ok(()));
-                } else if push(&mut ring, slot, &r, so_far).is_ok() {
-                    slots[slot] = Some((r, so_far));
-                    continue;
-                } else {
-                    let _ = r
-                        .done
-                        .send(Err(io::Error::other("could not resubmit a short transfer")));
+                match self.entry(slot, &r, so_far) {
+                    Some(e) => {
+                        self.slots.lock().entries[slot] = Some((r, so_far));
+                        if self.push(&e) {
+                            continue;
+                        }
+                        let taken = self.slots.lock().entries[slot].take();
+                        if let Some((r, _)) = taken {
+                            let _ = r.done.send(Err(io::Error::other("could not resubmit")));
+                        }
+                        self.release(slot);
+                        continue;
+                    }
+                    None => Err(io::Error::other("bad buffer range")),
                 }
-            }
-            in_flight -= 1;
-            free.push(slot);
+            } else {
+                Ok(())
+            };
+            let _ = r.done.send(outcome);
+            self.release(slot);
+        }
+        n
+    }
+
+    /// Fails whatever is still in flight (the file is closing).
+    fn fail_all(&self) {
+        for (r, _) in self
+            .slots
+            .lock()
+            .entries
+            .iter_mut()
+            .filter_map(Option::take)
+        {
+            let _ = r
+                .done
+                .send(Err(io::Error::other("the SSD file was closed")));
         }
     }
 }
