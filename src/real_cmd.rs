@@ -22,6 +22,7 @@ use moonlab_real::node::{
     run_master, run_master_ha, run_store, MasterAddr, StoreConfig, HEARTBEAT,
 };
 use moonlab_real::rpc::Secret;
+use moonlab_real::transfer::topology::Topology;
 use serde::Deserialize;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -507,6 +508,8 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
             metadata: None,
             cluster_id: "moonlab".into(),
         },
+        nics: None,
+        no_same_host: false,
     };
     let mut up = false;
     for _ in 0..300 {
@@ -623,9 +626,29 @@ pub struct AccessArgs {
     /// --master).
     #[command(flatten)]
     ha: MetadataArgs,
+    /// This host's NICs for the transfer engine, `name=addr[@numa],…`
+    /// (default: loopback); slices are striped over those nearest the
+    /// buffer.
+    #[arg(long, env = "MOONLAB_NICS")]
+    nics: Option<String>,
+    /// Move bytes over the network even to store nodes on this host (no
+    /// shared-memory path).
+    #[arg(long)]
+    no_same_host: bool,
 }
 
 impl AccessArgs {
+    /// The client configuration these flags describe.
+    fn client(&self) -> Result<ClientConfig> {
+        let (addr, secret) = self.resolve()?;
+        let mut c = ClientConfig::new(&addr, secret);
+        if let Some(n) = &self.nics {
+            c.topology = Topology::parse(n).map_err(|e| anyhow!("--nics: {e}"))?;
+        }
+        c.same_host = !self.no_same_host;
+        Ok(c)
+    }
+
     fn resolve(&self) -> Result<(String, Secret)> {
         let from_dir = self
             .cluster
@@ -722,10 +745,10 @@ pub enum KvCommand {
 }
 
 pub fn kv(a: KvArgs) -> Result<()> {
-    let (addr, secret) = a.access.resolve()?;
+    let config = a.access.client()?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let mut c = StoreClient::connect(ClientConfig::new(&addr, secret))
+        let mut c = StoreClient::connect(config)
             .await
             .map_err(|e| anyhow!("{e}"))?;
         match a.command {
@@ -868,6 +891,9 @@ pub struct TeBenchArgs {
     /// TCP connections per path.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// This host's NICs, `name=addr[@numa],…` (default: loopback).
+    #[arg(long, env = "MOONLAB_NICS")]
+    nics: Option<String>,
     /// A running target (`moonlab store`'s transfer engine endpoint) with
     /// --secret-file; without it, a target runs in this process.
     #[arg(long)]
@@ -945,6 +971,10 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
                     conns_per_path: a.connections.clamp(1, 64),
                     ..Default::default()
                 },
+                topology: match &a.nics {
+                    Some(n) => Topology::parse(n).map_err(|e| anyhow!("--nics: {e}"))?,
+                    None => Topology::loopback(),
+                },
             };
             let secret = match (&a.target, &a.secret_file) {
                 (Some(_), Some(f)) => read_secret(f)?,
@@ -996,7 +1026,7 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
             );
         }
         BenchCommand::Store(a) => {
-            let (addr, secret) = a.access.resolve()?;
+            let client = a.access.client()?;
             let put = match a.op.as_str() {
                 "put" => true,
                 "get" => false,
@@ -1009,9 +1039,10 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
                 duration: seconds("--duration", a.duration)?,
                 replicas: a.replicas,
                 keys: a.keys.max(1),
+                client,
             };
             let r = rt
-                .block_on(moonlab_real::bench::store(&b, &addr, &secret))
+                .block_on(moonlab_real::bench::store(&b))
                 .map_err(|e| anyhow!(e))?;
             print_report(
                 &format!(

@@ -90,27 +90,30 @@ echo
 # ---- 2. store against redis ---------------------------------------------
 echo "## Store put/get against redis-server"
 echo
-echo "moonlab: \`moonlab bench store\` through the client library (PutStart, writes, note, PutEnd; GetReplicaList, read, checksum) against a \`moonlab cluster\` of one master and two store nodes, one replica."
-echo "redis: \`redis-benchmark -t set,get -d SIZE -c CLIENTS\` against \`redis-server --save '' --appendonly no\`."
+echo "moonlab: \`moonlab bench store\` through the client library (PutStart, writes, note, PutEnd; GetReplicaList, read, checksum verified) against a \`moonlab cluster\` of one master and two store nodes, one replica; **same host**: the client maps the store nodes' segments (the default on their host), **TCP**: \`--no-same-host\`, bytes over the transfer engine's loopback TCP as from another host."
+echo "redis: \`redis-benchmark -t set,get -d SIZE -c CLIENTS\` against \`redis-server --save '' --appendonly no\` on loopback TCP."
 echo
-echo "| value | clients | moonlab put | redis SET | ratio | moonlab get | redis GET | ratio |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| value | clients | put, same host | put, TCP | redis SET | same host / redis | TCP / redis | get, same host | get, TCP | redis GET | same host / redis | TCP / redis |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 "$bin" cluster --dir "$work/cluster" --store-size 1GiB >/dev/null 2>&1 &
 cluster_pid=$!
 for _ in $(seq 100); do [ -f "$work/cluster/master.addr" ] && "$bin" kv --cluster "$work/cluster" stat 2>/dev/null | grep -q "on 2 segments" && break; sleep 0.2; done
 redis_port="$(free_port)"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes --proto-max-bulk-len 1gb --client-query-buffer-limit 1gb >/dev/null
 sleep 0.5
+store() { "$bin" bench store --cluster "$work/cluster" --duration "$secs" --json "$@" | json "d['gb_per_s']"; }
 for size in 1MiB 4MiB 16MiB; do
   bytes="$(python3 -c "print({'1MiB':1<<20,'4MiB':4<<20,'16MiB':16<<20}['$size'])")"
   for c in 1 4; do
-    put="$("$bin" bench store --cluster "$work/cluster" --op put --value-size "$size" --clients "$c" --duration "$secs" --json | json "d['gb_per_s']")"
-    get="$("$bin" bench store --cluster "$work/cluster" --op get --value-size "$size" --clients "$c" --duration "$secs" --keys 16 --json | json "d['gb_per_s']")"
+    put="$(store --op put --value-size "$size" --clients "$c")"
+    put_tcp="$(store --op put --value-size "$size" --clients "$c" --no-same-host)"
+    get="$(store --op get --value-size "$size" --clients "$c" --keys 16)"
+    get_tcp="$(store --op get --value-size "$size" --clients "$c" --keys 16 --no-same-host)"
     n="$(python3 -c "print(max(50, int(${secs} * 3e9 / $bytes)))")"
     csv="$(redis-benchmark -p "$redis_port" -t set,get -d "$bytes" -c "$c" -n "$n" --csv 2>/dev/null)"
     rset="$(echo "$csv" | python3 -c "import csv,sys; r={row[0]:row[1] for row in csv.reader(sys.stdin)}; print(float(r['SET'])*$bytes/1e9)")"
     rget="$(echo "$csv" | python3 -c "import csv,sys; r={row[0]:row[1] for row in csv.reader(sys.stdin)}; print(float(r['GET'])*$bytes/1e9)")"
-    echo "| $size | $c | $(gbps "$put") | $(gbps "$rset") | $(ratio "$put" "$rset") | $(gbps "$get") | $(gbps "$rget") | $(ratio "$get" "$rget") |"
+    echo "| $size | $c | $(gbps "$put") | $(gbps "$put_tcp") | $(gbps "$rset") | $(ratio "$put" "$rset") | $(ratio "$put_tcp" "$rset") | $(gbps "$get") | $(gbps "$get_tcp") | $(gbps "$rget") | $(ratio "$get" "$rget") | $(ratio "$get_tcp" "$rget") |"
   done
 done
 kill -TERM "$cluster_pid"; wait "$cluster_pid" 2>/dev/null || true; cluster_pid=

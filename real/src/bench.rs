@@ -35,6 +35,8 @@ pub struct TeBench {
     pub duration: Duration,
     pub engine: EngineConfig,
     pub tcp: TcpConfig,
+    /// The NICs slices are striped over.
+    pub topology: Topology,
 }
 
 /// What a benchmark measured.
@@ -103,7 +105,7 @@ pub async fn transfer_engine(
     };
     let engine = Arc::new(TransferEngine::new(
         Arc::new(TcpTransport::new(b.tcp.clone(), secret.clone())),
-        Topology::loopback(),
+        b.topology.clone(),
         b.engine.clone(),
     ));
     let seg = engine
@@ -190,10 +192,12 @@ pub struct StoreBench {
     pub replicas: u32,
     /// Distinct keys a get cycles over.
     pub keys: usize,
+    /// How the clients reach the store nodes (same-host path or not, NICs).
+    pub client: ClientConfig,
 }
 
-/// Runs `b` against the cluster whose master is at `master`.
-pub async fn store(b: &StoreBench, master: &str, secret: &Secret) -> Result<BenchReport, String> {
+/// Runs `b` against the cluster its client configuration names.
+pub async fn store(b: &StoreBench) -> Result<BenchReport, String> {
     if b.value_size == 0 || b.clients == 0 || b.keys == 0 {
         return Err("value size, clients and keys must be positive".into());
     }
@@ -204,7 +208,7 @@ pub async fn store(b: &StoreBench, master: &str, secret: &Secret) -> Result<Benc
     let run = crate::client::random_client_id().0;
     let value: Vec<u8> = (0..b.value_size).map(|i| (i * 131 % 251) as u8).collect();
     if !b.put {
-        let mut c = StoreClient::connect(ClientConfig::new(master, secret.clone()))
+        let mut c = StoreClient::connect(b.client.clone())
             .await
             .map_err(|e| e.to_string())?;
         let buf = Buffer::copy_of(&value).map_err(|e| e.to_string())?;
@@ -218,11 +222,10 @@ pub async fn store(b: &StoreBench, master: &str, secret: &Secret) -> Result<Benc
     let deadline = clock.now().0 + b.duration.as_nanos() as u64;
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..b.clients {
-        let (master, secret, b, opts) =
-            (master.to_string(), secret.clone(), b.clone(), opts.clone());
+        let (b, opts) = (b.clone(), opts.clone());
         let buf = Buffer::copy_of(&value).map_err(|e| e.to_string())?;
         tasks.spawn(async move {
-            let mut c = StoreClient::connect(ClientConfig::new(&master, secret))
+            let mut c = StoreClient::connect(b.client.clone())
                 .await
                 .map_err(|e| e.to_string())?;
             let mut lat = Vec::new();
