@@ -5,6 +5,10 @@
 //! what they hold). etcd must be installed (CI installs it); elsewhere set
 //! MOONLAB_SKIP_ETCD=1 to skip the failover test, which it then says.
 
+use moonlab_real::client::{ClientConfig, StoreClient};
+use moonlab_real::master::PutOptions;
+use moonlab_real::node::MasterAddr;
+use moonlab_real::rpc::Secret;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -164,6 +168,19 @@ fn the_standby_master_takes_over_and_loses_no_object() {
     // Find the leader and kill it.
     let url = std::fs::read_to_string(dir.join("metadata")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // A long-lived library client that finds the master through the
+    // election: it must follow the failover by itself.
+    let mut lib = rt.block_on(async {
+        let meta = moonlab_real::metadata::connect(&url).await.unwrap();
+        let secret_text = std::fs::read_to_string(dir.join("secret")).unwrap();
+        let mut config = ClientConfig::new("unused", Secret::new(&secret_text).unwrap());
+        config.master = MasterAddr::Elected {
+            meta,
+            keys: moonlab_real::metadata::Keys::new("moonlab"),
+        };
+        StoreClient::connect(config).await.unwrap()
+    });
+    assert_eq!(rt.block_on(lib.get("obj1")).unwrap(), objects[1]);
     let leader = |rt: &tokio::runtime::Runtime| {
         rt.block_on(async {
             let meta = moonlab_real::metadata::connect(&url).await.unwrap();
@@ -215,6 +232,11 @@ fn the_standby_master_takes_over_and_loses_no_object() {
         4,
         "{ls}"
     );
+    // The library client reconnects to the new leader on its own.
+    assert_eq!(rt.block_on(lib.get("obj2")).unwrap(), objects[2]);
+    rt.block_on(lib.put("from-lib", b"still here", &PutOptions::default()))
+        .unwrap();
+    assert_eq!(kv(&dir, &["get", "from-lib"]).stdout, b"still here");
     put_ok(&dir, &["put", "after", "--value", "failover"]);
     assert_eq!(kv(&dir, &["get", "after"]).stdout, b"failover");
 }

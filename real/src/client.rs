@@ -20,6 +20,7 @@
 use crate::clock::{Clock, MonotonicClock};
 use crate::error::ErrorCode;
 use crate::master::{ClientId, ObjectInfo, PutOptions, ReplicaDesc, SegmentStats};
+use crate::node::MasterAddr;
 use crate::rpc::client::{CallError, Located, MasterClient};
 use crate::rpc::Secret;
 use crate::transfer::tcp::{TcpConfig, TcpTransport};
@@ -32,6 +33,20 @@ use moonlab_core::store::Tier;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+
+/// Runs a call; if the master could not be reached, finds it again (a
+/// failover may have moved it) and runs the call once more.
+macro_rules! with_failover {
+    ($self:ident, $call:expr) => {{
+        match $call {
+            Err(ErrorCode::RpcFail | ErrorCode::RpcTimeout) => {
+                $self.reconnect().await?;
+                $call
+            }
+            r => r,
+        }
+    }};
+}
 
 /// The checksum every object carries.
 pub fn checksum(bytes: &[u8]) -> u64 {
@@ -99,7 +114,8 @@ impl Buffer {
 /// Settings of a client.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    pub master: String,
+    /// Where the master is: an address, or the leader of an election.
+    pub master: MasterAddr,
     pub secret: Secret,
     /// Segment names on this host (read from first).
     pub local_segments: Vec<String>,
@@ -114,7 +130,7 @@ pub struct ClientConfig {
 impl ClientConfig {
     pub fn new(master: &str, secret: Secret) -> ClientConfig {
         ClientConfig {
-            master: master.to_string(),
+            master: MasterAddr::Fixed(master.to_string()),
             secret,
             local_segments: Vec::new(),
             topology: Topology::loopback(),
@@ -128,6 +144,8 @@ impl ClientConfig {
 /// A client of the store.
 pub struct StoreClient {
     master: MasterClient,
+    addr: MasterAddr,
+    secret: Secret,
     engine: TransferEngine,
     local: HashSet<String>,
     segments: Mutex<HashMap<String, SegmentHandle>>,
@@ -141,8 +159,11 @@ fn call(e: CallError) -> ErrorCode {
 
 impl StoreClient {
     pub async fn connect(config: ClientConfig) -> Result<StoreClient, CallError> {
-        let master =
-            MasterClient::connect(&config.master, &config.secret, random_client_id()).await?;
+        let addr = config.master.resolve().await.map_err(|e| CallError {
+            code: ErrorCode::RpcFail,
+            detail: e,
+        })?;
+        let master = MasterClient::connect(&addr, &config.secret, random_client_id()).await?;
         let mut engine = TransferEngine::new(
             Arc::new(TcpTransport::new(config.tcp.clone(), config.secret.clone())),
             config.topology.clone(),
@@ -153,6 +174,8 @@ impl StoreClient {
         }
         Ok(StoreClient {
             master,
+            addr: config.master.clone(),
+            secret: config.secret.clone(),
             engine,
             local: config.local_segments.into_iter().collect(),
             segments: Mutex::new(HashMap::new()),
@@ -224,7 +247,7 @@ impl StoreClient {
 
     /// Put: stores `buf` under `key` (the bytes go from `buf` to every
     /// replica with no staging copy).
-    pub async fn put_from(
+    async fn put_from_once(
         &mut self,
         key: &str,
         buf: &Buffer,
@@ -258,19 +281,19 @@ impl StoreClient {
 
     /// Put of bytes in ordinary memory (copied once into a registered
     /// buffer).
-    pub async fn put(
+    async fn put_once(
         &mut self,
         key: &str,
         data: &[u8],
         opts: &PutOptions,
     ) -> Result<(), ErrorCode> {
         let buf = Buffer::copy_of(data).map_err(|_| ErrorCode::Internal)?;
-        self.put_from(key, &buf, opts).await
+        self.put_from_once(key, &buf, opts).await
     }
 
     /// BatchPut: one PutStart batch, one transfer batch, one PutEnd batch;
     /// results per key.
-    pub async fn batch_put_from(
+    async fn batch_put_from_once(
         &mut self,
         items: &[(String, Buffer)],
         opts: &PutOptions,
@@ -429,14 +452,14 @@ impl StoreClient {
     }
 
     /// Get into a registered buffer of the object's size.
-    pub async fn get_into(&mut self, key: &str, into: &Buffer) -> Result<(), ErrorCode> {
+    async fn get_into_once(&mut self, key: &str, into: &Buffer) -> Result<(), ErrorCode> {
         let started = self.clock.now().0;
         let located = self.master.get_replica_list(key).await.map_err(call)?;
         self.fetch(&located, started, into).await
     }
 
     /// Get: the object's bytes.
-    pub async fn get(&mut self, key: &str) -> Result<Vec<u8>, ErrorCode> {
+    async fn get_once(&mut self, key: &str) -> Result<Vec<u8>, ErrorCode> {
         let started = self.clock.now().0;
         let located = self.master.get_replica_list(key).await.map_err(call)?;
         let buf = Buffer::zeroed(located.size).map_err(|_| ErrorCode::Internal)?;
@@ -445,7 +468,7 @@ impl StoreClient {
     }
 
     /// BatchGet: one lookup batch, then each object read (results per key).
-    pub async fn batch_get(
+    async fn batch_get_once(
         &mut self,
         keys: &[String],
     ) -> Result<Vec<Result<Vec<u8>, ErrorCode>>, ErrorCode> {
@@ -469,23 +492,108 @@ impl StoreClient {
     }
 
     /// Query: where the object is (a leased read of its metadata).
-    pub async fn query(&mut self, key: &str) -> Result<Located, ErrorCode> {
+    async fn query_once(&mut self, key: &str) -> Result<Located, ErrorCode> {
         self.master.get_replica_list(key).await.map_err(call)
     }
 
-    pub async fn exist(&mut self, key: &str) -> Result<bool, ErrorCode> {
+    async fn exist_once(&mut self, key: &str) -> Result<bool, ErrorCode> {
         self.master.exist(key).await.map_err(call)
     }
 
-    pub async fn remove(&mut self, key: &str, force: bool) -> Result<(), ErrorCode> {
+    async fn remove_once(&mut self, key: &str, force: bool) -> Result<(), ErrorCode> {
         self.master.remove(key, force).await.map_err(call)
     }
 
-    pub async fn list(&mut self, prefix: &str, limit: u32) -> Result<Vec<ObjectInfo>, ErrorCode> {
+    async fn list_once(&mut self, prefix: &str, limit: u32) -> Result<Vec<ObjectInfo>, ErrorCode> {
         self.master.list(prefix, limit).await.map_err(call)
     }
 
-    pub async fn stats(&mut self) -> Result<(Vec<SegmentStats>, u64), ErrorCode> {
+    async fn stats_once(&mut self) -> Result<(Vec<SegmentStats>, u64), ErrorCode> {
         self.master.stats().await.map_err(call)
+    }
+
+    /// Put: stores `buf` under `key` (the bytes go from `buf` to every
+    /// replica with no staging copy).
+    pub async fn put_from(
+        &mut self,
+        key: &str,
+        buf: &Buffer,
+        opts: &PutOptions,
+    ) -> Result<(), ErrorCode> {
+        with_failover!(self, self.put_from_once(key, buf, opts).await)
+    }
+
+    /// Put of bytes in ordinary memory (copied once into a registered
+    /// buffer).
+    pub async fn put(
+        &mut self,
+        key: &str,
+        data: &[u8],
+        opts: &PutOptions,
+    ) -> Result<(), ErrorCode> {
+        with_failover!(self, self.put_once(key, data, opts).await)
+    }
+
+    /// BatchPut: one PutStart batch, one transfer batch, one PutEnd batch;
+    /// results per key.
+    pub async fn batch_put_from(
+        &mut self,
+        items: &[(String, Buffer)],
+        opts: &PutOptions,
+    ) -> Result<Vec<Result<(), ErrorCode>>, ErrorCode> {
+        with_failover!(self, self.batch_put_from_once(items, opts).await)
+    }
+
+    /// Get into a registered buffer of the object's size.
+    pub async fn get_into(&mut self, key: &str, into: &Buffer) -> Result<(), ErrorCode> {
+        with_failover!(self, self.get_into_once(key, into).await)
+    }
+
+    /// Get: the object's bytes.
+    pub async fn get(&mut self, key: &str) -> Result<Vec<u8>, ErrorCode> {
+        with_failover!(self, self.get_once(key).await)
+    }
+
+    /// BatchGet: one lookup batch, then each object read (results per key).
+    pub async fn batch_get(
+        &mut self,
+        keys: &[String],
+    ) -> Result<Vec<Result<Vec<u8>, ErrorCode>>, ErrorCode> {
+        with_failover!(self, self.batch_get_once(keys).await)
+    }
+
+    /// Query: where the object is (a leased read of its metadata).
+    pub async fn query(&mut self, key: &str) -> Result<Located, ErrorCode> {
+        with_failover!(self, self.query_once(key).await)
+    }
+
+    /// Exist: true if the object is readable (and then leased).
+    pub async fn exist(&mut self, key: &str) -> Result<bool, ErrorCode> {
+        with_failover!(self, self.exist_once(key).await)
+    }
+
+    /// Remove (refused while leased unless `force`).
+    pub async fn remove(&mut self, key: &str, force: bool) -> Result<(), ErrorCode> {
+        with_failover!(self, self.remove_once(key, force).await)
+    }
+
+    /// The objects whose key starts with `prefix`.
+    pub async fn list(&mut self, prefix: &str, limit: u32) -> Result<Vec<ObjectInfo>, ErrorCode> {
+        with_failover!(self, self.list_once(prefix, limit).await)
+    }
+
+    /// The segments and the number of committed objects.
+    pub async fn stats(&mut self) -> Result<(Vec<SegmentStats>, u64), ErrorCode> {
+        with_failover!(self, self.stats_once().await)
+    }
+
+    /// Finds the master again (the elected one, when there is an election)
+    /// and connects to it with the same client id.
+    pub async fn reconnect(&mut self) -> Result<(), ErrorCode> {
+        let addr = self.addr.resolve().await.map_err(|_| ErrorCode::RpcFail)?;
+        self.master = MasterClient::connect(&addr, &self.secret, self.master.id())
+            .await
+            .map_err(call)?;
+        Ok(())
     }
 }
