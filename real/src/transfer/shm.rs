@@ -51,13 +51,14 @@ pub fn local_socket(endpoints: &str) -> Option<PathBuf> {
     })
 }
 
-fn send_fd(sock: RawFd, fd: RawFd, payload: &[u8]) -> io::Result<()> {
-    // SAFETY: a standard SCM_RIGHTS sendmsg with buffers that live across
-    // the call.
+/// A message header over one buffer with room for one descriptor; `f`
+/// runs with it while the buffers live.
+fn with_message<R>(buf: *mut u8, len: usize, f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
+    // SAFETY: plain C structs; the pointers stay valid for `f`'s duration.
     unsafe {
         let mut iov = libc::iovec {
-            iov_base: payload.as_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
+            iov_base: buf as *mut libc::c_void,
+            iov_len: len,
         };
         let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
         let mut control = vec![0u8; space];
@@ -66,53 +67,54 @@ fn send_fd(sock: RawFd, fd: RawFd, payload: &[u8]) -> io::Result<()> {
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
         msg.msg_controllen = space as _;
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
-        if libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        f(&mut msg)
     }
-    Ok(())
+}
+
+fn send_fd(sock: RawFd, fd: RawFd, payload: &[u8]) -> io::Result<()> {
+    with_message(payload.as_ptr() as *mut u8, payload.len(), |msg| {
+        // SAFETY: a standard SCM_RIGHTS sendmsg on the header built above.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut RawFd, fd);
+            if libc::sendmsg(sock, msg, libc::MSG_NOSIGNAL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
 }
 
 fn recv_fd(sock: RawFd, payload: &mut [u8]) -> io::Result<Option<std::fs::File>> {
-    // SAFETY: a standard SCM_RIGHTS recvmsg; a received descriptor is owned
-    // by the returned File.
-    unsafe {
-        let mut iov = libc::iovec {
-            iov_base: payload.as_mut_ptr() as *mut libc::c_void,
-            iov_len: payload.len(),
-        };
-        let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
-        let mut control = vec![0u8; space];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
-        let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
+    let want = payload.len();
+    with_message(payload.as_mut_ptr(), want, |msg| {
+        // SAFETY: a standard SCM_RIGHTS recvmsg; a received descriptor is
+        // owned by the returned File.
+        unsafe {
+            let n = libc::recvmsg(sock, msg, libc::MSG_CMSG_CLOEXEC);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if n as usize != want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a short answer to hello",
+                ));
+            }
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            if cmsg.is_null()
+                || (*cmsg).cmsg_level != libc::SOL_SOCKET
+                || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+            {
+                return Ok(None);
+            }
+            let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
+            Ok(Some(std::fs::File::from_raw_fd(fd)))
         }
-        if n as usize != payload.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "a short answer to hello",
-            ));
-        }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Ok(None);
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
-        Ok(Some(std::fs::File::from_raw_fd(fd)))
-    }
+    })
 }
 
 /// Serves `region` (a shared region) to same-host clients on `listener`

@@ -454,12 +454,8 @@ pub async fn handshake(s: &mut TcpStream, payload: &[u8]) -> Result<Vec<u8>, Err
         id: 1,
         offset: 0,
         len: payload.len() as u64,
-    }
-    .encode();
-    write_all_vectored(s, &head, payload).await.map_err(io)?;
-    let mut r = [0u8; REPLY_BYTES];
-    s.read_exact(&mut r).await.map_err(io)?;
-    crate::rpc::code_result(ReplyHeader::decode(&r).status)?;
+    };
+    exchange(s, head, payload).await?;
     let mut len = [0u8; 4];
     s.read_exact(&mut len).await.map_err(io)?;
     let len = u32::from_le_bytes(len) as u64;
@@ -471,23 +467,30 @@ pub async fn handshake(s: &mut TcpStream, payload: &[u8]) -> Result<Vec<u8>, Err
     Ok(out)
 }
 
-async fn one_note(s: &mut TcpStream, id: u64, note: &[u8]) -> Result<(), ErrorCode> {
+/// Sends a request (header and `payload`) and reads its reply's header;
+/// the reply must answer this request.
+async fn exchange(s: &mut TcpStream, head: RequestHeader, payload: &[u8]) -> Result<(), ErrorCode> {
     let io = |_| ErrorCode::TransferFail;
+    write_all_vectored(s, &head.encode(), payload)
+        .await
+        .map_err(io)?;
+    let mut r = [0u8; REPLY_BYTES];
+    s.read_exact(&mut r).await.map_err(io)?;
+    let r = ReplyHeader::decode(&r);
+    if r.id != head.id {
+        return Err(ErrorCode::TransferFail);
+    }
+    crate::rpc::code_result(r.status)
+}
+
+async fn one_note(s: &mut TcpStream, id: u64, note: &[u8]) -> Result<(), ErrorCode> {
     let head = RequestHeader {
         opcode: Opcode::Note,
         id,
         offset: 0,
         len: note.len() as u64,
-    }
-    .encode();
-    write_all_vectored(s, &head, note).await.map_err(io)?;
-    let mut r = [0u8; REPLY_BYTES];
-    s.read_exact(&mut r).await.map_err(io)?;
-    let r = ReplyHeader::decode(&r);
-    if r.id != id {
-        return Err(ErrorCode::TransferFail);
-    }
-    crate::rpc::code_result(r.status)
+    };
+    exchange(s, head, note).await
 }
 
 async fn one_slice(s: &mut TcpStream, id: u64, slice: &Slice) -> Result<(), ErrorCode> {
@@ -496,38 +499,24 @@ async fn one_slice(s: &mut TcpStream, id: u64, slice: &Slice) -> Result<(), Erro
         id,
         offset: slice.remote_offset,
         len: slice.len,
-    }
-    .encode();
-    let io = |_| ErrorCode::TransferFail;
+    };
     match slice.opcode {
         Opcode::Note | Opcode::Connect => Err(ErrorCode::InvalidParams),
         Opcode::Write => {
             // SAFETY: the caller owns the local range for the transfer.
             let bytes = unsafe { slice.local.bytes(slice.local_offset, slice.len) }
                 .map_err(|_| ErrorCode::InvalidParams)?;
-            write_all_vectored(s, &head, bytes).await.map_err(io)?;
-            let mut r = [0u8; REPLY_BYTES];
-            s.read_exact(&mut r).await.map_err(io)?;
-            let r = ReplyHeader::decode(&r);
-            if r.id != id {
-                return Err(ErrorCode::TransferFail);
-            }
-            crate::rpc::code_result(r.status)
+            exchange(s, head, bytes).await
         }
         Opcode::Read => {
-            s.write_all(&head).await.map_err(io)?;
-            let mut r = [0u8; REPLY_BYTES];
-            s.read_exact(&mut r).await.map_err(io)?;
-            let r = ReplyHeader::decode(&r);
-            if r.id != id {
-                return Err(ErrorCode::TransferFail);
-            }
-            crate::rpc::code_result(r.status)?;
+            exchange(s, head, &[]).await?;
             // SAFETY: as above.
             let bytes = unsafe { slice.local.bytes_mut(slice.local_offset, slice.len) }
                 .map_err(|_| ErrorCode::InvalidParams)?;
-            s.read_exact(bytes).await.map_err(io)?;
-            Ok(())
+            s.read_exact(bytes)
+                .await
+                .map_err(|_| ErrorCode::TransferFail)
+                .map(|_| ())
         }
     }
 }
