@@ -5,6 +5,7 @@ mod cache_cmd;
 mod output;
 mod plot;
 mod real_cmd;
+mod replay_cmd;
 mod run_cmd;
 mod sim_cmd;
 mod trace_cmd;
@@ -59,6 +60,10 @@ enum Command {
     Cluster(real_cmd::ClusterArgs),
     /// Put, get, remove and list objects in a real cluster.
     Kv(real_cmd::KvArgs),
+    /// A trace replayed on the real store (Conductor, prefill and decode
+    /// workers), and its cluster.
+    #[command(subcommand)]
+    Real(replay_cmd::RealCommand),
     /// Benchmarks of the real backend (transfer engine, store).
     #[command(subcommand)]
     Bench(real_cmd::BenchCommand),
@@ -69,7 +74,11 @@ fn main() -> ExitCode {
     // The real backend's processes shut down on their own signals.
     if !matches!(
         cli.command,
-        Command::Master(_) | Command::Store(_) | Command::Cluster(_)
+        Command::Master(_)
+            | Command::Store(_)
+            | Command::Cluster(_)
+            | Command::Real(replay_cmd::RealCommand::Worker(_))
+            | Command::Real(replay_cmd::RealCommand::Cluster(_))
     ) {
         output::install_signal_cleanup();
     }
@@ -79,6 +88,9 @@ fn main() -> ExitCode {
         Command::Cluster(args) => real_cmd::cluster(args),
         Command::Kv(args) => real_cmd::kv(args),
         Command::Bench(cmd) => real_cmd::bench(cmd),
+        Command::Real(replay_cmd::RealCommand::Replay(args)) => replay_cmd::replay_cmd(args),
+        Command::Real(replay_cmd::RealCommand::Cluster(args)) => replay_cmd::cluster(args),
+        Command::Real(replay_cmd::RealCommand::Worker(args)) => replay_cmd::worker(args),
         Command::Trace(cmd) => trace_cmd::run(cmd),
         Command::Cache(args) => cache_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),

@@ -31,7 +31,7 @@ use std::process::{Child, Command as Process};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,7 +39,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -54,13 +54,13 @@ async fn shutdown_signal() {
     }
 }
 
-fn read_secret(path: &Path) -> Result<Secret> {
+pub(crate) fn read_secret(path: &Path) -> Result<Secret> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the cluster secret {}", path.display()))?;
     Secret::new(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
-fn size_arg(flag: &str, s: &str) -> Result<u64> {
+pub(crate) fn size_arg(flag: &str, s: &str) -> Result<u64> {
     parse_size(s).ok_or_else(|| anyhow!("{flag}: `{s}` is not a size such as 256MiB"))
 }
 
@@ -332,7 +332,7 @@ pub struct ClusterArgs {
     ssd_size: Option<String>,
 }
 
-fn terminate(children: &mut [(String, Child)]) {
+pub(crate) fn terminate(children: &mut [(String, Child)]) {
     for (_, c) in children.iter() {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
@@ -353,7 +353,11 @@ fn terminate(children: &mut [(String, Child)]) {
 }
 
 /// Waits up to 20 s for `path` to appear (a child writing its address).
-fn wait_for_file(path: &Path, child: &mut (String, Child), dir: &Path) -> Result<String> {
+pub(crate) fn wait_for_file(
+    path: &Path,
+    child: &mut (String, Child),
+    dir: &Path,
+) -> Result<String> {
     let started = MonotonicClock::new();
     loop {
         if let Ok(s) = std::fs::read_to_string(path) {
@@ -777,6 +781,7 @@ pub fn kv(a: KvArgs) -> Result<()> {
                     replicas,
                     preferred_segment: preferred,
                     soft_pin,
+                    only_preferred: false,
                 };
                 c.put(&key, &data, &opts)
                     .await

@@ -572,6 +572,11 @@ impl StoreClient {
         with_failover!(self, self.exist_once(key).await)
     }
 
+    /// Exist for many keys in one call (no leases granted).
+    pub async fn batch_exist(&mut self, keys: &[String]) -> Result<Vec<bool>, ErrorCode> {
+        with_failover!(self, self.master.batch_exist(keys).await.map_err(call))
+    }
+
     /// Remove (refused while leased unless `force`).
     pub async fn remove(&mut self, key: &str, force: bool) -> Result<(), ErrorCode> {
         with_failover!(self, self.remove_once(key, force).await)

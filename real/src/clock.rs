@@ -63,3 +63,42 @@ impl Clock for ManualClock {
         Nanos(self.now.load(Ordering::SeqCst))
     }
 }
+
+/// The host's CLOCK_MONOTONIC in nanoseconds: one clock shared by every
+/// process on the machine (network namespaces included), so that times
+/// taken by a replay's workers and its Conductor can be compared.
+pub fn host_monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec; CLOCK_MONOTONIC always exists.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Waits until [`host_monotonic_ns`] reaches `deadline`: the runtime's
+/// timer (millisecond ticks) for all but the last millisecond, then a
+/// thread's sleep, so a wait ends within tens of microseconds of its
+/// deadline rather than up to a millisecond after it. Deadlines are
+/// absolute, so a series of waits never drifts.
+pub async fn wait_until_ns(deadline: u64) {
+    const COARSE: u64 = 1_500_000;
+    loop {
+        let now = host_monotonic_ns();
+        if now >= deadline {
+            return;
+        }
+        let left = deadline - now;
+        if left > COARSE {
+            tokio::time::sleep(std::time::Duration::from_nanos(left - COARSE)).await;
+        } else {
+            let d = std::time::Duration::from_nanos(left);
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(d)).await;
+        }
+    }
+}

@@ -14,6 +14,9 @@
 //! - [`catalog`]: what a store node holds, reported to a master that takes
 //!   over;
 //! - [`node`]: the master and store-node processes;
+//! - [`replay`]: a trace replayed on the store: prefill and decode workers
+//!   that wait the cost model's time while moving real KV bytes, and the
+//!   Conductor (core's `Scheduler` on a view built from the master);
 //! - [`bench`]: transfer-engine and store benchmarks (measure, never assert);
 //! - [`metadata`]: the metadata service (in-process, etcd); [`etcd_server`]:
 //!   a private etcd for `moonlab cluster --etcd` and tests;
@@ -32,6 +35,7 @@ pub mod etcd_server;
 pub mod master;
 pub mod metadata;
 pub mod node;
+pub mod replay;
 pub mod rpc;
 pub mod ssd;
 pub mod transfer;

@@ -12,7 +12,7 @@ pub mod pool;
 pub mod scenario;
 pub mod segment;
 
-pub use pool::{Pool, PoolPrefix, PrefixSpan, SegmentId, SegmentInfo, Tier};
+pub use pool::{prefix_spans, Pool, PoolPrefix, PrefixSpan, SegmentId, SegmentInfo, Tier};
 pub use segment::{
     CommitError, EvictOutcome, Held, LeaseToken, Pin, RemoveError, Reservation, ReserveError,
     Segment, SegmentConfig, SegmentCounters, Touched, Watermarks,

@@ -70,6 +70,49 @@ impl PoolPrefix {
     }
 }
 
+/// The prefix spans of a request of `blocks` blocks over `segments`, where
+/// `holds(s, j)` says whether `segments[s]` holds block `j`: each span is as
+/// long as the longest run any holder of its first block has, and lists
+/// every segment holding all of it (in the order of `segments`). The one
+/// definition of a pool prefix, for a core [`Pool`] and for the real
+/// backend's metadata alike.
+pub fn prefix_spans(
+    blocks: usize,
+    segments: &[SegmentId],
+    holds: impl Fn(usize, usize) -> bool,
+) -> PoolPrefix {
+    let mut spans = Vec::new();
+    let mut start = 0;
+    while start < blocks {
+        let mut best_end = start;
+        let mut runs: Vec<(SegmentId, usize)> = Vec::new();
+        for (s, &id) in segments.iter().enumerate() {
+            if !holds(s, start) {
+                continue;
+            }
+            let end = (start + 1..blocks)
+                .find(|&j| !holds(s, j))
+                .unwrap_or(blocks);
+            best_end = best_end.max(end);
+            runs.push((id, end));
+        }
+        if best_end == start {
+            break;
+        }
+        spans.push(PrefixSpan {
+            start,
+            end: best_end,
+            replicas: runs
+                .into_iter()
+                .filter(|&(_, e)| e == best_end)
+                .map(|(id, _)| id)
+                .collect(),
+        });
+        start = best_end;
+    }
+    PoolPrefix { spans }
+}
+
 pub struct Pool<P: EvictionPolicy = Box<dyn EvictionPolicy>> {
     segments: Vec<Segment<P>>,
     info: Vec<SegmentInfo>,
@@ -140,34 +183,14 @@ impl<P: EvictionPolicy> Pool<P> {
     /// as spans: each span is as long as the longest run any holder of its
     /// first block has, and lists every segment holding all of it.
     pub fn prefix(&self, keys: &[BlockKey], eligible: impl Fn(&SegmentInfo) -> bool) -> PoolPrefix {
-        let mut spans = Vec::new();
-        let mut start = 0;
-        while start < keys.len() {
-            let mut best_end = start;
-            let mut runs: Vec<(SegmentId, usize)> = Vec::new();
-            for (id, seg, info) in self.iter() {
-                if !eligible(info) || !seg.contains(keys[start]) {
-                    continue;
-                }
-                let end = start + seg.prefix_len(&keys[start..]);
-                best_end = best_end.max(end);
-                runs.push((id, end));
-            }
-            if best_end == start {
-                break;
-            }
-            spans.push(PrefixSpan {
-                start,
-                end: best_end,
-                replicas: runs
-                    .into_iter()
-                    .filter(|&(_, e)| e == best_end)
-                    .map(|(id, _)| id)
-                    .collect(),
-            });
-            start = best_end;
-        }
-        PoolPrefix { spans }
+        let segments: Vec<SegmentId> = self
+            .iter()
+            .filter(|(_, _, info)| eligible(info))
+            .map(|(id, _, _)| id)
+            .collect();
+        prefix_spans(keys.len(), &segments, |s, j| {
+            self.segment(segments[s]).contains(keys[j])
+        })
     }
 
     /// Every segment's own bookkeeping check, naming the segment.

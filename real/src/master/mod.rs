@@ -144,6 +144,9 @@ pub struct PutOptions {
     pub preferred_segment: Option<String>,
     /// Keep the object out of the first eviction pass for the soft-pin time.
     pub soft_pin: bool,
+    /// Place replicas on the preferred segment only (a node's own cache):
+    /// no room there fails the put rather than spilling elsewhere.
+    pub only_preferred: bool,
 }
 
 impl Default for PutOptions {
@@ -152,6 +155,7 @@ impl Default for PutOptions {
             replicas: 1,
             preferred_segment: None,
             soft_pin: false,
+            only_preferred: false,
         }
     }
 }
@@ -641,7 +645,16 @@ impl Master {
             }
         }
         let key: Arc<str> = Arc::from(key);
-        let candidates = self.candidates(opts.preferred_segment.as_deref());
+        let mut candidates = self.candidates(opts.preferred_segment.as_deref());
+        if opts.only_preferred {
+            let Some(want) = opts.preferred_segment.as_deref() else {
+                return Err(ErrorCode::InvalidParams);
+            };
+            candidates.retain(|s| s.desc.name == want);
+            if candidates.is_empty() {
+                return Err(ErrorCode::SegmentNotFound);
+            }
+        }
         let id = BlockKey(self.next_object.fetch_add(1, Ordering::Relaxed));
         let mut replicas = Vec::new();
         for seg in &candidates {

@@ -24,7 +24,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
-struct Present(MetadataValue<tonic::metadata::Ascii>);
+pub(crate) struct Present(pub(crate) MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for Present {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
@@ -370,6 +370,34 @@ impl MasterClient {
             .into_inner();
         check(r.code)?;
         Ok(r.exists)
+    }
+
+    /// Exist for many keys in one call (no leases granted): per key, whether
+    /// a committed object with a live replica is there.
+    pub async fn batch_exist(&mut self, keys: &[String]) -> Result<Vec<bool>, CallError> {
+        let r = self
+            .raw
+            .batch_exist(pb::BatchKeyRequest {
+                client_id: self.id.0,
+                keys: keys.to_vec(),
+            })
+            .await
+            .map_err(transport)?
+            .into_inner();
+        if r.results.len() != keys.len() {
+            return Err(CallError {
+                code: ErrorCode::RpcFail,
+                detail: format!(
+                    "BatchExist: {} answers for {} keys",
+                    r.results.len(),
+                    keys.len()
+                ),
+            });
+        }
+        r.results
+            .into_iter()
+            .map(|e| check(e.code).map(|()| e.exists))
+            .collect()
     }
 
     pub async fn remove(&mut self, key: &str, force: bool) -> Result<(), CallError> {

@@ -188,6 +188,7 @@ impl From<&master::PutOptions> for pb::PutOptions {
             replicas: o.replicas,
             preferred_segment: o.preferred_segment.clone(),
             soft_pin: o.soft_pin,
+            only_preferred: o.only_preferred,
         }
     }
 }
@@ -198,6 +199,7 @@ impl From<pb::PutOptions> for master::PutOptions {
             replicas: o.replicas,
             preferred_segment: o.preferred_segment,
             soft_pin: o.soft_pin,
+            only_preferred: o.only_preferred,
         }
     }
 }

@@ -382,6 +382,26 @@ impl master_server::Master for Handler {
         }))
     }
 
+    async fn batch_exist(&self, req: Request<pb::BatchKeyRequest>) -> Reply<pb::BatchExistReply> {
+        let req = req.into_inner();
+        check_batch(req.keys.len())?;
+        let now = self.0.now();
+        let results = req
+            .keys
+            .iter()
+            .map(
+                |k| match check_key(k).and_then(|()| self.0.master.exist(k, now)) {
+                    Ok(exists) => pb::ExistReply { code: 0, exists },
+                    Err(e) => pb::ExistReply {
+                        code: e.code(),
+                        exists: false,
+                    },
+                },
+            )
+            .collect();
+        Ok(Response::new(pb::BatchExistReply { results }))
+    }
+
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::CodeReply> {
         let req = req.into_inner();
         let r = check_key(&req.key)

@@ -179,6 +179,40 @@ pub struct ClusterConfig {
     /// How a colocated node serves (with `deployment: colocated`): the
     /// pool model as configured, or one of the paper's vLLM baselines.
     pub colocated: ColocatedConfig,
+    /// The real backend's replay of this configuration (`moonlab real
+    /// replay`, `moonlab validate`); the simulator ignores it.
+    #[serde(skip_serializing_if = "RealConfig::is_default")]
+    pub real: RealConfig,
+}
+
+/// How `moonlab real replay` scales this configuration onto one machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealConfig {
+    /// Real bytes stored and moved per byte of the model's KV (0 < x <= 1):
+    /// the model's 320 KiB per token of llama3-70b at 1e-4 are 32 bytes.
+    /// Segments are sized by it (a prefill node's DRAM segment holds
+    /// `prefill.dram_cache_blocks` blocks), and so is every transfer; a
+    /// testbed's links are shaped to the NIC's rate times it.
+    pub bytes_scale: f64,
+    /// Seconds between the start of a replay and its first arrival (the
+    /// workers' connections are made and warm by then), 0 to 60.
+    pub lead_s: f64,
+}
+
+impl Default for RealConfig {
+    fn default() -> Self {
+        RealConfig {
+            bytes_scale: 1e-4,
+            lead_s: 1.0,
+        }
+    }
+}
+
+impl RealConfig {
+    pub fn is_default(&self) -> bool {
+        *self == RealConfig::default()
+    }
 }
 
 /// A colocated deployment's serving engine: moonlab's own colocated mode,
@@ -416,6 +450,7 @@ impl Default for ClusterConfig {
             workload: WorkloadConfig::default(),
             roles: RolesConfig::default(),
             colocated: ColocatedConfig::default(),
+            real: RealConfig::default(),
         }
     }
 }
@@ -735,8 +770,14 @@ impl ClusterConfig {
             source_name: source_name.into(),
             message,
         };
-        let shape =
+        let mut shape =
             serde_yaml_ng::to_value(ClusterConfig::default()).map_err(|e| parse(e.to_string()))?;
+        // `real` is left out of a default config's YAML, but is a key.
+        if let Some(m) = shape.as_mapping_mut() {
+            let real =
+                serde_yaml_ng::to_value(RealConfig::default()).map_err(|e| parse(e.to_string()))?;
+            m.insert("real".into(), real);
+        }
         let at_line = |e: &serde_yaml_ng::Error| ConfigError::Parse {
             source_name: match e.location() {
                 Some(l) => format!("{source_name}:{}", l.line()),
@@ -808,6 +849,19 @@ impl ClusterConfig {
             key: key.into(),
             message,
         };
+        let scale = self.real.bytes_scale;
+        if !(scale > 0.0 && scale <= 1.0) {
+            return Err(bad(
+                "real.bytes_scale",
+                format!("expected a share above 0 and at most 1, got {scale}"),
+            ));
+        }
+        if !(0.0..=60.0).contains(&self.real.lead_s) {
+            return Err(bad(
+                "real.lead_s",
+                format!("expected 0 to 60 seconds, got {}", self.real.lead_s),
+            ));
+        }
         let model = ModelSpec::preset(&self.model).ok_or_else(|| {
             bad(
                 "model",

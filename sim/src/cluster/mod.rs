@@ -36,7 +36,7 @@ mod world;
 
 pub use config::{
     parse_profile, ClusterConfig, ColocatedConfig, ColocatedPolicy, ConfigError, Deployment,
-    PoolCost, QueuePolicy, Resolved, WorkloadConfig,
+    PoolCost, QueuePolicy, RealConfig, Resolved, WorkloadConfig,
 };
 pub use moonlab_core::metrics::{RequestRecord, Summary};
 pub use run::{simulate, summarize, SimOutput};
