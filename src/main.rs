@@ -9,6 +9,7 @@ mod replay_cmd;
 mod run_cmd;
 mod sim_cmd;
 mod trace_cmd;
+mod validate_cmd;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ enum Command {
     /// workers), and its cluster.
     #[command(subcommand)]
     Real(replay_cmd::RealCommand),
+    /// One scaled trace through the simulator and the real backend with the
+    /// same configuration: the fidelity table between them.
+    Validate(validate_cmd::ValidateArgs),
     /// Benchmarks of the real backend (transfer engine, store).
     #[command(subcommand)]
     Bench(real_cmd::BenchCommand),
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Cluster(args) => real_cmd::cluster(args),
         Command::Kv(args) => real_cmd::kv(args),
         Command::Bench(cmd) => real_cmd::bench(cmd),
+        Command::Validate(args) => validate_cmd::run(args),
         Command::Real(replay_cmd::RealCommand::Replay(args)) => replay_cmd::replay_cmd(args),
         Command::Real(replay_cmd::RealCommand::Cluster(args)) => replay_cmd::cluster(args),
         Command::Real(replay_cmd::RealCommand::Worker(args)) => replay_cmd::worker(args),

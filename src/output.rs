@@ -107,6 +107,19 @@ impl RunFolder {
         write_bytes_atomic(&tmp.path().join(name), bytes)
     }
 
+    /// Writes one file of the run into its subfolder `sub`.
+    pub fn write_in(&self, sub: &str, name: &str, bytes: &[u8]) -> Result<()> {
+        let Some(tmp) = &self.tmp else {
+            bail!(
+                "{}: the run folder was already committed",
+                self.target.display()
+            );
+        };
+        let dir = tmp.path().join(sub);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        write_bytes_atomic(&dir.join(name), bytes)
+    }
+
     /// Moves the finished run into place (replacing what was there).
     pub fn commit(mut self) -> Result<()> {
         let Some(tmp) = self.tmp.take() else {

@@ -8,6 +8,7 @@
 pub mod capacity;
 pub mod cost;
 pub mod eviction;
+pub mod fidelity;
 pub mod lease;
 pub mod metrics;
 pub mod placement;

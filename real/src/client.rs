@@ -572,9 +572,10 @@ impl StoreClient {
         with_failover!(self, self.exist_once(key).await)
     }
 
-    /// Exist for many keys in one call (no leases granted).
-    pub async fn batch_exist(&mut self, keys: &[String]) -> Result<Vec<bool>, ErrorCode> {
-        with_failover!(self, self.master.batch_exist(keys).await.map_err(call))
+    /// Per key, whether it is there, without touching it (no lease, no
+    /// access counted): for a scheduler's view.
+    pub async fn batch_contains(&mut self, keys: &[String]) -> Result<Vec<bool>, ErrorCode> {
+        with_failover!(self, self.master.batch_contains(keys).await.map_err(call))
     }
 
     /// Remove (refused while leased unless `force`).

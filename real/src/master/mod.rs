@@ -671,10 +671,12 @@ impl Master {
             }
         }
         if replicas.is_empty() {
-            // The next eviction run makes room (upstream's need_mem_eviction_).
+            // The next eviction run makes room (upstream's
+            // need_mem_eviction_) for every put refused since the last run:
+            // a batch refused whole gets room for all of it.
             for seg in &candidates {
                 let mut st = seg.state.lock();
-                st.pending_room = st.pending_room.max(size);
+                st.pending_room = st.pending_room.saturating_add(size);
             }
             return Err(ErrorCode::NoAvailableHandle);
         }
@@ -882,6 +884,24 @@ impl Master {
             Err(ErrorCode::ObjectNotFound | ErrorCode::ReplicaIsNotReady) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether `key` is a committed object with a live replica, without
+    /// touching it: no lease, no access (a scheduler looking, not a read).
+    pub fn contains(&self, key: &str, now: Nanos) -> Result<bool, ErrorCode> {
+        check_key(key)?;
+        let shard = self.shard(key).read();
+        let Some(obj) = shard.objects.get(key) else {
+            return Ok(false);
+        };
+        if !obj.committed {
+            return Ok(false);
+        }
+        Ok(obj.replicas.iter().any(|r| {
+            let mut st = r.segment.state.lock();
+            st.core.advance(now);
+            st.mounted && st.core.contains(obj.id)
+        }))
     }
 
     /// Marks every replica of `key` in use (a transfer out of it): it is

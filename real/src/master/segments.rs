@@ -152,7 +152,9 @@ impl SegmentState {
     pub fn evict(&mut self, now: Nanos, out: &mut Vec<(BlockKey, Arc<str>)>) -> u64 {
         let mut victims = Vec::new();
         if self.pending_room > 0 {
-            self.core.make_room(self.pending_room, now, &mut victims);
+            // At most the whole segment (more can never fit).
+            let room = self.pending_room.min(self.alloc.initial_range().end);
+            self.core.make_room(room, now, &mut victims);
             self.pending_room = 0;
         }
         self.core.evict(now, &mut victims);

@@ -1,7 +1,7 @@
 //! The Conductor of a real replay: requests arrive on the trace's clock
 //! (shifted to now), core's `Scheduler` places each one on a
 //! [`ClusterView`] built from the master's metadata (which prefill instance
-//! caches which prefix blocks, asked for in one `BatchExist`) and from the
+//! caches which prefix blocks, asked for in one `BatchContains`) and from the
 //! workers' reports (queues, transfers under way, decode loads), and the
 //! placement goes to the workers as jobs. What the workers report becomes
 //! the per-request table of core's `RequestRecord`s, with TTFT in the
@@ -623,7 +623,7 @@ pub async fn replay(
                 for chunk in names.chunks(MAX_BATCH) {
                     exists.extend(
                         master
-                            .batch_exist(chunk)
+                            .batch_contains(chunk)
                             .await
                             .map_err(|e| format!("asking the master for request {i}'s prefix: {e}"))?,
                     );
@@ -701,11 +701,25 @@ pub async fn replay(
         }
     }
     progress(ended as u64);
-    // Busy time as the workers measured it.
+    // Busy time as the workers measured it, and the prompt blocks they
+    // tried again in the background (waited for: a few rounds of the
+    // master's eviction).
     for (k, w) in prefill_w.iter().enumerate() {
-        let d = w.clone().describe(pb::DescribeRequest {}).await;
-        if let Ok(d) = d {
-            prefill[k].busy_ns = d.into_inner().busy_ns;
+        for _ in 0..100 {
+            let d = w
+                .clone()
+                .describe(pb::DescribeRequest {})
+                .await
+                .map_err(|e| format!("asking prefill worker {k} for its totals: {}", e.message()))?
+                .into_inner();
+            if d.retrying_blocks > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            prefill[k].busy_ns = d.busy_ns;
+            checks.dropped_blocks += d.dropped_blocks;
+            checks.written_bytes += d.late_written_bytes;
+            break;
         }
     }
     for (k, w) in decode_w.iter().enumerate() {

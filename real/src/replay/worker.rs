@@ -41,6 +41,11 @@ use tonic::{Response, Status};
 /// two million tokens at 512 per block).
 pub const MAX_JOB_BLOCKS: usize = MAX_BATCH;
 
+/// Blocks refused for want of room are tried again this long after (the
+/// master evicts every 10 ms), for at most this many rounds.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(12);
+const RETRY_ROUNDS: usize = 8;
+
 /// A request joining a decode worker's batch.
 struct Joining {
     input: u64,
@@ -60,6 +65,11 @@ pub struct Worker {
     /// Decode: the batch loop's inbox.
     joining: Option<mpsc::UnboundedSender<Joining>>,
     busy_ns: Arc<AtomicU64>,
+    /// Prompt blocks being tried again in the background, those that never
+    /// got in, and the bytes that did.
+    retrying: AtomicU64,
+    dropped: AtomicU64,
+    late_written: AtomicU64,
 }
 
 fn status(what: &str, e: ErrorCode) -> Status {
@@ -94,6 +104,9 @@ impl Worker {
             serving: watch::channel(0).0,
             joining,
             busy_ns,
+            retrying: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            late_written: AtomicU64::new(0),
         })
     }
 
@@ -119,15 +132,14 @@ impl Worker {
         }
     }
 
-    /// Writes blocks `range` of `req` as this instance's copies; returns
-    /// (bytes written, blocks not cached for want of room).
-    async fn write_blocks(
+    /// The buffers of blocks `range` of `req`, named as this instance's
+    /// copies and filled with each block's pattern.
+    fn block_items(
         &self,
-        client: &mut StoreClient,
         keys: &Keys,
         req: &Request,
         range: std::ops::Range<usize>,
-    ) -> Result<(u64, u64), Status> {
+    ) -> Result<Vec<(String, Buffer)>, Status> {
         let bt = self.model.block_tokens;
         let mut items = Vec::with_capacity(range.len());
         for j in range {
@@ -141,22 +153,61 @@ impl Worker {
             pattern::fill(&keys.block_content(h), bytes);
             items.push((keys.block(self.model.index, h), buf));
         }
+        Ok(items)
+    }
+
+    /// Puts `items` into this node's own segment; returns the bytes
+    /// written and the items refused for want of room (to try again once
+    /// the master's eviction has run).
+    async fn put_own(
+        &self,
+        client: &mut StoreClient,
+        items: Vec<(String, Buffer)>,
+    ) -> Result<(u64, Vec<(String, Buffer)>), Status> {
         if items.is_empty() {
-            return Ok((0, 0));
+            return Ok((0, items));
         }
         let results = client
             .batch_put_from(&items, &self.own_put())
             .await
-            .map_err(|e| status("writing the prompt's blocks", e))?;
-        let (mut written, mut dropped) = (0, 0);
-        for ((_, buf), r) in items.iter().zip(results) {
+            .map_err(|e| status("writing blocks into the node's segment", e))?;
+        let mut written = 0;
+        let mut refused = Vec::new();
+        for (item, r) in items.into_iter().zip(results) {
             match r {
-                Ok(()) => written += buf.len,
+                Ok(()) => written += item.1.len,
                 Err(ErrorCode::ObjectAlreadyExists) => {}
-                Err(_) => dropped += 1,
+                Err(_) => refused.push(item),
             }
         }
-        Ok((written, dropped))
+        Ok((written, refused))
+    }
+
+    /// Tries refused blocks again after each of the master's eviction runs
+    /// (a store evicts in the background, past its high watermark, where
+    /// the simulator evicts at the write): up to [`RETRY_ROUNDS`] rounds,
+    /// while each round stores some. Returns (bytes written, blocks that
+    /// stayed out).
+    async fn retry_own(
+        &self,
+        client: &mut StoreClient,
+        mut items: Vec<(String, Buffer)>,
+    ) -> Result<(u64, u64), Status> {
+        let mut written = 0;
+        for _ in 0..RETRY_ROUNDS {
+            if items.is_empty() {
+                break;
+            }
+            tokio::time::sleep(RETRY_AFTER).await;
+            let before = items.len();
+            let (w, left) = self.put_own(client, items).await?;
+            written += w;
+            items = left;
+            if items.len() == before {
+                break;
+            }
+        }
+        Ok((written, items.len() as u64))
     }
 
     /// Fetches blocks `[fetch_start, fetch_end)` of `req` from the holder's
@@ -191,18 +242,11 @@ impl Worker {
                 .map_err(|e| Status::resource_exhausted(format!("a block buffer: {e}")))?;
             items.push((keys.block(self.model.index, h), buf));
         }
-        if !items.is_empty() {
-            let results = client
-                .batch_put_from(&items, &self.own_put())
-                .await
-                .map_err(|e| status("storing the fetched prefix", e))?;
-            for r in results {
-                match r {
-                    Ok(()) | Err(ErrorCode::ObjectAlreadyExists) => done.fetched_blocks += 1,
-                    Err(_) => done.dropped_blocks += 1,
-                }
-            }
-        }
+        let stored = items.len() as u64;
+        let (_, refused) = self.put_own(&mut client, items).await?;
+        let (_, dropped) = self.retry_own(&mut client, refused).await?;
+        done.fetched_blocks += stored - dropped;
+        done.dropped_blocks += dropped;
         Ok(client)
     }
 
@@ -252,7 +296,7 @@ impl Worker {
         let mut k = 0;
         for chunk in own.chunks(MAX_BATCH) {
             let exists = client
-                .batch_exist(chunk)
+                .batch_contains(chunk)
                 .await
                 .map_err(|e| status("looking up the prefix", e))?;
             let run = exists.iter().take_while(|&&e| e).count();
@@ -325,14 +369,32 @@ impl Worker {
         let end = host_monotonic_ns();
         self.busy_ns
             .fetch_add(end.saturating_sub(start), Ordering::Relaxed);
-        // 6. The prompt's blocks enter this node's segment.
-        let (written, dropped) = self
-            .write_blocks(&mut client, &keys, &req, k..req.blocks.len())
-            .await?;
-        done.written_bytes = written;
-        done.dropped_blocks += dropped;
+        // 6. The prompt's blocks enter this node's segment; those refused
+        // for want of room are tried again after the master's eviction,
+        // once the next request has its turn.
+        let items = self.block_items(&keys, &req, k..req.blocks.len())?;
+        let (written, refused) = self.put_own(&mut client, items).await?;
         drop(turn);
+        done.written_bytes = written;
         self.give_back(client);
+        if !refused.is_empty() {
+            let n = refused.len() as u64;
+            self.retrying.fetch_add(n, Ordering::SeqCst);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let (w, dropped) = match me.client().await {
+                    Ok(mut c) => {
+                        let r = me.retry_own(&mut c, refused).await;
+                        me.give_back(c);
+                        r.unwrap_or((0, n))
+                    }
+                    Err(_) => (0, n),
+                };
+                me.late_written.fetch_add(w, Ordering::SeqCst);
+                me.dropped.fetch_add(dropped, Ordering::SeqCst);
+                me.retrying.fetch_sub(n, Ordering::SeqCst);
+            });
+        }
         if let Some(kv) = kv {
             let (at, bytes) = kv
                 .await
@@ -512,6 +574,9 @@ impl pb::worker_server::Worker for WorkerService {
             segment: w.segment.clone(),
             bytes_per_token: w.model.bytes_per_token,
             busy_ns: w.busy_ns.load(Ordering::Relaxed),
+            retrying_blocks: w.retrying.load(Ordering::SeqCst),
+            dropped_blocks: w.dropped.load(Ordering::SeqCst),
+            late_written_bytes: w.late_written.load(Ordering::SeqCst),
         }))
     }
 

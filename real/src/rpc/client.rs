@@ -372,12 +372,12 @@ impl MasterClient {
         Ok(r.exists)
     }
 
-    /// Exist for many keys in one call (no leases granted): per key, whether
-    /// a committed object with a live replica is there.
-    pub async fn batch_exist(&mut self, keys: &[String]) -> Result<Vec<bool>, CallError> {
+    /// Per key, whether a committed object with a live replica is there,
+    /// without touching it (no lease, no access counted).
+    pub async fn batch_contains(&mut self, keys: &[String]) -> Result<Vec<bool>, CallError> {
         let r = self
             .raw
-            .batch_exist(pb::BatchKeyRequest {
+            .batch_contains(pb::BatchKeyRequest {
                 client_id: self.id.0,
                 keys: keys.to_vec(),
             })
@@ -388,7 +388,7 @@ impl MasterClient {
             return Err(CallError {
                 code: ErrorCode::RpcFail,
                 detail: format!(
-                    "BatchExist: {} answers for {} keys",
+                    "BatchContains: {} answers for {} keys",
                     r.results.len(),
                     keys.len()
                 ),

@@ -382,7 +382,10 @@ impl master_server::Master for Handler {
         }))
     }
 
-    async fn batch_exist(&self, req: Request<pb::BatchKeyRequest>) -> Reply<pb::BatchExistReply> {
+    async fn batch_contains(
+        &self,
+        req: Request<pb::BatchKeyRequest>,
+    ) -> Reply<pb::BatchContainsReply> {
         let req = req.into_inner();
         check_batch(req.keys.len())?;
         let now = self.0.now();
@@ -390,7 +393,7 @@ impl master_server::Master for Handler {
             .keys
             .iter()
             .map(
-                |k| match check_key(k).and_then(|()| self.0.master.exist(k, now)) {
+                |k| match check_key(k).and_then(|()| self.0.master.contains(k, now)) {
                     Ok(exists) => pb::ExistReply { code: 0, exists },
                     Err(e) => pb::ExistReply {
                         code: e.code(),
@@ -399,7 +402,7 @@ impl master_server::Master for Handler {
                 },
             )
             .collect();
-        Ok(Response::new(pb::BatchExistReply { results }))
+        Ok(Response::new(pb::BatchContainsReply { results }))
     }
 
     async fn remove(&self, req: Request<pb::RemoveRequest>) -> Reply<pb::CodeReply> {
