@@ -20,7 +20,6 @@ use moonlab_core::metrics::{requests_csv, summarize, RequestRecord, Summary};
 use moonlab_core::roles::RoleKind;
 use moonlab_core::sched::{build_scheduler, SchedulerParams};
 use moonlab_real::client::{random_client_id, ClientConfig};
-use moonlab_real::node::{MasterAddr, StoreConfig, HEARTBEAT};
 use moonlab_real::replay::conductor::{replay, ReplayOutput, ReplayParams, ReplayTargets};
 use moonlab_real::replay::worker::{run_worker, WorkerNode};
 use moonlab_real::replay::{WorkerModel, WorkerRole};
@@ -112,9 +111,6 @@ pub struct WorkerArgs {
     master: String,
     #[arg(long)]
     secret_file: PathBuf,
-    /// Where its store node's transfer engine listens.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
     /// Where the Conductor's calls arrive.
     #[arg(long, default_value = "127.0.0.1:0")]
     rpc_listen: SocketAddr,
@@ -168,6 +164,14 @@ pub fn replay_config(c: &ConfigArgs) -> Result<(ClusterConfig, Resolved)> {
 /// Real bytes per KV token: the model's, scaled (at least 1).
 fn bytes_per_token(config: &ClusterConfig, r: &Resolved) -> u64 {
     ((r.prefill_cost.kv_bytes_per_token() as f64 * config.real.bytes_scale).ceil() as u64).max(1)
+}
+
+/// The DRAM segment of a worker's store node, in bytes.
+pub fn segment_bytes(config: &ClusterConfig, r: &Resolved, role: WorkerRole) -> u64 {
+    match role {
+        WorkerRole::Prefill => prefill_segment_bytes(config, r),
+        WorkerRole::Decode => decode_segment_bytes(config, r),
+    }
 }
 
 /// A prefill worker's DRAM segment: its cache's blocks at the scaled size.
@@ -230,10 +234,6 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         );
     }
     let secret = read_secret(&a.secret_file)?;
-    let size = match role {
-        WorkerRole::Prefill => prefill_segment_bytes(&config, &resolved),
-        WorkerRole::Decode => decode_segment_bytes(&config, &resolved),
-    };
     let model = worker_model(&config, &resolved, role, a.index);
     let rt = runtime()?;
     rt.block_on(async {
@@ -244,15 +244,8 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         client.same_host = a.same_host;
         let node = WorkerNode {
             model,
-            store: StoreConfig {
-                master: MasterAddr::Fixed(a.master.clone()),
-                secret,
-                name: role.segment(a.index),
-                size,
-                ssd: None,
-                listen: a.listen,
-                heartbeat: HEARTBEAT,
-            },
+            segment: role.segment(a.index),
+            secret,
             client,
             rpc,
         };
@@ -266,7 +259,7 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
                     if let Some(f) = &a.addr_file {
                         write_bytes_atomic(f, addr.to_string().as_bytes())?;
                     }
-                    eprintln!("moonlab worker {name}: {size}-byte segment mounted, serving on {addr}");
+                    eprintln!("moonlab worker {name}: serving on {addr} (its segment is store node {name}'s)");
                 }
             }
             r = task => {
@@ -299,7 +292,12 @@ impl Drop for LocalCluster {
 
 /// Starts a master and the configuration's workers as child processes,
 /// writing the folder a replay reads (`master.addr`, `secret`, `workers`).
-fn start_cluster(dir: &Path, c: &ConfigArgs, config: &ClusterConfig) -> Result<LocalCluster> {
+fn start_cluster(
+    dir: &Path,
+    c: &ConfigArgs,
+    config: &ClusterConfig,
+    resolved: &Resolved,
+) -> Result<LocalCluster> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     for f in [MASTER_ADDR, WORKERS] {
@@ -350,6 +348,20 @@ fn start_cluster(dir: &Path, c: &ConfigArgs, config: &ClusterConfig) -> Result<L
             let name = role.segment(k);
             let file = dir.join(format!("{name}.addr"));
             let _ = std::fs::remove_file(&file);
+            // The worker's store node: its DRAM segment, a process of its own.
+            let store = format!("{name}-store");
+            let mut p = Process::new(&exe);
+            p.args(["store", "--name", &name, "--size"])
+                .arg(segment_bytes(config, resolved, role).to_string())
+                .args(["--master", &master, "--secret-file"])
+                .arg(&secret_path)
+                .stderr(log(&store)?);
+            let child = p.spawn().with_context(|| format!("starting {store}"))?;
+            write_bytes_atomic(
+                &dir.join(format!("{store}.pid")),
+                child.id().to_string().as_bytes(),
+            )?;
+            cluster.children.push((store, child));
             let mut p = Process::new(&exe);
             p.args(["real", "worker", "--role", role.name(), "--index"])
                 .arg(k.to_string())
@@ -364,6 +376,10 @@ fn start_cluster(dir: &Path, c: &ConfigArgs, config: &ClusterConfig) -> Result<L
                 p.arg("--set").arg(s);
             }
             let child = p.spawn().with_context(|| format!("starting {name}"))?;
+            write_bytes_atomic(
+                &dir.join(format!("{name}.pid")),
+                child.id().to_string().as_bytes(),
+            )?;
             cluster.children.push((name.clone(), child));
             files.push((role, k, file, cluster.children.len() - 1));
         }
@@ -429,8 +445,8 @@ fn read_cluster(dir: &Path) -> Result<ReplayTargets> {
 }
 
 pub fn cluster(a: RealClusterArgs) -> Result<()> {
-    let (config, _) = replay_config(&a.config)?;
-    let cluster = start_cluster(&a.dir, &a.config, &config)?;
+    let (config, resolved) = replay_config(&a.config)?;
+    let cluster = start_cluster(&a.dir, &a.config, &config, &resolved)?;
     eprintln!(
         "moonlab real cluster: a master, {} prefill and {} decode workers up; folder {} (Ctrl-C stops them)",
         config.prefill.instances,
@@ -479,7 +495,7 @@ pub fn run_replay(
         Some(dir) => (None, read_cluster(dir)?),
         None => {
             let dir = scratch.join("cluster");
-            let local = start_cluster(&dir, c, config)?;
+            let local = start_cluster(&dir, c, config, resolved)?;
             let targets = read_cluster(&dir)?;
             (Some(local), targets)
         }
@@ -538,6 +554,7 @@ pub fn render_replay(
         "wrong_bytes": checks.wrong_bytes,
         "lost_blocks": checks.lost_blocks,
         "dropped_blocks": checks.dropped_blocks,
+        "lost_prefix_requests": out.lost_prefix_requests,
         "fetch_bytes": checks.fetch_bytes,
         "kv_bytes": checks.kv_bytes,
         "read_bytes": checks.read_bytes,

@@ -180,3 +180,110 @@ fn a_cluster_folder_that_is_not_there_is_one_clear_error() {
         "{err}"
     );
 }
+
+/// A `moonlab real cluster` child, stopped (SIGTERM, then SIGKILL) on drop.
+struct Cluster {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Cluster {
+    fn start(dir: &Path, sets: &[&str]) -> Cluster {
+        let dir = dir.join("cluster");
+        let mut c = moonlab();
+        c.args(["real", "cluster", "--config", CONFIG, "--dir"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null());
+        for s in sets {
+            c.args(["--set", s]);
+        }
+        let child = c.spawn().unwrap();
+        let cluster = Cluster { child, dir };
+        for _ in 0..600 {
+            if cluster.dir.join("workers").is_file() {
+                return cluster;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the replay cluster did not come up in 30 s");
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..200 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// kill -9 of a prefill node's store node in the middle of a replay: the
+/// replay completes, every request is served (a lost cache costs
+/// recomputation, never the request), no byte read is wrong, and the
+/// requests that lost a cached prefix are counted.
+#[test]
+fn a_store_node_killed_during_a_replay_costs_cache_never_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = slice(dir.path(), 60);
+    let cluster = Cluster::start(dir.path(), &["model=llama3-8b"]);
+    let out = dir.path().join("real");
+    let mut replay = moonlab()
+        .args(["real", "replay", "--trace"])
+        .arg(&trace)
+        .args(["--config", CONFIG, "--set", "model=llama3-8b", "--cluster"])
+        .arg(&cluster.dir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--table-format", "csv", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first requests arrive a second in; the trace's first 60 take
+    // about 20 s. Kill prefill 0's store node a few seconds in.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let victim = cluster.pid("prefill-0-store");
+    unsafe {
+        libc::kill(victim, libc::SIGKILL);
+    }
+    let run = replay.wait_with_output().unwrap();
+    assert!(
+        run.status.success(),
+        "the replay did not complete:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let replay: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("replay.json")).unwrap()).unwrap();
+    assert_eq!(replay["wrong_bytes"], 0, "{replay}");
+    assert_eq!(replay["failures"].as_array().unwrap().len(), 0, "{replay}");
+    // The fault bit: prefill 0's cache went with its store node.
+    assert!(
+        replay["lost_prefix_requests"].as_u64().unwrap() > 0
+            || replay["dropped_blocks"].as_u64().unwrap() > 0,
+        "{replay}"
+    );
+    let rows = rows(&out.join("requests.csv"));
+    assert_eq!(rows.len(), 60);
+    assert!(rows.iter().all(|r| r["served"] == "true"));
+    eprintln!(
+        "store node killed: {} requests lost a cached prefix, {} blocks not cached",
+        replay["lost_prefix_requests"], replay["dropped_blocks"]
+    );
+}

@@ -97,6 +97,10 @@ pub struct ReplayOutput {
     pub failures: Vec<(u32, String)>,
     /// Real bytes per model byte of KV.
     pub bytes_scale: f64,
+    /// Requests that found less of their prefix than they were placed for
+    /// (evicted, or its store node lost, between placement and prefill), or
+    /// lost blocks between finding and reading them.
+    pub lost_prefix_requests: u64,
 }
 
 #[derive(Default)]
@@ -125,6 +129,8 @@ struct ReqState {
     estimate: Nanos,
     fetch_from: Option<usize>,
     fetch_start: usize,
+    /// The prefix blocks the Conductor placed it for (after its fetch).
+    will_have: usize,
     kv: Option<KvReservation>,
     prefill_end: u64,
     ended: u32,
@@ -384,7 +390,7 @@ pub async fn replay(
     mut progress: impl FnMut(u64),
 ) -> Result<ReplayOutput, String> {
     let mut bpt = None;
-    let (prefill_w, _) = connect_pool(
+    let (prefill_w, prefill_segments) = connect_pool(
         &targets.prefill,
         WorkerRole::Prefill,
         &targets.secret,
@@ -411,6 +417,30 @@ pub async fn replay(
     )
     .await
     .map_err(|e| format!("connecting to the master: {e}"))?;
+    // Every worker's segment must be mounted before the first arrival.
+    let mut waited = 0;
+    loop {
+        let (stats, _) = master
+            .stats()
+            .await
+            .map_err(|e| format!("asking the master for its segments: {e}"))?;
+        let missing: Vec<&String> = prefill_segments
+            .iter()
+            .chain(&decode_segments)
+            .filter(|s| !stats.iter().any(|m| &m.name == *s))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if waited >= 300 {
+            return Err(format!(
+                "segment {} is not mounted at the master after 30 s (is its store node up?)",
+                missing[0]
+            ));
+        }
+        waited += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let keys = Keys {
         run: params.run.clone(),
     };
@@ -442,6 +472,7 @@ pub async fn replay(
     let mut link_bytes: BTreeMap<String, u64> = BTreeMap::new();
     let mut failures = Vec::new();
     let mut h2d_model_bytes = 0f64;
+    let mut lost_prefix_requests = 0u64;
     let bt = params.block_tokens;
     let origin = trace.first().map_or(Nanos::ZERO, |r| r.arrival);
     let t0 = host_monotonic_ns().saturating_add(params.lead.as_nanos() as u64);
@@ -529,6 +560,9 @@ pub async fn replay(
                             *link_bytes.entry(format!("decode-{} rx", st.d)).or_default() += done.kv_bytes;
                         }
                         let k = done.prefix_blocks as usize;
+                        if k < st.will_have || done.lost_blocks > 0 {
+                            lost_prefix_requests += 1;
+                        }
                         let cached = req.reusable_tokens(k, bt);
                         h2d_model_bytes += (cached * model_bpt) as f64;
                         let rec = &mut records[r as usize];
@@ -663,6 +697,7 @@ pub async fn replay(
                 st.p = p;
                 st.d = d;
                 st.estimate = estimate;
+                st.will_have = will_have;
                 st.kv = Some(decode[d].kv.reserve(req.input_tokens as u64 + req.output_tokens as u64));
                 decode[d].requests.insert(r, (req.input_tokens, req.output_tokens, 0));
                 let (fetch_from, fetch_start, fetch_end) = match fetch {
@@ -777,5 +812,6 @@ pub async fn replay(
         link_bytes,
         failures,
         bytes_scale: scale,
+        lost_prefix_requests,
     })
 }

@@ -167,10 +167,11 @@ impl Worker {
         if items.is_empty() {
             return Ok((0, items));
         }
-        let results = client
-            .batch_put_from(&items, &self.own_put())
-            .await
-            .map_err(|e| status("writing blocks into the node's segment", e))?;
+        // A store that cannot take them (gone, or unreachable) costs the
+        // cache these blocks, never the request.
+        let Ok(results) = client.batch_put_from(&items, &self.own_put()).await else {
+            return Ok((0, items));
+        };
         let mut written = 0;
         let mut refused = Vec::new();
         for (item, r) in items.into_iter().zip(results) {
@@ -228,10 +229,11 @@ impl Worker {
         let src: Vec<String> = (fs..fe)
             .map(|j| keys.block(job.fetch_from, req.blocks[j].0))
             .collect();
-        let got = client
-            .batch_get(&src)
-            .await
-            .map_err(|e| status("fetching the prefix", e))?;
+        // A holder that cannot be read costs the request its fetch (it
+        // computes those tokens), never the request.
+        let Ok(got) = client.batch_get(&src).await else {
+            return Ok(client);
+        };
         let mut items = Vec::new();
         for (j, r) in (fs..fe).zip(got) {
             let Ok(bytes) = r else { break };
@@ -351,10 +353,10 @@ impl Worker {
         });
         // 5. The prefix read back (the lease of each read keeps it from
         // eviction while it is in use), and the compute waited for.
-        let got = client
-            .batch_get(&own[..k])
-            .await
-            .map_err(|e| status("reading the prefix", e))?;
+        let got = match client.batch_get(&own[..k]).await {
+            Ok(got) => got,
+            Err(e) => vec![Err(e); k],
+        };
         for (j, r) in got.into_iter().enumerate() {
             match r {
                 Ok(bytes) => {
@@ -676,52 +678,35 @@ pub async fn serve(
 /// A worker process's settings.
 pub struct WorkerNode {
     pub model: WorkerModel,
-    /// Its store node (the segment's name is the worker's:
+    /// Its own DRAM segment's name (served by the store node beside it:
     /// [`WorkerRole::segment`]).
-    pub store: crate::node::StoreConfig,
+    pub segment: String,
+    pub secret: Secret,
     /// How its jobs reach the store.
     pub client: ClientConfig,
     /// Where the Conductor's calls arrive.
     pub rpc: tokio::net::TcpListener,
 }
 
-/// Runs a worker until `shutdown` turns true: its store node mounts its
-/// DRAM segment, then the worker serves the Conductor. `ready` gets the RPC
-/// address once both are up.
+/// Runs a worker until `shutdown` turns true. Its DRAM segment is a store
+/// node's (a separate process, so that the store can fail while the worker
+/// lives on). `ready` gets the RPC address once it serves.
 pub async fn run_worker(
     node: WorkerNode,
     shutdown: watch::Receiver<bool>,
     ready: Option<oneshot::Sender<std::net::SocketAddr>>,
 ) -> Result<(), String> {
-    let secret = node.store.secret.clone();
-    let segment = node.store.name.clone();
-    let (store_ready, mounted) = oneshot::channel();
-    let store = tokio::spawn(crate::node::run_store(
-        node.store,
-        shutdown.clone(),
-        Some(store_ready),
-    ));
-    if mounted.await.is_err() {
-        return match store.await {
-            Ok(Err(e)) => Err(format!("the worker's store node: {e}")),
-            _ => Err("the worker's store node stopped before mounting".into()),
-        };
-    }
     let addr = node
         .rpc
         .local_addr()
         .map_err(|e| format!("the worker's RPC address: {e}"))?;
-    let worker = Worker::new(node.model, segment, node.client);
+    let worker = Worker::new(node.model, node.segment, node.client);
     if let Some(r) = ready {
         let _ = r.send(addr);
     }
     let mut stop = shutdown.clone();
-    let served = serve(worker, secret, node.rpc, async move {
+    serve(worker, node.secret, node.rpc, async move {
         let _ = stop.wait_for(|s| *s).await;
     })
-    .await;
-    let stored = store
-        .await
-        .map_err(|e| format!("the worker's store node: {e}"))?;
-    served.and(stored)
+    .await
 }
