@@ -243,7 +243,7 @@ fn a_store_node_killed_during_a_replay_costs_cache_never_wrong_bytes() {
     let trace = slice(dir.path(), 60);
     let cluster = Cluster::start(dir.path(), &["model=llama3-8b"]);
     let out = dir.path().join("real");
-    let mut replay = moonlab()
+    let replay = moonlab()
         .args(["real", "replay", "--trace"])
         .arg(&trace)
         .args(["--config", CONFIG, "--set", "model=llama3-8b", "--cluster"])
