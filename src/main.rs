@@ -2,6 +2,7 @@
 //! print. No logic of its own lives here beyond formatting.
 
 mod cache_cmd;
+mod netcheck_cmd;
 mod output;
 mod plot;
 mod real_cmd;
@@ -96,6 +97,8 @@ fn main() -> ExitCode {
         Command::Real(replay_cmd::RealCommand::Replay(args)) => replay_cmd::replay_cmd(args),
         Command::Real(replay_cmd::RealCommand::Cluster(args)) => replay_cmd::cluster(args),
         Command::Real(replay_cmd::RealCommand::Worker(args)) => replay_cmd::worker(args),
+        Command::Real(replay_cmd::RealCommand::Plan(args)) => replay_cmd::plan(args),
+        Command::Real(replay_cmd::RealCommand::Netcheck(args)) => netcheck_cmd::run(args),
         Command::Trace(cmd) => trace_cmd::run(cmd),
         Command::Cache(args) => cache_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),

@@ -45,6 +45,22 @@ pub enum RealCommand {
     /// One replay worker (started by `real replay`, `real cluster` or the
     /// testbed scripts).
     Worker(WorkerArgs),
+    /// What a testbed needs of the configuration, as shell assignments:
+    /// pool sizes, each node's NIC rate scaled by `real.bytes_scale` (bits
+    /// per second), its store node's segment bytes.
+    Plan(PlanArgs),
+    /// The simulator's network model against transfers timed on a testbed
+    /// (one flow, two sharing a link, incast).
+    Netcheck(crate::netcheck_cmd::NetcheckArgs),
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Also write the master's settings (`moonlab master --config`) here.
+    #[arg(long)]
+    master_yaml: Option<PathBuf>,
 }
 
 /// The configuration file and its overrides.
@@ -216,6 +232,25 @@ fn master_yaml(config: &ClusterConfig) -> String {
         s.lease_s * 1e3,
         s.soft_pin_s * 1e3
     )
+}
+
+pub fn plan(a: PlanArgs) -> Result<()> {
+    let (config, r) = replay_config(&a.config)?;
+    if let Some(f) = &a.master_yaml {
+        write_bytes_atomic(f, master_yaml(&config).as_bytes())?;
+    }
+    let scale = config.real.bytes_scale;
+    let bits = |bytes_per_s: f64| (bytes_per_s * 8.0 * scale).round() as u64;
+    let text = format!(
+        "prefill_instances={}\ndecode_instances={}\nprefill_bits_per_s={}\ndecode_bits_per_s={}\nprefill_segment_bytes={}\ndecode_segment_bytes={}\n",
+        config.prefill.instances,
+        config.decode.instances,
+        bits(r.prefill_node.nic_bytes_per_s()),
+        bits(r.decode_node.nic_bytes_per_s()),
+        segment_bytes(&config, &r, WorkerRole::Prefill),
+        segment_bytes(&config, &r, WorkerRole::Decode),
+    );
+    crate::output::emit(&text)
 }
 
 pub fn worker(a: WorkerArgs) -> Result<()> {
@@ -393,7 +428,7 @@ fn start_cluster(
 }
 
 /// Reads a replay cluster's folder.
-fn read_cluster(dir: &Path) -> Result<ReplayTargets> {
+pub fn read_cluster(dir: &Path) -> Result<ReplayTargets> {
     let read = |f: &str| {
         std::fs::read_to_string(dir.join(f)).with_context(|| {
             format!(

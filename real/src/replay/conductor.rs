@@ -815,3 +815,57 @@ pub async fn replay(
         lost_prefix_requests,
     })
 }
+
+/// One timed transfer of a network check: from the host of worker `from`
+/// (its role and index) into segment `to`.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    pub from: (WorkerRole, usize),
+    pub to: String,
+    pub bytes: u64,
+}
+
+/// Starts `flows` together (all at one instant a little ahead) and
+/// returns each one's (start, end), in CLOCK_MONOTONIC nanoseconds.
+pub async fn timed_flows(
+    targets: &ReplayTargets,
+    flows: &[Flow],
+) -> Result<Vec<(u64, u64)>, String> {
+    let mut clients = Vec::with_capacity(flows.len());
+    for f in flows {
+        let pool = match f.from.0 {
+            WorkerRole::Prefill => &targets.prefill,
+            WorkerRole::Decode => &targets.decode,
+        };
+        let addr = pool
+            .get(f.from.1)
+            .ok_or_else(|| format!("the cluster has no {} worker {}", f.from.0.name(), f.from.1))?;
+        clients.push(connect_worker(addr, &targets.secret).await?);
+    }
+    let at = host_monotonic_ns() + 300_000_000;
+    let tag = crate::client::random_client_id().0 & 0xffff_ffff;
+    let tasks: Vec<_> = flows
+        .iter()
+        .zip(clients)
+        .enumerate()
+        .map(|(i, (f, mut c))| {
+            let job = pb::SendJob {
+                segment: f.to.clone(),
+                bytes: f.bytes,
+                key: format!("netcheck/{tag:08x}/{i}"),
+                start_ns: at,
+            };
+            tokio::spawn(async move { c.send(job).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t
+            .await
+            .map_err(|e| format!("flow {i}: {e}"))?
+            .map_err(|e| format!("flow {i}: {}", e.message()))?
+            .into_inner();
+        out.push((r.start_ns, r.end_ns));
+    }
+    Ok(out)
+}

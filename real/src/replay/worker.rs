@@ -41,6 +41,9 @@ use tonic::{Response, Status};
 /// two million tokens at 512 per block).
 pub const MAX_JOB_BLOCKS: usize = MAX_BATCH;
 
+/// The largest timed send.
+pub const MAX_SEND_BYTES: u64 = 1 << 30;
+
 /// Blocks refused for want of room are tried again this long after (the
 /// master evicts every 10 ms), for at most this many rounds.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(12);
@@ -579,6 +582,42 @@ impl pb::worker_server::Worker for WorkerService {
             retrying_blocks: w.retrying.load(Ordering::SeqCst),
             dropped_blocks: w.dropped.load(Ordering::SeqCst),
             late_written_bytes: w.late_written.load(Ordering::SeqCst),
+        }))
+    }
+
+    async fn send(
+        &self,
+        req: tonic::Request<pb::SendJob>,
+    ) -> Result<Response<pb::SendReply>, Status> {
+        let job = req.into_inner();
+        if job.bytes == 0 || job.bytes > MAX_SEND_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a send of 1 to {MAX_SEND_BYTES} bytes, got {}",
+                job.bytes
+            )));
+        }
+        let w = &self.0;
+        let mut client = w.client().await?;
+        let buf = Buffer::zeroed(job.bytes)
+            .map_err(|e| Status::resource_exhausted(format!("a send buffer: {e}")))?;
+        let opts = PutOptions {
+            replicas: 1,
+            preferred_segment: Some(job.segment),
+            soft_pin: false,
+            only_preferred: true,
+        };
+        wait_until_ns(job.start_ns).await;
+        let start = host_monotonic_ns();
+        let r = client.put_from(&job.key, &buf, &opts).await;
+        let end = host_monotonic_ns();
+        if r.is_ok() {
+            let _ = client.remove(&job.key, true).await;
+        }
+        w.give_back(client);
+        r.map_err(|e| status("the send", e))?;
+        Ok(Response::new(pb::SendReply {
+            start_ns: start,
+            end_ns: end,
         }))
     }
 
