@@ -92,8 +92,13 @@ skip() { echo "SKIP: $*"; exit 2; }
 [ "$(id -u)" = 0 ] || skip "the testbed needs root (network namespaces, tc)"
 command -v ip >/dev/null || skip "no \`ip\` (iproute2) here"
 command -v tc >/dev/null || skip "no \`tc\` (iproute2) here"
-ip netns add "${PREFIX}-probe" 2>/dev/null || skip "network namespaces cannot be made here"
-ip netns del "${PREFIX}-probe"
+# One testbed at a time on a machine (its names and addresses are fixed):
+# wait for another to finish.
+exec 9>"${TMPDIR:-/tmp}/moonlab-testbed.lock"
+flock 9 || { echo "testbed.sh: cannot lock ${TMPDIR:-/tmp}/moonlab-testbed.lock" >&2; exit 1; }
+
+ip netns add "${PREFIX}-probe$$" 2>/dev/null || skip "network namespaces cannot be made here"
+ip netns del "${PREFIX}-probe$$"
 
 teardown   # a testbed left by a killed run
 trap 'teardown' EXIT
