@@ -57,10 +57,7 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w.write_all(b).await
 }
 
-pub(crate) async fn read_hello<R: AsyncRead + Unpin>(
-    r: &mut R,
-    secret: &Secret,
-) -> Result<(), String> {
+pub async fn read_hello<R: AsyncRead + Unpin>(r: &mut R, secret: &Secret) -> Result<(), String> {
     let mut head = [0u8; 8];
     r.read_exact(&mut head).await.map_err(|e| e.to_string())?;
     let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
