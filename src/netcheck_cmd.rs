@@ -147,8 +147,8 @@ pub fn run(a: NetcheckArgs) -> Result<()> {
         bail!("--repeat: expected 1 to 100, got {}", a.repeat);
     }
     let rates = read_links(&a.cluster)?;
-    let targets = read_cluster(&a.cluster)?;
     let rt = runtime()?;
+    let targets = rt.block_on(read_cluster(&a.cluster))?;
     let mut table = String::new();
     let _ = writeln!(
         table,

@@ -20,6 +20,7 @@ use moonlab_core::metrics::{requests_csv, summarize, RequestRecord, Summary};
 use moonlab_core::roles::RoleKind;
 use moonlab_core::sched::{build_scheduler, SchedulerParams};
 use moonlab_real::client::{random_client_id, ClientConfig};
+use moonlab_real::node::MasterAddr;
 use moonlab_real::replay::conductor::{replay, ReplayOutput, ReplayParams, ReplayTargets};
 use moonlab_real::replay::worker::{run_worker, WorkerNode};
 use moonlab_real::replay::{WorkerModel, WorkerRole};
@@ -110,6 +111,23 @@ pub struct RealClusterArgs {
     /// Folder for the cluster's addresses, secret and logs.
     #[arg(long, default_value = "moonlab-replay-cluster")]
     dir: PathBuf,
+    /// Run a private etcd (in DIR/etcd) where the masters elect a leader;
+    /// store nodes, workers and the Conductor follow a failover.
+    #[arg(long)]
+    etcd: bool,
+    /// Masters to start (more than one needs --etcd).
+    #[arg(long, default_value_t = 1)]
+    masters: u32,
+    /// With --etcd: the masters' election lease in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    lease_ttl: f64,
+}
+
+/// How a replay cluster's masters run.
+struct Masters {
+    count: u32,
+    etcd: bool,
+    lease_ttl: f64,
 }
 
 #[derive(Args)]
@@ -122,9 +140,13 @@ pub struct WorkerArgs {
     index: u32,
     #[command(flatten)]
     config: ConfigArgs,
-    /// The master's address.
+    /// The master's address (or find the elected one with --metadata).
     #[arg(long)]
-    master: String,
+    master: Option<String>,
+    /// `etcd://host:port`: the masters' election (the worker follows a
+    /// failover).
+    #[arg(long)]
+    metadata: Option<String>,
     #[arg(long)]
     secret_file: PathBuf,
     /// Where the Conductor's calls arrive.
@@ -275,7 +297,8 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         let rpc = tokio::net::TcpListener::bind(a.rpc_listen)
             .await
             .with_context(|| format!("listening on {}", a.rpc_listen))?;
-        let mut client = ClientConfig::new(&a.master, secret.clone());
+        let mut client = ClientConfig::new("", secret.clone());
+        client.master = master_addr(a.master.as_deref(), a.metadata.as_deref()).await?;
         client.same_host = a.same_host;
         let node = WorkerNode {
             model,
@@ -309,19 +332,45 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
+/// The master as flags give it: an address, or an etcd election.
+async fn master_addr(master: Option<&str>, metadata: Option<&str>) -> Result<MasterAddr> {
+    match (master, metadata) {
+        (Some(m), None) => Ok(MasterAddr::Fixed(m.to_string())),
+        (None, Some(url)) => {
+            let meta = moonlab_real::metadata::connect(url)
+                .await
+                .map_err(|e| anyhow!("--metadata: {e}"))?;
+            Ok(MasterAddr::Elected {
+                meta,
+                keys: moonlab_real::metadata::Keys::new(CLUSTER_ID),
+            })
+        }
+        _ => bail!("give --master ADDR or --metadata etcd://…, one of them"),
+    }
+}
+
+/// The cluster's name in the metadata service (as `moonlab master`'s
+/// default).
+const CLUSTER_ID: &str = "moonlab";
+
 /// Where a replay cluster's folder keeps things.
 const MASTER_ADDR: &str = "master.addr";
 const SECRET: &str = "secret";
 const WORKERS: &str = "workers";
+/// A cluster with elected masters: its etcd's URL.
+const METADATA: &str = "metadata";
 
 /// A replay cluster started on this machine (stopped when dropped).
 struct LocalCluster {
     children: Vec<(String, Child)>,
+    /// Its private etcd, stopped after the processes.
+    etcd: Option<moonlab_real::etcd_server::EtcdServer>,
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         terminate(&mut self.children);
+        self.etcd.take();
     }
 }
 
@@ -332,10 +381,11 @@ fn start_cluster(
     c: &ConfigArgs,
     config: &ClusterConfig,
     resolved: &Resolved,
+    masters: &Masters,
 ) -> Result<LocalCluster> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
-    for f in [MASTER_ADDR, WORKERS] {
+    for f in [MASTER_ADDR, WORKERS, METADATA] {
         let _ = std::fs::remove_file(dir.join(f));
     }
     let secret = format!("{:016x}{:016x}", random_client_id().0, random_client_id().0);
@@ -358,20 +408,54 @@ fn start_cluster(
     };
     let mut cluster = LocalCluster {
         children: Vec::new(),
+        etcd: None,
     };
-    let addr_path = dir.join(MASTER_ADDR);
-    let mut p = Process::new(&exe);
-    p.args(["master", "--listen", "127.0.0.1:0", "--secret-file"])
-        .arg(&secret_path)
-        .arg("--addr-file")
-        .arg(&addr_path)
-        .arg("--config")
-        .arg(&master_cfg)
-        .stderr(log("master")?);
-    cluster
-        .children
-        .push(("master".into(), p.spawn().context("starting the master")?));
-    let master = wait_for_file(&addr_path, &mut cluster.children[0], &dir)?;
+    if masters.etcd {
+        let etcd_dir = dir.join("etcd");
+        let _ = std::fs::remove_dir_all(&etcd_dir);
+        let server = moonlab_real::etcd_server::EtcdServer::start(&etcd_dir, false)
+            .map_err(|e| anyhow!("--etcd: {e}"))?;
+        cluster.etcd = Some(server);
+    }
+    let url = cluster.etcd.as_ref().map(|e| e.url());
+    let mut master = String::new();
+    for m in 0..masters.count {
+        let name = if masters.count == 1 {
+            "master".to_string()
+        } else {
+            format!("master-{m}")
+        };
+        let addr_path = dir.join(format!("{name}.addr"));
+        let _ = std::fs::remove_file(&addr_path);
+        let mut p = Process::new(&exe);
+        p.args(["master", "--listen", "127.0.0.1:0", "--secret-file"])
+            .arg(&secret_path)
+            .arg("--addr-file")
+            .arg(&addr_path)
+            .arg("--config")
+            .arg(&master_cfg)
+            .stderr(log(&name)?);
+        if let Some(url) = &url {
+            p.args(["--metadata", url, "--lease-ttl"])
+                .arg(masters.lease_ttl.to_string());
+        }
+        let child = p.spawn().with_context(|| format!("starting {name}"))?;
+        write_bytes_atomic(
+            &dir.join(format!("{name}.pid")),
+            child.id().to_string().as_bytes(),
+        )?;
+        cluster.children.push((name, child));
+        let last = cluster.children.len() - 1;
+        let addr = wait_for_file(&addr_path, &mut cluster.children[last], &dir)?;
+        if m == 0 {
+            master = addr;
+        }
+    }
+    // How the others find the master: its address, or the election.
+    let find: Vec<String> = match &url {
+        Some(url) => vec!["--metadata".into(), url.clone()],
+        None => vec!["--master".into(), master.clone()],
+    };
     let mut workers = String::new();
     let pools = [
         (WorkerRole::Prefill, config.prefill.instances),
@@ -388,7 +472,8 @@ fn start_cluster(
             let mut p = Process::new(&exe);
             p.args(["store", "--name", &name, "--size"])
                 .arg(segment_bytes(config, resolved, role).to_string())
-                .args(["--master", &master, "--secret-file"])
+                .args(&find)
+                .arg("--secret-file")
                 .arg(&secret_path)
                 .stderr(log(&store)?);
             let child = p.spawn().with_context(|| format!("starting {store}"))?;
@@ -402,7 +487,8 @@ fn start_cluster(
                 .arg(k.to_string())
                 .arg("--config")
                 .arg(&config_path)
-                .args(["--master", &master, "--secret-file"])
+                .args(&find)
+                .arg("--secret-file")
                 .arg(&secret_path)
                 .arg("--addr-file")
                 .arg(&file)
@@ -424,11 +510,15 @@ fn start_cluster(
         let _ = writeln!(workers, "{} {k} {}", role.name(), addr.trim());
     }
     write_bytes_atomic(&dir.join(WORKERS), workers.as_bytes())?;
+    write_bytes_atomic(&dir.join(MASTER_ADDR), master.as_bytes())?;
+    if let Some(url) = &url {
+        write_bytes_atomic(&dir.join(METADATA), url.as_bytes())?;
+    }
     Ok(cluster)
 }
 
 /// Reads a replay cluster's folder.
-pub fn read_cluster(dir: &Path) -> Result<ReplayTargets> {
+pub async fn read_cluster(dir: &Path) -> Result<ReplayTargets> {
     let read = |f: &str| {
         std::fs::read_to_string(dir.join(f)).with_context(|| {
             format!(
@@ -437,7 +527,10 @@ pub fn read_cluster(dir: &Path) -> Result<ReplayTargets> {
             )
         })
     };
-    let master = read(MASTER_ADDR)?.trim().to_string();
+    let master = match std::fs::read_to_string(dir.join(METADATA)) {
+        Ok(url) => master_addr(None, Some(url.trim())).await?,
+        Err(_) => MasterAddr::Fixed(read(MASTER_ADDR)?.trim().to_string()),
+    };
     let secret = read_secret(&dir.join(SECRET))?;
     let text = read(WORKERS)?;
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
@@ -481,7 +574,21 @@ pub fn read_cluster(dir: &Path) -> Result<ReplayTargets> {
 
 pub fn cluster(a: RealClusterArgs) -> Result<()> {
     let (config, resolved) = replay_config(&a.config)?;
-    let cluster = start_cluster(&a.dir, &a.config, &config, &resolved)?;
+    if a.masters == 0 || a.masters > 8 || (a.masters > 1 && !a.etcd) {
+        bail!(
+            "--masters: expected 1 (or up to 8 with --etcd), got {}",
+            a.masters
+        );
+    }
+    if !(a.lease_ttl >= 1.0 && a.lease_ttl <= 60.0) {
+        bail!("--lease-ttl: expected 1 to 60 seconds, got {}", a.lease_ttl);
+    }
+    let masters = Masters {
+        count: a.masters,
+        etcd: a.etcd,
+        lease_ttl: a.lease_ttl,
+    };
+    let cluster = start_cluster(&a.dir, &a.config, &config, &resolved, &masters)?;
     eprintln!(
         "moonlab real cluster: a master, {} prefill and {} decode workers up; folder {} (Ctrl-C stops them)",
         config.prefill.instances,
@@ -526,16 +633,22 @@ pub fn run_replay(
     scratch: &Path,
     mut progress: impl FnMut(u64),
 ) -> Result<ReplayOutput> {
-    let (_local, targets) = match cluster {
-        Some(dir) => (None, read_cluster(dir)?),
+    let rt = runtime()?;
+    let (_local, dir) = match cluster {
+        Some(dir) => (None, dir.to_path_buf()),
         None => {
             let dir = scratch.join("cluster");
-            let local = start_cluster(&dir, c, config, resolved)?;
-            let targets = read_cluster(&dir)?;
-            (Some(local), targets)
+            let one = Masters {
+                count: 1,
+                etcd: false,
+                lease_ttl: 2.0,
+            };
+            let local = start_cluster(&dir, c, config, resolved, &one)?;
+            (Some(local), dir)
         }
     };
-    check_targets(&targets, config, cluster.unwrap_or(scratch))?;
+    let targets = rt.block_on(read_cluster(&dir))?;
+    check_targets(&targets, config, &dir)?;
     let params = ReplayParams {
         run: run_tag(),
         block_tokens: config.block_tokens,
@@ -555,7 +668,6 @@ pub fn run_replay(
             seed: config.seed,
         },
     );
-    let rt = runtime()?;
     rt.block_on(replay(requests, params, scheduler, targets, |n| {
         progress(n)
     }))

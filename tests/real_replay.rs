@@ -287,3 +287,155 @@ fn a_store_node_killed_during_a_replay_costs_cache_never_wrong_bytes() {
         replay["lost_prefix_requests"], replay["dropped_blocks"]
     );
 }
+
+/// Master failover with etcd during a replay: the replay runs on a cluster
+/// of two masters electing a leader, with a quiet gap in its trace; in the
+/// gap the leader is killed (SIGKILL). The standby takes over and knows
+/// every object the leader had (the store nodes report what they hold), the
+/// replay's second half runs on it, and every request is served with no
+/// wrong byte. etcd must be installed (CI installs it); elsewhere
+/// MOONLAB_SKIP_ETCD=1 skips this test, which it then says.
+#[test]
+fn the_standby_master_takes_over_during_a_replay_and_loses_no_object() {
+    if std::env::var_os("MOONLAB_SKIP_ETCD").is_some() {
+        eprintln!("SKIP: MOONLAB_SKIP_ETCD is set (this test needs etcd)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 20 requests, a 30 s gap, 20 more.
+    let text = std::fs::read_to_string(TRACE).unwrap();
+    let mut lines = Vec::new();
+    for (i, l) in text.lines().take(40).enumerate() {
+        let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if i >= 20 {
+            v["timestamp"] = (v["timestamp"].as_u64().unwrap() + 30_000).into();
+        }
+        lines.push(v.to_string());
+    }
+    let trace = dir.path().join("gap.jsonl");
+    std::fs::write(&trace, lines.join("\n") + "\n").unwrap();
+    let cdir = dir.path().join("cluster");
+    let mut c = moonlab();
+    c.args([
+        "real",
+        "cluster",
+        "--config",
+        CONFIG,
+        "--set",
+        "model=llama3-8b",
+    ])
+    .args(["--etcd", "--masters", "2", "--lease-ttl", "2", "--dir"])
+    .arg(&cdir)
+    .stderr(std::process::Stdio::null());
+    let cluster = Cluster {
+        child: c.spawn().unwrap(),
+        dir: cdir.clone(),
+    };
+    for _ in 0..600 {
+        if cdir.join("workers").is_file() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        cdir.join("workers").is_file(),
+        "the cluster did not come up"
+    );
+    let out = dir.path().join("real");
+    let replay = moonlab()
+        .args(["real", "replay", "--trace"])
+        .arg(&trace)
+        .args(["--config", CONFIG, "--set", "model=llama3-8b", "--cluster"])
+        .arg(&cdir)
+        .arg("--out")
+        .arg(&out)
+        .args(["--table-format", "csv", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = std::fs::read_to_string(cdir.join("metadata")).unwrap();
+    let secret = std::fs::read_to_string(cdir.join("secret")).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys = moonlab_real::metadata::Keys::new("moonlab");
+    let leader = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            let meta = moonlab_real::metadata::connect(&url).await.unwrap();
+            meta.leader(&keys.master()).await.unwrap()
+        })
+    };
+    // What the master knows: every object of the run, by key.
+    let listing = |rt: &tokio::runtime::Runtime, at: &str| -> Option<Vec<String>> {
+        rt.block_on(async {
+            let mut m = moonlab_real::rpc::client::MasterClient::connect(
+                at,
+                &moonlab_real::rpc::Secret::new(&secret).unwrap(),
+                moonlab_real::master::ClientId(77),
+            )
+            .await
+            .ok()?;
+            let mut keys: Vec<String> = m
+                .list("r", 1_000_000)
+                .await
+                .ok()?
+                .into_iter()
+                .map(|o| o.key)
+                .collect();
+            keys.sort();
+            Some(keys)
+        })
+    };
+    // The first half is over about 15 s in (arrivals over 8 s, decoding
+    // after); the second starts about 31 s in.
+    std::thread::sleep(std::time::Duration::from_secs(17));
+    let first = leader(&rt).expect("a leader");
+    let before = listing(&rt, &first).expect("the leader lists its objects");
+    assert!(
+        before.iter().any(|k| k.contains("/b")),
+        "the first half cached no blocks: {before:?}"
+    );
+    let name = ["master-0", "master-1"]
+        .into_iter()
+        .find(|m| std::fs::read_to_string(cdir.join(format!("{m}.addr"))).unwrap() == first)
+        .expect("the leader is one of the masters");
+    unsafe {
+        libc::kill(cluster.pid(name), libc::SIGKILL);
+    }
+    // The standby, elected after the lease, adopts what the store nodes
+    // report as they find it.
+    let mut after = Vec::new();
+    for _ in 0..120 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Some(l) = leader(&rt).filter(|l| *l != first) {
+            if let Some(keys) = listing(&rt, &l) {
+                after = keys;
+                if after == before {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        after, before,
+        "the standby does not know every object the leader had"
+    );
+    eprintln!(
+        "master failover: the standby knows all {} objects the leader had",
+        before.len()
+    );
+    let run = replay.wait_with_output().unwrap();
+    assert!(
+        run.status.success(),
+        "the replay did not complete across the failover:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("replay.json")).unwrap()).unwrap();
+    assert_eq!(report["wrong_bytes"], 0, "{report}");
+    assert_eq!(report["failures"].as_array().unwrap().len(), 0, "{report}");
+    assert!(rows(&out.join("requests.csv"))
+        .iter()
+        .all(|r| r["served"] == "true"));
+    drop(cluster);
+}

@@ -19,7 +19,9 @@
 use super::pb::{self, worker_client::WorkerClient};
 use super::{Keys, WorkerRole, VERSION};
 use crate::clock::{host_monotonic_ns, wait_until_ns};
-use crate::rpc::client::{MasterClient, Present};
+use crate::error::ErrorCode;
+use crate::node::MasterAddr;
+use crate::rpc::client::{CallError, MasterClient, Present};
 use crate::rpc::{Secret, MAX_BATCH, MAX_MESSAGE_BYTES};
 use moonlab_core::cost::CostModel;
 use moonlab_core::metrics::{RequestRecord, RunTotals};
@@ -61,7 +63,9 @@ pub struct ReplayParams {
 
 /// Where the cluster is.
 pub struct ReplayTargets {
-    pub master: String,
+    /// The master: an address, or the leader of an etcd election (the
+    /// Conductor follows a failover).
+    pub master: MasterAddr,
     pub secret: Secret,
     /// Each prefill worker's RPC address, by index.
     pub prefill: Vec<String>,
@@ -248,6 +252,93 @@ impl ClusterView for View<'_> {
     }
 }
 
+/// The Conductor's connection to the master, which finds the master again
+/// when a call cannot reach it (a failover: the standby is elected within
+/// about two election leases) and tries the call once more, for up to
+/// [`FAILOVER_WAIT`].
+struct Meta {
+    addr: MasterAddr,
+    secret: Secret,
+    client: MasterClient,
+}
+
+/// How long the Conductor waits for a master to answer again.
+const FAILOVER_WAIT: Duration = Duration::from_secs(60);
+
+fn unreachable(e: &CallError) -> bool {
+    matches!(e.code, ErrorCode::RpcFail | ErrorCode::RpcTimeout)
+}
+
+macro_rules! with_master {
+    ($meta:ident, $call:expr) => {{
+        let mut waited = Duration::ZERO;
+        loop {
+            let $meta = &mut *$meta;
+            match $call {
+                Err(e) if unreachable(&e) && waited < FAILOVER_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    waited += Duration::from_millis(250);
+                    $meta.reconnect().await;
+                }
+                r => break r.map_err(|e| e.to_string()),
+            }
+        }
+    }};
+}
+
+impl Meta {
+    /// Connects, waiting up to [`FAILOVER_WAIT`] for a master to be
+    /// elected and to answer.
+    async fn connect(addr: MasterAddr, secret: Secret) -> Result<Meta, String> {
+        let id = crate::client::random_client_id();
+        let mut waited = Duration::ZERO;
+        loop {
+            let e = match addr.resolve().await {
+                Ok(at) => match MasterClient::connect(&at, &secret, id).await {
+                    Ok(client) => {
+                        return Ok(Meta {
+                            addr,
+                            secret,
+                            client,
+                        })
+                    }
+                    Err(e) if unreachable(&e) => format!("connecting to the master at {at}: {e}"),
+                    Err(e) => return Err(format!("connecting to the master at {at}: {e}")),
+                },
+                Err(e) => format!("finding the master: {e}"),
+            };
+            if waited >= FAILOVER_WAIT {
+                return Err(format!("{e} (waited {} s)", waited.as_secs()));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            waited += Duration::from_millis(250);
+        }
+    }
+
+    async fn reconnect(&mut self) {
+        if let Ok(at) = self.addr.resolve().await {
+            if let Ok(c) = MasterClient::connect(&at, &self.secret, self.client.id()).await {
+                self.client = c;
+            }
+        }
+    }
+
+    async fn contains(&mut self, keys: &[String]) -> Result<Vec<bool>, String> {
+        let m = self;
+        with_master!(m, m.client.batch_contains(keys).await)
+    }
+
+    async fn stats(&mut self) -> Result<Vec<crate::master::SegmentStats>, String> {
+        let m = self;
+        with_master!(m, m.client.stats().await.map(|(s, _)| s))
+    }
+
+    async fn list(&mut self, prefix: &str) -> Result<Vec<crate::master::ObjectInfo>, String> {
+        let m = self;
+        with_master!(m, m.client.list(prefix, 16).await)
+    }
+}
+
 async fn connect_worker(addr: &str, secret: &Secret) -> Result<Worker, String> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| format!("worker address `{addr}`: {e}"))?
@@ -410,17 +501,11 @@ pub async fn replay(
     let bytes_per_token = bpt.unwrap_or(1);
     let model_bpt = params.prefill_cost.kv_bytes_per_token().max(1);
     let scale = bytes_per_token as f64 / model_bpt as f64;
-    let mut master = MasterClient::connect(
-        &targets.master,
-        &targets.secret,
-        crate::client::random_client_id(),
-    )
-    .await
-    .map_err(|e| format!("connecting to the master: {e}"))?;
+    let mut master = Meta::connect(targets.master.clone(), targets.secret.clone()).await?;
     // Every worker's segment must be mounted before the first arrival.
     let mut waited = 0;
     loop {
-        let (stats, _) = master
+        let stats = master
             .stats()
             .await
             .map_err(|e| format!("asking the master for its segments: {e}"))?;
@@ -657,7 +742,7 @@ pub async fn replay(
                 for chunk in names.chunks(MAX_BATCH) {
                     exists.extend(
                         master
-                            .batch_contains(chunk)
+                            .contains(chunk)
                             .await
                             .map_err(|e| format!("asking the master for request {i}'s prefix: {e}"))?,
                     );
@@ -791,7 +876,7 @@ pub async fn replay(
     };
     // A run-level check of its own: the request KV objects are gone.
     let left = master
-        .list(&format!("{}/kv/", params.run), 16)
+        .list(&format!("{}/kv/", params.run))
         .await
         .map_err(|e| format!("listing the run's objects: {e}"))?;
     let served_kv = records
