@@ -131,4 +131,5 @@ echo ok
         String::from_utf8_lossy(&r.stderr)
     );
     assert!(stdout.contains("unmounted after") && stdout.contains("rejoined"));
+    eprintln!("partition: {}", stdout.trim().replace('\n', "; "));
 }

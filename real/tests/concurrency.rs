@@ -12,7 +12,8 @@
 //!   against a cluster in this process: as documented (README, "The real
 //!   store"), a key has one writer at a time (`OBJECT_ALREADY_EXISTS` for
 //!   the others), a reader sees nothing until the put ends and then the
-//!   whole value of one writer, never a mix; removal is refused while a
+//!   whole value of one writer, never a mix, or an error if a forced
+//!   removal took the key from under the read; removal is refused while a
 //!   read holds a lease (`OBJECT_HAS_LEASE`) unless forced.
 
 use moonlab_core::types::Nanos;
@@ -316,10 +317,17 @@ async fn concurrent_put_get_remove_of_one_key_behave_as_documented() {
     let mut remover = client().await;
     let rm = tokio::spawn(async move {
         let (mut removed, mut leased) = (0u32, 0u32);
+        let mut n = 0u32;
         while tokio::time::Instant::now() < deadline {
-            match remover.remove("one", false).await {
+            // Every fourth removal is forced: it takes the key under a
+            // reader's lease, while the reader may be copying it (and a
+            // writer may reuse its space): the reader must then fail,
+            // never return wrong bytes.
+            n += 1;
+            let force = n.is_multiple_of(4);
+            match remover.remove("one", force).await {
                 Ok(()) => removed += 1,
-                Err(ErrorCode::ObjectHasLease) => leased += 1,
+                Err(ErrorCode::ObjectHasLease) if !force => leased += 1,
                 Err(ErrorCode::ObjectNotFound | ErrorCode::ReplicaIsNotReady) => {}
                 Err(e) => panic!("remove failed with {e}"),
             }

@@ -208,6 +208,10 @@ fn decode_all(bytes: &[u8]) {
         wpb::DecodeFirstToken,
         wpb::DecodeDone,
         wpb::DecodeEvent,
+        wpb::PrefillEnded,
+        wpb::LoadRequest,
+        wpb::RequestLoad,
+        wpb::LoadReply,
     );
 }
 

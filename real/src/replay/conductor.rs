@@ -135,6 +135,8 @@ struct ReqState {
     fetch_start: usize,
     /// The prefix blocks the Conductor placed it for (after its fetch).
     will_have: usize,
+    /// Its prefill's Done arrived (or it failed before).
+    prefill_reported: bool,
     kv: Option<KvReservation>,
     prefill_end: u64,
     ended: u32,
@@ -142,6 +144,7 @@ struct ReqState {
 
 enum Ev {
     Started { r: u32, at: u64, blocks: u32 },
+    PrefillEnded { r: u32, end: u64 },
     PrefillDone { r: u32, done: pb::PrefillDone },
     FirstToken { r: u32, load_start: u64, at: u64 },
     DecodeDone { r: u32, done: pb::DecodeDone },
@@ -422,12 +425,15 @@ fn spawn_prefill(mut w: Worker, job: pb::PrefillJob, events: mpsc::UnboundedSend
                     blocks: s.prefix_blocks,
                 },
                 Ok(Some(pb::PrefillEvent {
+                    event: Some(pb::prefill_event::Event::Ended(e)),
+                })) => Ev::PrefillEnded { r, end: e.end_ns },
+                Ok(Some(pb::PrefillEvent {
                     event: Some(pb::prefill_event::Event::Done(done)),
                 })) => Ev::PrefillDone { r, done },
                 Ok(_) => failed("prefill: the worker's stream ended early".into()),
                 Err(e) => failed(format!("prefill: {}", e.message())),
             };
-            let last = !matches!(ev, Ev::Started { .. });
+            let last = !matches!(ev, Ev::Started { .. } | Ev::PrefillEnded { .. });
             let _ = events.send(ev);
             if last {
                 return;
@@ -569,7 +575,10 @@ pub async fn replay(
     let mut last_end = t0;
     let mut reported = 0usize;
     let empty: Vec<Vec<bool>> = Vec::new();
-    while ended < trace.len() {
+    // Prefill jobs sent whose Done has not arrived (a request may end in
+    // decode before its prefill's Done brings the byte counts).
+    let mut prefill_outstanding = 0usize;
+    while ended < trace.len() || prefill_outstanding > 0 {
         let due = trace
             .get(next)
             .map(|r| t0.saturating_add(r.arrival.saturating_sub(origin).0));
@@ -616,19 +625,35 @@ pub async fn replay(
                             inst.tx_flows += 1;
                         }
                     }
+                    Ev::PrefillEnded { r, end } => {
+                        // The prefill is over and the KV is in: the decode
+                        // starts (the prompt's blocks are still being
+                        // written; Done follows).
+                        let st = &mut reqs[r as usize];
+                        let req = &trace[r as usize];
+                        st.prefill_end = end;
+                        let inst = &mut prefill[st.p];
+                        if inst.running == Some(r) {
+                            inst.running = None;
+                        }
+                        if req.output_tokens > 1 {
+                            inst.tx_flows = inst.tx_flows.saturating_sub(1);
+                            let job = pb::DecodeJob {
+                                request: r,
+                                run: params.run.clone(),
+                                input_tokens: req.input_tokens,
+                                output_tokens: req.output_tokens,
+                            };
+                            spawn_decode(decode_w[st.d].clone(), job, tx.clone());
+                        }
+                    }
                     Ev::PrefillDone { r, done } => {
                         let st = &mut reqs[r as usize];
                         let req = &trace[r as usize];
                         let p = st.p;
-                        st.prefill_end = done.end_ns;
-                        let inst = &mut prefill[p];
-                        if inst.running == Some(r) {
-                            inst.running = None;
-                        }
-                        inst.busy_ns += done.end_ns.saturating_sub(done.start_ns);
-                        if req.output_tokens > 1 {
-                            inst.tx_flows = inst.tx_flows.saturating_sub(1);
-                        }
+                        st.prefill_reported = true;
+                        prefill_outstanding -= 1;
+                        prefill[p].busy_ns += done.end_ns.saturating_sub(done.start_ns);
                         checks.wrong_bytes += done.wrong_bytes;
                         checks.lost_blocks += done.lost_blocks;
                         checks.dropped_blocks += done.dropped_blocks;
@@ -666,16 +691,7 @@ pub async fn replay(
                         rec.queue_s = secs(done.start_ns) - req.arrival.as_secs_f64();
                         rec.prefill_s = Nanos(done.end_ns.saturating_sub(done.start_ns)).as_secs_f64();
                         rec.compute_s = Nanos(done.compute_ns).as_secs_f64();
-                        if req.output_tokens > 1 {
-                            let d = st.d;
-                            let job = pb::DecodeJob {
-                                request: r,
-                                run: params.run.clone(),
-                                input_tokens: req.input_tokens,
-                                output_tokens: req.output_tokens,
-                            };
-                            spawn_decode(decode_w[d].clone(), job, tx.clone());
-                        } else {
+                        if req.output_tokens <= 1 {
                             rec.ttft_s = secs(done.end_ns) - req.arrival.as_secs_f64();
                             rec.served = true;
                             rec.finish_s = secs(done.end_ns);
@@ -700,6 +716,11 @@ pub async fn replay(
                     }
                     Ev::DecodeDone { r, done } => {
                         checks.wrong_bytes += done.wrong_bytes;
+                        if reqs[r as usize].ended > 0 {
+                            // It failed already (its prefill's job, after
+                            // the decode had started): it stays failed.
+                            continue;
+                        }
                         let rec = &mut records[r as usize];
                         let first = rec.finish_s;
                         rec.served = true;
@@ -712,6 +733,10 @@ pub async fn replay(
                     }
                     Ev::Failed { r, why } => {
                         let st = &mut reqs[r as usize];
+                        if !st.prefill_reported {
+                            st.prefill_reported = true;
+                            prefill_outstanding -= 1;
+                        }
                         let p = st.p;
                         let inst = &mut prefill[p];
                         if inst.running == Some(r) {
@@ -719,8 +744,11 @@ pub async fn replay(
                         }
                         failures.push((r, why));
                         records[r as usize].served = false;
-                        end_request(r, &mut reqs, &mut decode);
-                        ended += 1;
+                        // A request ends once, whichever of its jobs fails.
+                        if reqs[r as usize].ended == 0 {
+                            end_request(r, &mut reqs, &mut decode);
+                            ended += 1;
+                        }
                     }
                 }
                 if ended >= reported + 100 {
@@ -746,6 +774,17 @@ pub async fn replay(
                             .await
                             .map_err(|e| format!("asking the master for request {i}'s prefix: {e}"))?,
                     );
+                }
+                // What the decode instances are doing now (tokens each of
+                // their requests has emitted), as they report it.
+                for (k, w) in decode_w.iter().enumerate() {
+                    if let Ok(load) = w.clone().load(pb::LoadRequest {}).await {
+                        for l in load.into_inner().requests {
+                            if let Some(e) = decode[k].requests.get_mut(&l.request) {
+                                e.2 = e.2.max(l.tokens);
+                            }
+                        }
+                    }
                 }
                 let n = req.blocks.len();
                 let present: Vec<Vec<bool>> = exists.chunks(n.max(1)).map(|c| c.to_vec()).collect();
@@ -816,6 +855,7 @@ pub async fn replay(
                     },
                     seq,
                 };
+                prefill_outstanding += 1;
                 spawn_prefill(prefill_w[p].clone(), job, tx.clone());
             }
         }

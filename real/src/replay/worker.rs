@@ -51,6 +51,7 @@ const RETRY_ROUNDS: usize = 8;
 
 /// A request joining a decode worker's batch.
 struct Joining {
+    request: u32,
     input: u64,
     output: u32,
     first_token: u64,
@@ -67,6 +68,8 @@ pub struct Worker {
     serving: watch::Sender<u64>,
     /// Decode: the batch loop's inbox.
     joining: Option<mpsc::UnboundedSender<Joining>>,
+    /// Decode: each request in the batch and the tokens it has emitted.
+    emitted: Arc<Mutex<std::collections::BTreeMap<u32, u32>>>,
     busy_ns: Arc<AtomicU64>,
     /// Prompt blocks being tried again in the background, those that never
     /// got in, and the bytes that did.
@@ -94,9 +97,15 @@ impl Worker {
     /// loop (it ends when the worker is dropped).
     pub fn new(model: WorkerModel, segment: String, client_config: ClientConfig) -> Arc<Worker> {
         let busy_ns = Arc::new(AtomicU64::new(0));
+        let emitted = Arc::new(Mutex::new(std::collections::BTreeMap::new()));
         let joining = (model.role == WorkerRole::Decode).then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(decode_loop(model.clone(), rx, busy_ns.clone()));
+            tokio::spawn(decode_loop(
+                model.clone(),
+                rx,
+                busy_ns.clone(),
+                emitted.clone(),
+            ));
             tx
         });
         Arc::new(Worker {
@@ -106,6 +115,7 @@ impl Worker {
             clients: Mutex::new(Vec::new()),
             serving: watch::channel(0).0,
             joining,
+            emitted,
             busy_ns,
             retrying: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -374,6 +384,29 @@ impl Worker {
         let end = host_monotonic_ns();
         self.busy_ns
             .fetch_add(end.saturating_sub(start), Ordering::Relaxed);
+        // The decode may start once the prefill ended and the KV is in.
+        let ended = {
+            let events = events.clone();
+            tokio::spawn(async move {
+                let got = match kv {
+                    Some(kv) => kv
+                        .await
+                        .map_err(|e| Status::internal(format!("the KV transfer task: {e}")))?
+                        .map(Some)?,
+                    None => None,
+                };
+                let kv_ns = got.map_or(end, |(at, _)| at);
+                let _ = events
+                    .send(Ok(pb::PrefillEvent {
+                        event: Some(pb::prefill_event::Event::Ended(pb::PrefillEnded {
+                            end_ns: end,
+                            kv_ns,
+                        })),
+                    }))
+                    .await;
+                Ok::<_, Status>(got)
+            })
+        };
         // 6. The prompt's blocks enter this node's segment; those refused
         // for want of room are tried again after the master's eviction,
         // once the next request has its turn.
@@ -400,10 +433,10 @@ impl Worker {
                 me.retrying.fetch_sub(n, Ordering::SeqCst);
             });
         }
-        if let Some(kv) = kv {
-            let (at, bytes) = kv
-                .await
-                .map_err(|e| Status::internal(format!("the KV transfer task: {e}")))??;
+        if let Some((at, bytes)) = ended
+            .await
+            .map_err(|e| Status::internal(format!("the KV transfer task: {e}")))??
+        {
             done.kv_ns = at;
             done.kv_bytes = bytes;
         }
@@ -454,6 +487,7 @@ impl Worker {
         let (tx, rx) = oneshot::channel();
         joining
             .send(Joining {
+                request: job.request,
                 input: job.input_tokens as u64,
                 output: job.output_tokens,
                 first_token: first,
@@ -480,6 +514,7 @@ impl Worker {
 
 /// A request in a decode batch.
 struct Running {
+    request: u32,
     input: u64,
     output: u32,
     tokens: u32,
@@ -496,6 +531,7 @@ async fn decode_loop(
     model: WorkerModel,
     mut inbox: mpsc::UnboundedReceiver<Joining>,
     busy: Arc<AtomicU64>,
+    emitted: Arc<Mutex<std::collections::BTreeMap<u32, u32>>>,
 ) {
     let mut waiting: VecDeque<Joining> = VecDeque::new();
     let mut batch: Vec<Running> = Vec::new();
@@ -503,11 +539,15 @@ async fn decode_loop(
     loop {
         if batch.is_empty() && waiting.is_empty() {
             match inbox.recv().await {
-                Some(j) => waiting.push_back(j),
+                Some(j) => {
+                    emitted.lock().insert(j.request, 1);
+                    waiting.push_back(j);
+                }
                 None => return,
             }
         }
         while let Ok(j) = inbox.try_recv() {
+            emitted.lock().insert(j.request, 1);
             waiting.push_back(j);
         }
         let mut in_batch: u64 = batch.iter().map(|r| need(r.input, r.output)).sum();
@@ -519,10 +559,12 @@ async fn decode_loop(
             let Some(j) = waiting.pop_front() else { break };
             in_batch += need(j.input, j.output);
             if j.output <= 1 {
+                emitted.lock().remove(&j.request);
                 let _ = j.done.send((j.first_token, 0.0, 1));
                 continue;
             }
             batch.push(Running {
+                request: j.request,
                 input: j.input,
                 output: j.output,
                 tokens: 1,
@@ -545,17 +587,21 @@ async fn decode_loop(
         let end = host_monotonic_ns();
         busy.fetch_add(end - start, Ordering::Relaxed);
         let mut keep = Vec::with_capacity(batch.len());
+        let mut shown = emitted.lock();
         for mut r in batch.drain(..) {
             r.intervals.push(Nanos(end.saturating_sub(r.last)));
             r.last = end;
             r.tokens += 1;
             if r.tokens >= r.output {
+                shown.remove(&r.request);
                 let tbt = r.intervals.tbt_s();
                 let _ = r.done.send((end, tbt, r.tokens));
             } else {
+                shown.insert(r.request, r.tokens);
                 keep.push(r);
             }
         }
+        drop(shown);
         batch = keep;
     }
 }
@@ -619,6 +665,20 @@ impl pb::worker_server::Worker for WorkerService {
             start_ns: start,
             end_ns: end,
         }))
+    }
+
+    async fn load(
+        &self,
+        _req: tonic::Request<pb::LoadRequest>,
+    ) -> Result<Response<pb::LoadReply>, Status> {
+        let requests = self
+            .0
+            .emitted
+            .lock()
+            .iter()
+            .map(|(&request, &tokens)| pb::RequestLoad { request, tokens })
+            .collect();
+        Ok(Response::new(pb::LoadReply { requests }))
     }
 
     type PrefillStream = EventStream<pb::PrefillEvent>;
