@@ -11,12 +11,12 @@
 
 use crate::output::{write_bytes_atomic, RunFolder};
 use crate::real_cmd::{read_secret, runtime, shutdown_signal, terminate, wait_for_file};
-use crate::sim_cmd::{load_config, RunFiles, TableFormat};
+use crate::sim_cmd::{load_config, requests_table, RunFiles, TableFormat};
 use crate::trace_cmd::InputArgs;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Subcommand};
 use moonlab_core::cost::CostModel;
-use moonlab_core::metrics::{requests_csv, summarize, RequestRecord, Summary};
+use moonlab_core::metrics::{summarize, RequestRecord, Summary};
 use moonlab_core::roles::RoleKind;
 use moonlab_core::sched::{build_scheduler, SchedulerParams};
 use moonlab_real::client::{random_client_id, ClientConfig};
@@ -688,13 +688,7 @@ pub fn render_replay(
         &out.totals,
     );
     summary.wall_s = wall_s;
-    let (table_name, table) = match table_format {
-        TableFormat::Parquet => (
-            "requests.parquet",
-            moonlab_experiments::tables::requests_parquet(&out.records)?,
-        ),
-        TableFormat::Csv => ("requests.csv", requests_csv(&out.records).into_bytes()),
-    };
+    let (table_name, table) = requests_table(&out.records, table_format)?;
     let checks = &out.checks;
     let replay = serde_json::json!({
         "bytes_scale": out.bytes_scale,

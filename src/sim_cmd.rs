@@ -138,6 +138,20 @@ pub fn load_config(
 
 /// A finished run, rendered: the run folder's files (summary.json last)
 /// and its summary.
+/// The per-request table of a run folder, named for its format.
+pub fn requests_table(
+    records: &[moonlab_core::metrics::RequestRecord],
+    format: TableFormat,
+) -> Result<(&'static str, Vec<u8>)> {
+    Ok(match format {
+        TableFormat::Parquet => (
+            "requests.parquet",
+            moonlab_experiments::tables::requests_parquet(records)?,
+        ),
+        TableFormat::Csv => ("requests.csv", requests_csv(records).into_bytes()),
+    })
+}
+
 pub struct RunFiles {
     pub files: Vec<(&'static str, Vec<u8>)>,
     pub summary: Summary,
@@ -171,13 +185,7 @@ pub fn render_run(
     }
     let mut summary = summarize(out, config.scheduler.name.name(), config.slo);
     summary.wall_s = wall_s;
-    let (table_name, table) = match table_format {
-        TableFormat::Parquet => (
-            "requests.parquet",
-            moonlab_experiments::tables::requests_parquet(&out.records)?,
-        ),
-        TableFormat::Csv => ("requests.csv", requests_csv(&out.records).into_bytes()),
-    };
+    let (table_name, table) = requests_table(&out.records, table_format)?;
     let mut files = vec![
         (table_name, table),
         (

@@ -5,6 +5,8 @@
 //! what they hold). etcd must be installed (CI installs it); elsewhere set
 //! MOONLAB_SKIP_ETCD=1 to skip the failover test, which it then says.
 
+mod common;
+
 use moonlab_real::client::{ClientConfig, StoreClient};
 use moonlab_real::master::PutOptions;
 use moonlab_real::node::MasterAddr;
@@ -23,18 +25,7 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // SIGTERM: the cluster stops its children in order.
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop(&mut self.child);
     }
 }
 

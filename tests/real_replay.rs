@@ -7,6 +7,8 @@
 //! model's time, every byte read was the byte written, and the KV that
 //! reached the decode nodes is exactly the prompts' scaled bytes.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -217,19 +219,26 @@ impl Cluster {
     }
 }
 
+/// `moonlab real replay` of `trace` on the running cluster in `dir`
+/// (llama3-8b, a CSV table), started in the background.
+fn replay_on(dir: &Path, trace: &Path, out: &Path) -> std::process::Child {
+    moonlab()
+        .args(["real", "replay", "--trace"])
+        .arg(trace)
+        .args(["--config", CONFIG, "--set", "model=llama3-8b", "--cluster"])
+        .arg(dir)
+        .arg("--out")
+        .arg(out)
+        .args(["--table-format", "csv", "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        for _ in 0..200 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::stop(&mut self.child);
     }
 }
 
@@ -243,18 +252,7 @@ fn a_store_node_killed_during_a_replay_costs_cache_never_wrong_bytes() {
     let trace = slice(dir.path(), 60);
     let cluster = Cluster::start(dir.path(), &["model=llama3-8b"]);
     let out = dir.path().join("real");
-    let replay = moonlab()
-        .args(["real", "replay", "--trace"])
-        .arg(&trace)
-        .args(["--config", CONFIG, "--set", "model=llama3-8b", "--cluster"])
-        .arg(&cluster.dir)
-        .arg("--out")
-        .arg(&out)
-        .args(["--table-format", "csv", "--quiet"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let replay = replay_on(&cluster.dir, &trace, &out);
     // The first requests arrive a second in; the trace's first 60 take
     // about 20 s. Kill prefill 0's store node a few seconds in.
     std::thread::sleep(std::time::Duration::from_secs(6));
@@ -342,18 +340,7 @@ fn the_standby_master_takes_over_during_a_replay_and_loses_no_object() {
         "the cluster did not come up"
     );
     let out = dir.path().join("real");
-    let replay = moonlab()
-        .args(["real", "replay", "--trace"])
-        .arg(&trace)
-        .args(["--config", CONFIG, "--set", "model=llama3-8b", "--cluster"])
-        .arg(&cdir)
-        .arg("--out")
-        .arg(&out)
-        .args(["--table-format", "csv", "--quiet"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let replay = replay_on(&cdir, &trace, &out);
     let url = std::fs::read_to_string(cdir.join("metadata")).unwrap();
     let secret = std::fs::read_to_string(cdir.join("secret")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -56,6 +56,18 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
+    /// The record of request `id` as it arrives: its shape, nothing yet
+    /// of how it is served.
+    pub fn arrived(id: u32, r: &crate::Request) -> RequestRecord {
+        RequestRecord {
+            id,
+            arrival_s: r.arrival.as_secs_f64(),
+            input_tokens: r.input_tokens,
+            output_tokens: r.output_tokens,
+            ..RequestRecord::default()
+        }
+    }
+
     /// How the request ended: `served`, `rejected` (with a reason), or
     /// `unfinished` (still in the system when the run stopped).
     pub fn outcome(&self) -> &'static str {

@@ -240,6 +240,15 @@ pub fn select_decode(
     best.map(|(_, step, d)| (d, step))
 }
 
+/// A prefill instance's queue time as a view reports it: what is left of
+/// the running request's estimated time (if one runs) plus the estimated
+/// work queued behind it.
+pub fn queue_time(running_end: Option<Nanos>, now: Nanos, queued_work: Nanos) -> Nanos {
+    running_end
+        .map_or(Nanos::ZERO, |end| end.saturating_sub(now))
+        .saturating_add(queued_work)
+}
+
 /// The time a prefill of `req` on `p` takes when its first `prefix_blocks`
 /// blocks are cached, `ssd_blocks` of them in the SSD tier: the compute of
 /// the rest (the cost model) overlapped with the prefix's load into HBM

@@ -22,6 +22,7 @@ use moonlab_real::error::ErrorCode;
 use moonlab_real::master::{ClientId, Master, MasterConfig, PutOptions, SegmentDesc};
 use moonlab_real::node::{run_master, run_store, MasterAddr, StoreConfig};
 use moonlab_real::rpc::Secret;
+use moonlab_testkit::Rng;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,20 +32,6 @@ fn soak_secs() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(2)
-}
-
-/// A small deterministic generator per thread (no clock, no OS entropy).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]

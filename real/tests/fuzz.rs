@@ -19,58 +19,20 @@ use moonlab_real::master::{ClientId, Master, MasterConfig, ReportedObject, Segme
 use moonlab_real::replay::pb as wpb;
 use moonlab_real::rpc::pb as mpb;
 use moonlab_real::transfer::wire::{Note, ReplyHeader, RequestHeader, REPLY_BYTES, REQUEST_BYTES};
+use moonlab_testkit::{fuzz_cases as cases, mutations, Counting};
 use proptest::prelude::*;
 use prost::Message;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-/// Counts the bytes allocated since the last reset (per thread would be
-/// finer; the harness runs one decode at a time under a lock).
-struct Counting;
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-static GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(n, Ordering::Relaxed);
-        unsafe { System.realloc(p, l, n) }
-    }
-}
 
 #[global_allocator]
 static A: Counting = Counting;
 
-/// Runs `f` on `input` and fails if it allocated more than 64 bytes per
-/// input byte plus 64 KiB (decoded structures are a few times their
-/// encoding; anything that grows with a claimed length instead of the
-/// bytes present is caught).
+/// `f` on `input`, failing if it allocated more than 64 bytes per input
+/// byte plus 64 KiB (decoded structures are a few times their encoding;
+/// anything grown from a claimed length instead of the bytes present is
+/// caught).
 fn bounded<T>(input: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
-    let _one = GUARD.lock().unwrap_or_else(|e| e.into_inner());
-    ALLOCATED.store(0, Ordering::SeqCst);
-    let out = f(input);
-    let used = ALLOCATED.load(Ordering::SeqCst);
-    let limit = 64 * input.len() + (64 << 10);
-    assert!(
-        used <= limit,
-        "decoding {} bytes allocated {used} bytes (limit {limit})",
-        input.len()
-    );
-    out
-}
-
-fn cases() -> u32 {
-    std::env::var("MOONLAB_FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(256)
+    moonlab_testkit::bounded(input, 64, 64 << 10, f)
 }
 
 fn corpus_dir(name: &str) -> PathBuf {
@@ -107,44 +69,6 @@ fn corpus(name: &str, seeds: &[(&str, Vec<u8>)]) -> Vec<Vec<u8>> {
         out.push(committed);
     }
     out
-}
-
-/// Inputs: the corpus, mutations of it (flips, truncations, insertions,
-/// splices), and random bytes.
-fn inputs(corpus: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
-    let n = corpus.len();
-    let seeds = corpus.clone();
-    let mutated = (
-        0..n,
-        prop::collection::vec((any::<u16>(), any::<u8>(), 0..4u8), 1..8),
-    )
-        .prop_map(move |(i, edits)| {
-            let mut b = seeds[i].clone();
-            for (at, byte, kind) in edits {
-                let at = if b.is_empty() {
-                    0
-                } else {
-                    at as usize % (b.len() + 1)
-                };
-                match kind {
-                    0 if at < b.len() => b[at] ^= byte | 1,
-                    1 => b.truncate(at),
-                    2 => b.insert(at, byte),
-                    _ => {
-                        let mut tail = b[at..].to_vec();
-                        b.extend_from_slice(&[byte; 3]);
-                        b.append(&mut tail);
-                    }
-                }
-            }
-            b
-        });
-    let whole = (0..n).prop_map(move |i| corpus[i].clone());
-    prop_oneof![
-        1 => whole,
-        6 => mutated,
-        3 => prop::collection::vec(any::<u8>(), 0..2048),
-    ]
 }
 
 /// Decodes `bytes` as every message type of both protocols; what decodes
@@ -367,7 +291,7 @@ fn every_protocol_message_decodes_garbage_to_an_error_never_a_crash() {
     for c in &corpus {
         bounded(c, decode_all);
     }
-    proptest!(ProptestConfig::with_cases(cases()), |(b in inputs(corpus.clone()))| {
+    proptest!(ProptestConfig::with_cases(cases()), |(b in mutations(corpus.clone(), &[0x08, 0x0a, 0x10, 0x12, 0x1a, 0x22, 0xff, 0x80, 0x00], 2048))| {
         bounded(&b, decode_all);
     });
 }
@@ -406,7 +330,7 @@ fn transfer_wire_headers_notes_and_hellos_refuse_garbage() {
     assert!(rt
         .block_on(moonlab_real::transfer::tcp::read_hello(&mut hello, &secret))
         .is_ok());
-    proptest!(ProptestConfig::with_cases(cases()), |(b in inputs(corpus.clone()))| {
+    proptest!(ProptestConfig::with_cases(cases()), |(b in mutations(corpus.clone(), &[0x08, 0x0a, 0x10, 0x12, 0x1a, 0x22, 0xff, 0x80, 0x00], 2048))| {
         bounded(&b, check);
     });
 }
@@ -418,7 +342,7 @@ fn transfer_wire_headers_notes_and_hellos_refuse_garbage() {
 #[test]
 fn a_master_adopting_garbage_reports_stays_consistent() {
     let corpus = corpus("protobuf", &protobuf_seeds());
-    proptest!(ProptestConfig::with_cases(cases()), |(b in inputs(corpus.clone()))| {
+    proptest!(ProptestConfig::with_cases(cases()), |(b in mutations(corpus.clone(), &[0x08, 0x0a, 0x10, 0x12, 0x1a, 0x22, 0xff, 0x80, 0x00], 2048))| {
         let Ok(req) = mpb::MountSegmentRequest::decode(&b[..]) else { return Ok(()) };
         let master = Master::new(MasterConfig::default()).unwrap();
         let seg = req.segment.unwrap_or_default();

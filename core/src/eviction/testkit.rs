@@ -165,18 +165,7 @@ pub fn next_uses(keys: &[u64]) -> Vec<u64> {
     out
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use moonlab_testkit::Rng;
 
 /// Drives `kind` through random inserts, hits, pins, unpins, removals and
 /// evictions, and checks after each step that `evict` returns exactly the

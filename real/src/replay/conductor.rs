@@ -27,8 +27,8 @@ use moonlab_core::cost::CostModel;
 use moonlab_core::metrics::{RequestRecord, RunTotals};
 use moonlab_core::placement::{KvBudget, KvReservation};
 use moonlab_core::sched::{
-    estimate_prefill, ClusterView, DecodeLoad, DecodingRequest, InstanceId, LocalPrefix, Placement,
-    Scheduler,
+    estimate_prefill, queue_time, ClusterView, DecodeLoad, DecodingRequest, InstanceId,
+    LocalPrefix, Placement, Scheduler,
 };
 use moonlab_core::store::{prefix_spans, PoolPrefix, SegmentId};
 use moonlab_core::{BlockKey, Nanos, Request};
@@ -204,12 +204,8 @@ impl ClusterView for View<'_> {
     }
     fn prefill_queue_time(&self, instance: InstanceId) -> Nanos {
         let p = &self.prefill[instance.0 as usize];
-        let running = if p.running.is_some() {
-            Nanos(p.running_end.saturating_sub(self.now_mono))
-        } else {
-            Nanos::ZERO
-        };
-        running.saturating_add(p.queued_work)
+        let end = p.running.map(|_| Nanos(p.running_end));
+        queue_time(end, Nanos(self.now_mono), p.queued_work)
     }
     fn transfer_time(&self, from: SegmentId, to: InstanceId, bytes: u64) -> Nanos {
         let Some(owner) = self.segment_owner(from) else {
@@ -551,13 +547,7 @@ pub async fn replay(
     let mut records: Vec<RequestRecord> = trace
         .iter()
         .enumerate()
-        .map(|(i, r)| RequestRecord {
-            id: i as u32,
-            arrival_s: r.arrival.as_secs_f64(),
-            input_tokens: r.input_tokens,
-            output_tokens: r.output_tokens,
-            ..RequestRecord::default()
-        })
+        .map(|(i, r)| RequestRecord::arrived(i as u32, r))
         .collect();
     let mut checks = ByteChecks::default();
     let mut link_bytes: BTreeMap<String, u64> = BTreeMap::new();

@@ -373,13 +373,7 @@ impl master_server::Master for Handler {
     async fn exist(&self, req: Request<pb::KeyRequest>) -> Reply<pb::ExistReply> {
         let req = req.into_inner();
         let r = check_key(&req.key).and_then(|()| self.0.master.exist(&req.key, self.0.now()));
-        Ok(Response::new(match r {
-            Ok(exists) => pb::ExistReply { code: 0, exists },
-            Err(e) => pb::ExistReply {
-                code: e.code(),
-                exists: false,
-            },
-        }))
+        Ok(Response::new(exist_reply(r)))
     }
 
     async fn batch_contains(
@@ -392,15 +386,7 @@ impl master_server::Master for Handler {
         let results = req
             .keys
             .iter()
-            .map(
-                |k| match check_key(k).and_then(|()| self.0.master.contains(k, now)) {
-                    Ok(exists) => pb::ExistReply { code: 0, exists },
-                    Err(e) => pb::ExistReply {
-                        code: e.code(),
-                        exists: false,
-                    },
-                },
-            )
+            .map(|k| exist_reply(check_key(k).and_then(|()| self.0.master.contains(k, now))))
             .collect();
         Ok(Response::new(pb::BatchContainsReply { results }))
     }
@@ -503,6 +489,17 @@ impl master_server::Master for Handler {
             segments,
             objects: self.0.master.count(),
         }))
+    }
+}
+
+/// An Exist or Contains answer on the wire.
+fn exist_reply(r: Result<bool, ErrorCode>) -> pb::ExistReply {
+    match r {
+        Ok(exists) => pb::ExistReply { code: 0, exists },
+        Err(e) => pb::ExistReply {
+            code: e.code(),
+            exists: false,
+        },
     }
 }
 

@@ -12,7 +12,9 @@ use super::request::RequestState;
 use super::world::{FlowPurpose, Instances};
 use moonlab_core::cost::CostModel;
 use moonlab_core::roles::Role;
-use moonlab_core::sched::{ClusterView, DecodeLoad, DecodingRequest, InstanceId, LocalPrefix};
+use moonlab_core::sched::{
+    queue_time, ClusterView, DecodeLoad, DecodingRequest, InstanceId, LocalPrefix,
+};
 use moonlab_core::store::{PoolPrefix, SegmentId};
 use moonlab_core::{BlockKey, Nanos, Request};
 
@@ -78,12 +80,7 @@ impl ClusterView for View<'_> {
     }
     fn prefill_queue_time(&self, instance: InstanceId) -> Nanos {
         let p = &self.prefill[self.index(instance, Role::Prefill)];
-        let running = if p.running.is_some() {
-            p.running_end.saturating_sub(self.now)
-        } else {
-            Nanos::ZERO
-        };
-        running.saturating_add(p.queued_work)
+        queue_time(p.running.map(|_| p.running_end), self.now, p.queued_work)
     }
     fn transfer_time(&self, from: SegmentId, to: InstanceId, bytes: u64) -> Nanos {
         let Some(owner) = self.segment_owner(from) else {

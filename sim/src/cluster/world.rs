@@ -275,13 +275,7 @@ impl<'t> World<'t> {
             records: trace
                 .iter()
                 .enumerate()
-                .map(|(i, r)| RequestRecord {
-                    id: i as u32,
-                    arrival_s: r.arrival.as_secs_f64(),
-                    input_tokens: r.input_tokens,
-                    output_tokens: r.output_tokens,
-                    ..RequestRecord::default()
-                })
+                .map(|(i, r)| RequestRecord::arrived(i as u32, r))
                 .collect(),
             explain: explain.then(Vec::new),
             scheduler,
