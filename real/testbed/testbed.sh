@@ -112,8 +112,8 @@ eval "$plan"
 
 netem_ok() {
     ip netns add "${PREFIX}-netem" 2>/dev/null || return 1
-    ip -n "${PREFIX}-netem" link add d0 type dummy 2>/dev/null
-    tc -n "${PREFIX}-netem" qdisc add dev d0 root netem delay 1ms 2>/dev/null
+    ip -n "${PREFIX}-netem" link add v0 type veth peer name v1 2>/dev/null
+    tc -n "${PREFIX}-netem" qdisc add dev v0 root netem delay 1ms 2>/dev/null
     local ok=$?
     ip netns del "${PREFIX}-netem"
     return $ok
