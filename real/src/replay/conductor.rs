@@ -855,28 +855,32 @@ pub async fn replay(
     // tried again in the background (waited for: a few rounds of the
     // master's eviction).
     for (k, w) in prefill_w.iter().enumerate() {
-        for _ in 0..100 {
+        for attempt in 0..100 {
             let d = w
                 .clone()
                 .describe(pb::DescribeRequest {})
                 .await
                 .map_err(|e| format!("asking prefill worker {k} for its totals: {}", e.message()))?
                 .into_inner();
-            if d.retrying_blocks > 0 {
+            if d.retrying_blocks > 0 && attempt < 99 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
             }
+            // (After 2 s, blocks still being tried count as not cached.)
             prefill[k].busy_ns = d.busy_ns;
-            checks.dropped_blocks += d.dropped_blocks;
+            checks.dropped_blocks += d.dropped_blocks + d.retrying_blocks;
             checks.written_bytes += d.late_written_bytes;
             break;
         }
     }
     for (k, w) in decode_w.iter().enumerate() {
-        let d = w.clone().describe(pb::DescribeRequest {}).await;
-        if let Ok(d) = d {
-            decode[k].busy_ns = d.into_inner().busy_ns;
-        }
+        decode[k].busy_ns = w
+            .clone()
+            .describe(pb::DescribeRequest {})
+            .await
+            .map_err(|e| format!("asking decode worker {k} for its totals: {}", e.message()))?
+            .into_inner()
+            .busy_ns;
     }
     if let Some((r, st)) = reqs.iter().enumerate().find(|(_, s)| s.ended != 1) {
         return Err(format!(
