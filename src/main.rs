@@ -2,6 +2,7 @@
 //! print. No logic of its own lives here beyond formatting.
 
 mod cache_cmd;
+mod delayline_cmd;
 mod netcheck_cmd;
 mod output;
 mod plot;
@@ -84,6 +85,7 @@ fn main() -> ExitCode {
             | Command::Cluster(_)
             | Command::Real(replay_cmd::RealCommand::Worker(_))
             | Command::Real(replay_cmd::RealCommand::Cluster(_))
+            | Command::Real(replay_cmd::RealCommand::Delayline(_))
     ) {
         output::install_signal_cleanup();
     }
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Real(replay_cmd::RealCommand::Worker(args)) => replay_cmd::worker(args),
         Command::Real(replay_cmd::RealCommand::Plan(args)) => replay_cmd::plan(args),
         Command::Real(replay_cmd::RealCommand::Netcheck(args)) => netcheck_cmd::run(args),
+        Command::Real(replay_cmd::RealCommand::Delayline(args)) => delayline_cmd::run(args),
         Command::Trace(cmd) => trace_cmd::run(cmd),
         Command::Cache(args) => cache_cmd::run(args),
         Command::Sim(args) => sim_cmd::run(args),

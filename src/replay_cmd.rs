@@ -53,6 +53,9 @@ pub enum RealCommand {
     /// The simulator's network model against transfers timed on a testbed
     /// (one flow, two sharing a link, incast).
     Netcheck(crate::netcheck_cmd::NetcheckArgs),
+    /// Forward frames between two interfaces with a delay and a loss rate
+    /// (the testbed's stand-in for netem where the kernel has none).
+    Delayline(crate::delayline_cmd::DelayLineArgs),
 }
 
 #[derive(Args)]

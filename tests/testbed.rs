@@ -133,3 +133,51 @@ echo ok
     assert!(stdout.contains("unmounted after") && stdout.contains("rejoined"));
     eprintln!("partition: {}", stdout.trim().replace('\n', "; "));
 }
+
+/// Delay where the kernel has no netem: the delay line holds every frame of
+/// a node's link for the delay, each way. With 50 ms on each link, a put of
+/// 4 KiB from a prefill node to a decode node crosses two links each way
+/// at least once (its write and the acknowledgement): at least 200 ms,
+/// where an unshaped one takes about a millisecond.
+#[test]
+fn a_delayed_testbed_delays_every_transfer_by_its_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = dir.path().join("tb");
+    let moonlab = env!("CARGO_BIN_EXE_moonlab");
+    let mut c = Command::new("bash");
+    c.arg(SCRIPT)
+        .args([
+            "--config",
+            CONFIG,
+            "--set",
+            "model=llama3-8b",
+            "--delay",
+            "50",
+            "--dir",
+        ])
+        .arg(&tb)
+        .env("MOONLAB", moonlab)
+        .args(["--", moonlab, "real", "netcheck", "--cluster"])
+        .arg(&tb)
+        .args(["--bytes", "4KiB", "--repeat", "1"]);
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.code() == Some(2) {
+        eprintln!("{}", stdout.trim());
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = stdout
+        .lines()
+        .find(|l| l.contains("| one flow |"))
+        .unwrap_or_else(|| panic!("no one-flow row: {stdout}"));
+    let measured: f64 = one.split('|').nth(5).unwrap().trim().parse().unwrap();
+    assert!(
+        measured >= 200.0,
+        "a 4 KiB put across two 50 ms links took {measured} ms"
+    );
+}

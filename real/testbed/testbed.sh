@@ -15,9 +15,11 @@
 # namespace and shaping).
 #
 # Options:
-#   --delay MS     one-way delay added on every node's link (needs the
-#                  kernel's netem qdisc; refused with a clear message without)
-#   --loss PCT     packet loss on every node's link (netem, likewise)
+#   --delay MS     one-way delay added on every node's link, each way
+#   --loss PCT     packet loss on every node's link, each way
+#                  (with the kernel's netem qdisc where it has one; otherwise
+#                  `moonlab real delayline` forwards the link's frames between
+#                  it and the bridge, offloads off with ethtool)
 #   --rate-scale X multiply every node's shaped rate by X (default 1)
 #   --no-shape     no tc shaping at all
 #
@@ -118,9 +120,17 @@ netem_ok() {
     ip netns del "${PREFIX}-netem"
     return $ok
 }
-if [ -n "$delay$loss" ] && ! netem_ok; then
-    echo "testbed.sh: --delay/--loss need the kernel's netem qdisc (sch_netem), which this kernel ($(uname -r)) does not have; rate shaping (tbf) works without it" >&2
-    exit 1
+use_netem=0 use_line=0
+if [ -n "$delay$loss" ]; then
+    if netem_ok; then
+        use_netem=1
+    elif command -v ethtool >/dev/null; then
+        echo "testbed.sh: no netem qdisc in this kernel ($(uname -r)): delay and loss by moonlab real delayline" >&2
+        use_line=1
+    else
+        echo "testbed.sh: --delay/--loss need the kernel's netem qdisc, which this kernel ($(uname -r)) does not have, or ethtool for the delay line (apt install ethtool)" >&2
+        exit 1
+    fi
 fi
 
 sw=${PREFIX}-sw
@@ -137,7 +147,7 @@ shape() {
     local rate
     rate=$(awk -v b="$bits" -v s="$rate_scale" 'BEGIN { printf "%d", b * s }')
     [ "$rate" -gt 0 ] || return 0
-    if [ -n "$delay$loss" ]; then
+    if [ "$use_netem" = 1 ]; then
         local args=(rate "${rate}bit")
         [ -n "$delay" ] && args+=(delay "${delay}ms")
         [ -n "$loss" ] && args+=(loss "${loss}%")
@@ -162,8 +172,23 @@ host() {
     ip -n "$ns" link set "${PREFIX}-$name-h" name eth0
     ip -n "$ns" addr add "$addr/24" dev eth0
     ip -n "$ns" link set eth0 up
-    ip -n "$sw" link set "${PREFIX}-$name-s" master br0
-    ip -n "$sw" link set "${PREFIX}-$name-s" up
+    if [ "$use_line" = 1 ] && [ "$bits" -gt 0 ]; then
+        # The link's frames go through a delay line to a second veth on
+        # the bridge; offloads off, so every frame is one packet.
+        ip link add "${PREFIX}-$name-x" type veth peer name "${PREFIX}-$name-y"
+        ip link set "${PREFIX}-$name-x" netns "$sw"
+        ip link set "${PREFIX}-$name-y" netns "$sw"
+        ip -n "$sw" link set "${PREFIX}-$name-y" master br0
+        for d in "${PREFIX}-$name-s" "${PREFIX}-$name-x" "${PREFIX}-$name-y"; do
+            ip -n "$sw" link set "$d" up
+            ip netns exec "$sw" ethtool -K "$d" tso off gso off gro off tx off rx off >/dev/null 2>&1
+        done
+        ip netns exec "$ns" ethtool -K eth0 tso off gso off gro off tx off rx off >/dev/null 2>&1
+        lines+=("${PREFIX}-$name-s ${PREFIX}-$name-x $((${#lines[@]} + 1))")
+    else
+        ip -n "$sw" link set "${PREFIX}-$name-s" master br0
+        ip -n "$sw" link set "${PREFIX}-$name-s" up
+    fi
     local eff=0
     if [ "$bits" -gt 0 ] && [ "$shape" = 1 ]; then
         shape "$ns" eth0 "$bits"
@@ -173,6 +198,7 @@ host() {
     echo "$name $addr $ns $eff" >> "$dir/links"
 }
 
+lines=()
 # The root namespace's door onto the bridge (unshaped).
 ip link add "${PREFIX}-root" type veth peer name "${PREFIX}-root-s"
 ip link set "${PREFIX}-root-s" netns "$sw"
@@ -184,6 +210,13 @@ ip link set "${PREFIX}-root" up
 host m "$NET.1" 0
 for k in $(seq 0 $((prefill_instances - 1))); do host "p$k" "$NET.$((10 + k))" "$prefill_bits_per_s"; done
 for k in $(seq 0 $((decode_instances - 1))); do host "d$k" "$NET.$((60 + k))" "$decode_bits_per_s"; done
+
+for l in "${lines[@]}"; do
+    set -- $l
+    ip netns exec "$sw" "$MOONLAB" real delayline "$1" "$2" --delay-ms "${delay:-0}" \
+        --loss "${loss:-0}" --seed "$3" 2> "$dir/delayline-$1.log" &
+    pids+=("$!")
+done
 
 secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 umask 077
