@@ -80,6 +80,11 @@ struct MasterFile {
     preempt_after: Option<String>,
     client_ttl: Option<String>,
     shards: Option<usize>,
+    /// The lease policy: mooncake (leases on reads, soft pins) or none.
+    lease_policy: Option<String>,
+    /// Soft-pin an object once it has been read this many times (0: only
+    /// when its put asks).
+    soft_pin_after_reads: Option<u64>,
 }
 
 fn master_config(path: Option<&Path>) -> Result<MasterConfig> {
@@ -121,6 +126,13 @@ fn master_config(path: Option<&Path>) -> Result<MasterConfig> {
     if let Some(s) = f.shards {
         c.shards = s;
     }
+    if let Some(p) = &f.lease_policy {
+        c.lease_kind = moonlab_core::lease::LeaseKind::parse(p)
+            .map_err(|e| anyhow!("{}: lease_policy: {e}", path.display()))?;
+    }
+    if let Some(n) = f.soft_pin_after_reads {
+        c.hot_after_reads = n;
+    }
     c.validate()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(c)
@@ -135,7 +147,8 @@ pub struct MasterArgs {
     #[arg(long)]
     secret_file: PathBuf,
     /// Master configuration (YAML: policy, high_watermark, eviction_ratio,
-    /// lease, soft_pin, put_timeout, preempt_after, client_ttl, shards).
+    /// lease, soft_pin, put_timeout, preempt_after, client_ttl, shards,
+    /// lease_policy, soft_pin_after_reads).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Write the address actually bound here (for port 0).

@@ -246,16 +246,20 @@ fn worker_model(config: &ClusterConfig, r: &Resolved, role: WorkerRole, index: u
     }
 }
 
-/// The master's settings from the configuration's `store:` section.
+/// The master's settings from the configuration's `store:` section: the
+/// eviction policy, watermarks and lease policy are the objects the
+/// simulator builds from the same keys.
 fn master_yaml(config: &ClusterConfig) -> String {
     let s = &config.store;
     format!(
-        "policy: {}\nhigh_watermark: {}\neviction_ratio: {}\nlease: {}ms\nsoft_pin: {}ms\n",
+        "policy: {}\nhigh_watermark: {}\neviction_ratio: {}\nlease: {}ms\nsoft_pin: {}ms\nlease_policy: {}\nsoft_pin_after_reads: {}\n",
         s.eviction,
         s.high_watermark,
         s.eviction_ratio,
         s.lease_s * 1e3,
-        s.soft_pin_s * 1e3
+        s.soft_pin_s * 1e3,
+        s.lease_policy,
+        s.soft_pin_after_reads
     )
 }
 

@@ -154,6 +154,28 @@ fn bad_parameters_are_refused_with_their_code() {
     );
 }
 
+/// The lease policy is core's, chosen by name as the simulator's is: with
+/// `none` a read grants no lease, so removal is not refused after it.
+#[test]
+fn the_configured_lease_policy_decides_whether_a_read_leases() {
+    for (kind, refused) in [
+        (moonlab_core::lease::LeaseKind::Mooncake, true),
+        (moonlab_core::lease::LeaseKind::None, false),
+    ] {
+        let m = Master::new(MasterConfig {
+            lease_kind: kind,
+            ..MasterConfig::default()
+        })
+        .unwrap();
+        m.mount_segment(ClientId(1), seg("s0", 1 << 20), Nanos::ZERO)
+            .unwrap();
+        put(&m, "k", 100, &PutOptions::default(), Nanos::ZERO).unwrap();
+        m.get_replica_list("k", Nanos::ZERO).unwrap();
+        let r = m.remove("k", false, Nanos::ZERO);
+        assert_eq!(r.is_err(), refused, "{kind:?}: {r:?}");
+    }
+}
+
 #[test]
 fn a_silent_client_loses_its_segments_and_their_objects() {
     let m = Master::new(MasterConfig::default()).unwrap();

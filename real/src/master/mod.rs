@@ -75,6 +75,11 @@ pub struct MasterConfig {
     pub client_ttl: Nanos,
     /// Object-table shards (1024).
     pub shards: usize,
+    /// The lease policy a read goes through (core's: `mooncake` leases and
+    /// soft-pins, `none`), and after how many reads an object is soft-pinned
+    /// (0: only when its put asks, as upstream).
+    pub lease_kind: LeaseKind,
+    pub hot_after_reads: u64,
     /// The high bits of this master's object ids (a random value per
     /// master process), so that ids stay unique across a failover: a
     /// standby adopts the ids the store nodes report.
@@ -93,6 +98,8 @@ impl Default for MasterConfig {
             client_ttl: Nanos::from_secs(10),
             shards: 1024,
             id_epoch: 0,
+            lease_kind: LeaseKind::Mooncake,
+            hot_after_reads: 0,
         }
     }
 }
@@ -326,11 +333,10 @@ impl Master {
     pub fn new(config: MasterConfig) -> Result<Master, String> {
         config.validate()?;
         let first_id = ((config.id_epoch as u64) << 40) | 1;
-        let leases = LeaseKind::Mooncake.build(LeaseParams {
+        let leases = config.lease_kind.build(LeaseParams {
             lease: config.lease,
             soft_pin: config.soft_pin,
-            // Soft pins come from the put, as upstream, not from read counts.
-            hot_after_reads: 0,
+            hot_after_reads: config.hot_after_reads,
         });
         let shards = (0..config.shards).map(|_| RwLock::default()).collect();
         Ok(Master {
