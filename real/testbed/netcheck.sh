@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The simulator's network model against transfers on the testbed, at two
-# rates (each node's NIC × real.bytes_scale, and a quarter of it) and, where
-# the kernel has netem, two one-way delays (0.5 ms and 5 ms) at the first
-# rate: one flow, two flows sharing a receiver, two sharing a sender, and
-# incast. Prints one Markdown table (experiments and reports take it from
+# rates (each node's NIC × real.bytes_scale, and a quarter of it) by three
+# one-way delays on every link (none, 0.5 ms and 5 ms; netem where the
+# kernel has it, the delay line otherwise): one flow, two flows sharing a
+# receiver, two sharing a sender, and incast. Prints one Markdown table (experiments and reports take it from
 # here: reports/real-netcheck.md).
 #
 #   real/testbed/netcheck.sh [CONFIG]      (default real/testbed/replay.yaml)
@@ -18,9 +18,7 @@ export MOONLAB
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 first=1
-shapes=("1|" "0.25|")
-# Delays need netem; testbed.sh refuses them with a message where it is missing.
-shapes+=("1|0.5" "1|5")
+shapes=("1|" "1|0.5" "1|5" "0.25|" "0.25|0.5" "0.25|5")
 for shape in "${shapes[@]}"; do
     scale=${shape%%|*} delay=${shape#*|}
     label="$(awk -v s="$scale" 'BEGIN { printf "rate × %s", s }')"
