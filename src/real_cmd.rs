@@ -54,6 +54,30 @@ pub(crate) async fn shutdown_signal() {
     }
 }
 
+/// Runs a node's task until SIGINT or SIGTERM: `on_ready` once the task
+/// says it is up, the task's own error if it ends first; then tells it to
+/// stop (the caller's runtime lets it finish).
+pub(crate) async fn until_signal<R>(
+    task: tokio::task::JoinHandle<Result<(), String>>,
+    ready: tokio::sync::oneshot::Receiver<R>,
+    stop: tokio::sync::watch::Sender<bool>,
+    on_ready: impl FnOnce(R) -> Result<()>,
+) -> Result<()> {
+    tokio::select! {
+        r = ready => {
+            if let Ok(r) = r {
+                on_ready(r)?;
+            }
+        }
+        r = task => {
+            return r.map_err(|e| anyhow!(e))?.map_err(|e| anyhow!(e));
+        }
+    }
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    Ok(())
+}
+
 pub(crate) fn read_secret(path: &Path) -> Result<Secret> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the cluster secret {}", path.display()))?;
@@ -286,19 +310,14 @@ pub fn store(a: StoreArgs) -> Result<()> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let name = config.name.clone();
         let node = tokio::spawn(run_store(config, rx, Some(ready_tx)));
-        tokio::select! {
-            r = ready_rx => {
-                if let Ok(r) = r {
-                    eprintln!("moonlab store {name}: {size} bytes mounted, transfer engine on {}", r.endpoint);
-                }
-            }
-            r = node => {
-                return r.map_err(|e| anyhow!(e))?.map_err(|e| anyhow!(e));
-            }
-        }
-        shutdown_signal().await;
-        let _ = stop.send(true);
-        Ok(())
+        until_signal(node, ready_rx, stop, |r| {
+            eprintln!(
+                "moonlab store {name}: {size} bytes mounted, transfer engine on {}",
+                r.endpoint
+            );
+            Ok(())
+        })
+        .await
     })?;
     // Let the node unmount (it does so when told to stop).
     rt.shutdown_timeout(Duration::from_secs(5));

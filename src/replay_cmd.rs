@@ -10,7 +10,9 @@
 //! `real:` section saying how bytes are scaled; the same file runs in both.
 
 use crate::output::{write_bytes_atomic, RunFolder};
-use crate::real_cmd::{read_secret, runtime, shutdown_signal, terminate, wait_for_file};
+use crate::real_cmd::{
+    read_secret, runtime, shutdown_signal, terminate, until_signal, wait_for_file,
+};
 use crate::sim_cmd::{load_config, requests_table, RunFiles, TableFormat};
 use crate::trace_cmd::InputArgs;
 use anyhow::{anyhow, bail, Context, Result};
@@ -318,22 +320,16 @@ pub fn worker(a: WorkerArgs) -> Result<()> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let name = role.segment(a.index);
         let task = tokio::spawn(run_worker(node, rx, Some(ready_tx)));
-        tokio::select! {
-            r = ready_rx => {
-                if let Ok(addr) = r {
-                    if let Some(f) = &a.addr_file {
-                        write_bytes_atomic(f, addr.to_string().as_bytes())?;
-                    }
-                    eprintln!("moonlab worker {name}: serving on {addr} (its segment is store node {name}'s)");
-                }
+        until_signal(task, ready_rx, stop, |addr| {
+            if let Some(f) = &a.addr_file {
+                write_bytes_atomic(f, addr.to_string().as_bytes())?;
             }
-            r = task => {
-                return r.map_err(|e| anyhow!(e))?.map_err(|e| anyhow!(e));
-            }
-        }
-        shutdown_signal().await;
-        let _ = stop.send(true);
-        Ok(())
+            eprintln!(
+                "moonlab worker {name}: serving on {addr} (its segment is store node {name}'s)"
+            );
+            Ok(())
+        })
+        .await
     })?;
     rt.shutdown_timeout(Duration::from_secs(5));
     Ok(())
