@@ -546,6 +546,7 @@ pub fn cluster(a: ClusterArgs) -> Result<()> {
         },
         nics: None,
         no_same_host: false,
+        slice_size: None,
     };
     let mut up = false;
     for _ in 0..300 {
@@ -671,6 +672,11 @@ pub struct AccessArgs {
     /// shared-memory path).
     #[arg(long)]
     no_same_host: bool,
+    /// The slice size the transfer engine cuts requests into (default
+    /// 1MiB): over TCP, a request's slices go over several connections at
+    /// once; on the same-host path, several workers copy them.
+    #[arg(long)]
+    slice_size: Option<String>,
 }
 
 impl AccessArgs {
@@ -682,6 +688,12 @@ impl AccessArgs {
             c.topology = Topology::parse(n).map_err(|e| anyhow!("--nics: {e}"))?;
         }
         c.same_host = !self.no_same_host;
+        if let Some(s) = &self.slice_size {
+            c.engine.slice_bytes = size_arg("--slice-size", s)?;
+            if c.engine.slice_bytes < 4096 {
+                bail!("--slice-size: `{s}`: expected at least 4KiB");
+            }
+        }
         Ok(c)
     }
 
@@ -946,7 +958,8 @@ pub struct TeBenchArgs {
 pub struct StoreBenchArgs {
     #[command(flatten)]
     access: AccessArgs,
-    /// put or get.
+    /// put, get, or exist (a missing key: one master round trip, no
+    /// bytes).
     #[arg(long, default_value = "put")]
     op: String,
     #[arg(long, default_value = "1MiB")]
@@ -960,6 +973,10 @@ pub struct StoreBenchArgs {
     /// Distinct keys a get cycles over.
     #[arg(long, default_value_t = 64)]
     keys: usize,
+    /// Run all clients as tasks of one multi-threaded runtime (default:
+    /// each client on a thread with its own event loop).
+    #[arg(long)]
+    shared_runtime: bool,
     #[arg(long)]
     json: bool,
 }
@@ -1064,19 +1081,22 @@ pub fn bench(cmd: BenchCommand) -> Result<()> {
         }
         BenchCommand::Store(a) => {
             let client = a.access.client()?;
-            let put = match a.op.as_str() {
-                "put" => true,
-                "get" => false,
-                o => bail!("--op: `{o}`: expected put or get"),
+            use moonlab_real::bench::StoreOp;
+            let op = match a.op.as_str() {
+                "put" => StoreOp::Put,
+                "get" => StoreOp::Get,
+                "exist" => StoreOp::Exist,
+                o => bail!("--op: `{o}`: expected put, get or exist"),
             };
             let b = moonlab_real::bench::StoreBench {
-                put,
+                op,
                 value_size: size_arg("--value-size", &a.value_size)?,
                 clients: a.clients.clamp(1, 256),
                 duration: seconds("--duration", a.duration)?,
                 replicas: a.replicas,
                 keys: a.keys.max(1),
                 client,
+                shared_runtime: a.shared_runtime,
             };
             let r = rt
                 .block_on(moonlab_real::bench::store(&b))

@@ -127,6 +127,77 @@ fn kv_round_trips_objects_through_a_cluster_of_processes() {
     );
 }
 
+/// `moonlab bench store` against a cluster of processes: each operation,
+/// with clients on their own threads and on one shared runtime; its JSON
+/// counts what moved, and a put run cleans up after itself.
+#[test]
+fn the_store_benchmark_runs_each_operation_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _c = start(&dir, &[]);
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let o = moonlab()
+            .args(["bench", "store", "--cluster"])
+            .arg(&dir)
+            .args(["--duration", "0.3", "--value-size", "256KiB", "--keys", "4"])
+            .args(["--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "bench store {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    for shared in [false, true] {
+        for op in ["put", "get", "exist"] {
+            let mut args = vec!["--op", op, "--clients", "3"];
+            if shared {
+                args.push("--shared-runtime");
+            }
+            let r = bench(&args);
+            let ops = r["operations"].as_u64().unwrap();
+            assert!(ops > 0, "{args:?}: {r}");
+            let moved = if op == "exist" { 0 } else { ops * (256 << 10) };
+            assert_eq!(r["bytes"].as_u64().unwrap(), moved, "{args:?}: {r}");
+            assert!(r["p50_us"].as_f64().unwrap() > 0.0, "{args:?}: {r}");
+        }
+    }
+    // Small slices: a same-host request copied by several workers.
+    let r = bench(&["--op", "put", "--slice-size", "64KiB"]);
+    assert!(r["operations"].as_u64().unwrap() > 0, "{r}");
+    // Only the gets' 4 keys per get run are left (2 runs); the puts removed
+    // theirs.
+    let stat = String::from_utf8(kv(&dir, &["stat"]).stdout).unwrap();
+    assert!(stat.starts_with("8 objects on 2 segments\n"), "{stat}");
+    let o = moonlab()
+        .args(["bench", "store", "--cluster"])
+        .arg(&dir)
+        .args(["--op", "delete"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--op: `delete`: expected put, get or exist"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = moonlab()
+        .args(["bench", "store", "--cluster"])
+        .arg(&dir)
+        .args(["--slice-size", "1KiB"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--slice-size: `1KiB`: expected at least 4KiB"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn the_standby_master_takes_over_and_loses_no_object() {
     if !moonlab_real::etcd_server::etcd_available()

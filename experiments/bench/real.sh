@@ -35,6 +35,7 @@ trap cleanup EXIT
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 gbps() { python3 -c "print(f'{$1:.2f}')"; }
+micros() { python3 -c "print(f'{$1:.0f}')"; }
 ratio() { python3 -c "print(f'{$1/$2*100:.0f} %')"; }
 
 {
@@ -90,7 +91,7 @@ echo
 # ---- 2. store against redis ---------------------------------------------
 echo "## Store put/get against redis-server"
 echo
-echo "moonlab: \`moonlab bench store\` through the client library (PutStart, writes, note, PutEnd; GetReplicaList, read, checksum verified) against a \`moonlab cluster\` of one master and two store nodes, one replica; **same host**: the client maps the store nodes' segments (the default on their host), **TCP**: \`--no-same-host\`, bytes over the transfer engine's loopback TCP as from another host."
+echo "moonlab: \`moonlab bench store\` through the client library (PutStart, then the write with the node's note alongside, then PutEnd; GetReplicaList, then the read, checksum verified) against a \`moonlab cluster\` of one master and two store nodes, one replica. Each client is a thread with its own event loop; clients connect and open the segments before the clock starts, as redis-benchmark connects first. **Same host**: the client maps the store nodes' segments (the default on their host); **TCP**: \`--no-same-host\`, bytes over the transfer engine's loopback TCP as from another host."
 echo "redis: \`redis-benchmark -t set,get -d SIZE -c CLIENTS\` against \`redis-server --save '' --appendonly no\` on loopback TCP."
 echo
 echo "| value | clients | put, same host | put, TCP | redis SET | same host / redis | TCP / redis | get, same host | get, TCP | redis GET | same host / redis | TCP / redis |"
@@ -116,6 +117,12 @@ for size in 1MiB 4MiB 16MiB; do
     echo "| $size | $c | $(gbps "$put") | $(gbps "$put_tcp") | $(gbps "$rset") | $(ratio "$put" "$rset") | $(ratio "$put_tcp" "$rset") | $(gbps "$get") | $(gbps "$get_tcp") | $(gbps "$rget") | $(ratio "$get" "$rget") | $(ratio "$get_tcp" "$rget") |"
   done
 done
+echo
+rtt="$("$bin" bench store --cluster "$work/cluster" --duration "$secs" --json --op exist | json "d['seconds']/d['operations']*1e6")"
+n="$(python3 -c "print(int(${secs} * 20000))")"
+ping_rps="$(redis-benchmark -p "$redis_port" -t ping -c 1 -n "$n" --csv 2>/dev/null | python3 -c "import csv,sys; r={row[0]:row[1] for row in csv.reader(sys.stdin)}; print(r['PING_MBULK'])")"
+ping="$(python3 -c "print(1e6/float($ping_rps))")"
+echo "One round trip, one client: moonlab's master $(micros "$rtt") µs (\`--op exist\` on a missing key), redis $(micros "$ping") µs (PING). A put takes two master round trips (PutStart, PutEnd) besides its copy, a get one; a redis SET or GET takes one, with the value in it."
 kill -TERM "$cluster_pid"; wait "$cluster_pid" 2>/dev/null || true; cluster_pid=
 redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true; redis_port=
 echo

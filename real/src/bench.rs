@@ -6,6 +6,9 @@
 //!
 //! The store benchmark puts or gets objects of one size from `clients`
 //! concurrent clients through the client library (checksums included).
+//! As redis-benchmark does, it connects its clients first: the clock
+//! starts once every client is connected and has opened (for the
+//! same-host path, mapped) the store nodes' segments.
 //!
 //! These measure; they assert nothing. Ratios against iperf3, redis and fio
 //! are taken by `experiments/bench/real.sh` in the same run.
@@ -181,11 +184,25 @@ pub async fn transfer_engine(
     ))
 }
 
+/// What a store benchmark's clients do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreOp {
+    /// Put objects under distinct keys.
+    Put,
+    /// Get objects put beforehand.
+    Get,
+    /// Ask whether a key that is not there exists: one master round trip
+    /// and nothing else (the floor under a put's two and a get's one).
+    Exist,
+}
+
 /// One store benchmark: `clients` clients putting (distinct keys) or
-/// getting (keys put beforehand) objects of `value_size` bytes.
+/// getting (keys put beforehand) objects of `value_size` bytes, or asking
+/// the master about a missing key (then no bytes move: the report's
+/// throughput is zero and its latencies are round trips).
 #[derive(Clone, Debug)]
 pub struct StoreBench {
-    pub put: bool,
+    pub op: StoreOp,
     pub value_size: u64,
     pub clients: usize,
     pub duration: Duration,
@@ -194,6 +211,10 @@ pub struct StoreBench {
     pub keys: usize,
     /// How the clients reach the store nodes (same-host path or not, NICs).
     pub client: ClientConfig,
+    /// All clients as tasks of the caller's runtime; otherwise each client
+    /// has a thread with an event loop of its own (as one inference
+    /// worker's thread would).
+    pub shared_runtime: bool,
 }
 
 /// Runs `b` against the cluster its client configuration names.
@@ -207,7 +228,7 @@ pub async fn store(b: &StoreBench) -> Result<BenchReport, String> {
     };
     let run = crate::client::random_client_id().0;
     let value: Vec<u8> = (0..b.value_size).map(|i| (i * 131 % 251) as u8).collect();
-    if !b.put {
+    if b.op == StoreOp::Get {
         let mut c = StoreClient::connect(b.client.clone())
             .await
             .map_err(|e| e.to_string())?;
@@ -218,67 +239,142 @@ pub async fn store(b: &StoreBench) -> Result<BenchReport, String> {
                 .map_err(|e| format!("preparing key {k}: {e}"))?;
         }
     }
-    let clock = MonotonicClock::new();
-    let deadline = clock.now().0 + b.duration.as_nanos() as u64;
+    let shared = Shared {
+        clock: MonotonicClock::new(),
+        ready: Arc::new(tokio::sync::Barrier::new(b.clients)),
+        start_at: Arc::new(AtomicU64::new(0)),
+        run,
+        opts,
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..b.clients {
-        let (b, opts) = (b.clone(), opts.clone());
         let buf = Buffer::copy_of(&value).map_err(|e| e.to_string())?;
-        tasks.spawn(async move {
-            let mut c = StoreClient::connect(b.client.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut lat = Vec::new();
-            let mut i = t;
-            let mut bytes = 0u64;
-            let mut written = Vec::new();
-            while clock.now().0 < deadline {
-                let t0 = clock.now().0;
-                if b.put {
-                    let key = format!("bench-{run:x}-{t}-{i}");
-                    match c.put_from(&key, &buf, &opts).await {
-                        Ok(()) => written.push(key),
-                        // Full: make room by removing what this client wrote.
-                        Err(ErrorCode::NoAvailableHandle) => {
-                            for k in written.drain(..) {
-                                let _ = c.remove(&k, true).await;
-                            }
-                            continue;
-                        }
-                        Err(e) => return Err(format!("put: {e}")),
-                    }
-                } else {
-                    let key = format!("bench-{run:x}-{}", i % b.keys);
-                    c.get_into(&key, &buf)
-                        .await
-                        .map_err(|e| format!("get: {e}"))?;
-                }
-                lat.push(clock.now().0 - t0);
-                bytes += b.value_size;
-                i += b.clients;
-            }
-            // The clock stops with the last operation: the clean-up below
-            // is not part of the measurement.
-            let finished = clock.now().0;
-            for k in written {
-                let _ = c.remove(&k, true).await;
-            }
-            Ok::<_, String>((bytes, lat, finished))
-        });
+        let client = store_client(b.clone(), shared.clone(), t, buf);
+        if b.shared_runtime {
+            tasks.spawn(client);
+            continue;
+        }
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name(format!("bench-client-{t}"))
+            .spawn(move || {
+                let r = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("client {t}'s event loop: {e}"))
+                    .and_then(|rt| rt.block_on(client));
+                let _ = tx.send(r);
+            })
+            .map_err(|e| format!("client {t}'s thread: {e}"))?;
     }
-    // Measured from when the deadline was set (the clients' connecting
-    // counts against them).
-    let start = deadline - b.duration.as_nanos() as u64;
-    let (mut bytes, mut lat, mut end) = (0, Vec::new(), start);
+    drop(tx);
+    let mut results = Vec::new();
     while let Some(r) = tasks.join_next().await {
-        let (b, l, finished) = r.map_err(|e| e.to_string())??;
+        results.push(r.map_err(|e| e.to_string())?);
+    }
+    while let Some(r) = rx.recv().await {
+        results.push(r);
+    }
+    let (mut bytes, mut lat, mut start, mut end) = (0, Vec::new(), u64::MAX, 0);
+    for r in results {
+        let (b, l, began, finished) = r?;
         bytes += b;
         lat.extend(l);
+        start = start.min(began);
         end = end.max(finished);
     }
     let seconds = (end.saturating_sub(start)) as f64 / 1e9;
     let ops = lat.len() as u64;
     Ok(report(bytes, ops, seconds, lat))
+}
+
+/// What a store benchmark's clients share: the clock, the start line
+/// and the run's key prefix.
+#[derive(Clone)]
+struct Shared {
+    clock: MonotonicClock,
+    ready: Arc<tokio::sync::Barrier>,
+    start_at: Arc<AtomicU64>,
+    run: u64,
+    opts: PutOptions,
+}
+
+/// One store-benchmark client: connects and opens the segments, waits for
+/// the others, then puts or gets until the deadline. Returns the bytes
+/// moved, the latencies, and when it started and finished.
+async fn store_client(
+    b: StoreBench,
+    s: Shared,
+    t: usize,
+    buf: Buffer,
+) -> Result<(u64, Vec<u64>, u64, u64), String> {
+    let connected = async {
+        let mut c = StoreClient::connect(b.client.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        c.open_segments()
+            .await
+            .map_err(|e| format!("opening the segments: {e}"))?;
+        Ok::<_, String>(c)
+    }
+    .await;
+    // Everyone reaches the start line, even a client that failed, so that
+    // the others do not wait for it forever; the last one there sets it.
+    if s.ready.wait().await.is_leader() {
+        s.start_at.store(s.clock.now().0, Ordering::Release);
+    }
+    s.ready.wait().await;
+    let mut c = connected?;
+    let start = s.start_at.load(Ordering::Acquire);
+    let deadline = start + b.duration.as_nanos() as u64;
+    let (run, clock) = (s.run, s.clock);
+    let mut lat = Vec::new();
+    let mut i = t;
+    let mut bytes = 0u64;
+    let mut written = Vec::new();
+    while clock.now().0 < deadline {
+        let t0 = clock.now().0;
+        match b.op {
+            StoreOp::Put => {
+                let key = format!("bench-{run:x}-{t}-{i}");
+                match c.put_from(&key, &buf, &s.opts).await {
+                    Ok(()) => written.push(key),
+                    // Full: make room by removing what this client wrote.
+                    Err(ErrorCode::NoAvailableHandle) => {
+                        for k in written.drain(..) {
+                            let _ = c.remove(&k, true).await;
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(format!("put: {e}")),
+                }
+                bytes += b.value_size;
+            }
+            StoreOp::Get => {
+                let key = format!("bench-{run:x}-{}", i % b.keys);
+                c.get_into(&key, &buf)
+                    .await
+                    .map_err(|e| format!("get: {e}"))?;
+                bytes += b.value_size;
+            }
+            StoreOp::Exist => {
+                let key = format!("bench-{run:x}-missing");
+                if c.exist(&key).await.map_err(|e| format!("exist: {e}"))? {
+                    return Err(format!("exist: {key} is there"));
+                }
+            }
+        }
+        lat.push(clock.now().0 - t0);
+        i += b.clients;
+    }
+    // The clock stops with the last operation: the clean-up below is not
+    // part of the measurement.
+    let finished = clock.now().0;
+    for k in written {
+        let _ = c.remove(&k, true).await;
+    }
+    Ok((bytes, lat, start, finished))
 }
 
 /// One SSD-tier benchmark, shaped like `fio --direct=1 --rw=read|write

@@ -4,8 +4,10 @@
 //! the store nodes through the transfer engine.
 //!
 //! - **Put**: PutStart places the replicas; the bytes are written to every
-//!   replica; then PutEnd with the object's checksum, or PutRevoke if any
-//!   write failed (the object never becomes visible half-written).
+//!   replica while each replica's node is told what is coming (its
+//!   catalog's note); then PutEnd with the object's checksum, or PutRevoke
+//!   if any write or note failed (the object never becomes visible
+//!   half-written).
 //! - **Get**: GetReplicaList (a leased read); the replica on this host
 //!   first, then the one with the fewest bytes in flight from this client;
 //!   the bytes are checked against the checksum, and a replica whose bytes
@@ -32,6 +34,7 @@ use crate::transfer::{
 use moonlab_core::store::Tier;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
+use std::hash::Hasher as _;
 use std::sync::Arc;
 
 /// Runs a call; if the master could not be reached, finds it again (a
@@ -50,7 +53,7 @@ macro_rules! with_failover {
 
 /// The checksum every object carries.
 pub fn checksum(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
+    twox_hash::XxHash3_64::oneshot(bytes)
 }
 
 /// A fresh random client id (the master tells writers apart by it).
@@ -253,8 +256,11 @@ impl StoreClient {
         buf: &Buffer,
         opts: &PutOptions,
     ) -> Result<(), ErrorCode> {
-        // The checksum is computed while PutStart is on its way.
+        // The checksum is computed while PutStart is on its way (after
+        // yielding once, so that on a single-threaded runtime the request
+        // is sent first).
         let (replicas, sum) = tokio::join!(self.master.put_start(key, buf.len, opts), async {
+            tokio::task::yield_now().await;
             buf.checksum()
         });
         let replicas = replicas.map_err(call)?;
@@ -265,11 +271,14 @@ impl StoreClient {
                 return Err(e);
             }
         };
-        let written = match self.write_replicas(buf, &replicas).await {
-            Ok(()) => self.note_replicas(key, sum, buf.len, &replicas).await,
-            Err(e) => Err(e),
-        };
-        match written {
+        // The node's note travels with the bytes, not after them: a note
+        // whose bytes never landed fails its checksum when the node
+        // reports its catalog, and a revoked object's note is released.
+        let (written, noted) = tokio::join!(
+            self.write_replicas(buf, &replicas),
+            self.note_replicas(key, sum, buf.len, &replicas)
+        );
+        match written.and(noted) {
             Ok(()) => self.master.put_end(key, Some(sum)).await.map_err(call),
             Err(e) => {
                 // Never visible half-written.
@@ -337,20 +346,28 @@ impl StoreClient {
                 (_, Err(e)) => results[i] = Err(*e),
             }
         }
-        let st = self.engine.transfer(reqs).await;
+        // Notes travel with the bytes (as for one put).
+        let noting = async {
+            let mut noted = Vec::new();
+            for (i, ((k, buf), start)) in items.iter().zip(&starts).enumerate() {
+                if let (Ok(replicas), Ok(()), Ok(sum)) = (start, &results[i], &sums[i]) {
+                    noted.push((i, self.note_replicas(k, *sum, buf.len, replicas).await));
+                }
+            }
+            noted
+        };
+        let (st, noted) = tokio::join!(self.engine.transfer(reqs), noting);
+        for (i, r) in noted {
+            if let Err(e) = r {
+                results[i] = Err(e);
+            }
+        }
         for (s, &i) in st.iter().zip(&owner) {
             if results[i].is_ok() && *s != TaskStatus::Completed {
                 results[i] = Err(match s {
                     TaskStatus::Failed(e) => *e,
                     _ => ErrorCode::TransferFail,
                 });
-            }
-        }
-        for (i, ((k, buf), start)) in items.iter().zip(&starts).enumerate() {
-            if let (Ok(replicas), Ok(()), Ok(sum)) = (start, &results[i], &sums[i]) {
-                if let Err(e) = self.note_replicas(k, *sum, buf.len, replicas).await {
-                    results[i] = Err(e);
-                }
             }
         }
         let mut ends = Vec::new();
@@ -400,8 +417,21 @@ impl StoreClient {
         v.into_iter().map(|x| x.4).collect()
     }
 
-    async fn read_one(&self, r: &ReplicaDesc, into: &Buffer) -> Result<(), ErrorCode> {
+    /// Reads replica `r` into `into`; returns the checksum of what was
+    /// read when it was computed on the way (a mapped segment).
+    async fn read_one(&self, r: &ReplicaDesc, into: &Buffer) -> Result<Option<u64>, ErrorCode> {
         let target = self.segment(&r.endpoint).await?;
+        let mut sum = twox_hash::XxHash3_64::new();
+        if let Some(read) = self.engine.read_mapped(
+            &target,
+            r.offset,
+            &into.region,
+            into.offset,
+            into.len,
+            &mut |piece| sum.write(piece),
+        ) {
+            return read.map(|()| Some(sum.finish()));
+        }
         *self.inflight.lock().entry(r.endpoint.clone()).or_default() += into.len;
         let st = self
             .engine
@@ -418,7 +448,7 @@ impl StoreClient {
             *n = n.saturating_sub(into.len);
         }
         match st.first() {
-            Some(TaskStatus::Completed) => Ok(()),
+            Some(TaskStatus::Completed) => Ok(None),
             Some(TaskStatus::Failed(e)) => Err(*e),
             _ => Err(ErrorCode::TransferFail),
         }
@@ -432,19 +462,21 @@ impl StoreClient {
         }
         let mut last = ErrorCode::ObjectNotFound;
         for r in self.order(&located.replicas) {
-            match self.read_one(&r, into).await {
-                Ok(()) => {}
+            let read_sum = match self.read_one(&r, into).await {
+                Ok(s) => s,
                 Err(e) => {
                     last = e;
                     continue;
                 }
-            }
+            };
             if self.clock.now().0.saturating_sub(started) >= located.lease_ttl.0 {
                 // The bytes may have been evicted and reused while we read.
                 return Err(ErrorCode::LeaseExpired);
             }
             match located.checksum {
-                Some(sum) if into.checksum()? != sum => last = ErrorCode::ChecksumMismatch,
+                Some(sum) if read_sum.map_or_else(|| into.checksum(), Ok)? != sum => {
+                    last = ErrorCode::ChecksumMismatch
+                }
                 _ => return Ok(()),
             }
         }
@@ -593,6 +625,21 @@ impl StoreClient {
         with_failover!(self, self.stats_once().await)
     }
 
+    /// Opens every mounted segment now (maps the same-host ones), so that
+    /// the first operations on them do not pay for it; returns how many
+    /// are open. A segment that cannot be opened is left for the first
+    /// operation that needs it to report.
+    pub async fn open_segments(&mut self) -> Result<usize, ErrorCode> {
+        let (segments, _) = self.stats().await?;
+        let mut open = 0;
+        for s in segments {
+            if self.segment(&s.endpoint).await.is_ok() {
+                open += 1;
+            }
+        }
+        Ok(open)
+    }
+
     /// Finds the master again (the elected one, when there is an election)
     /// and connects to it with the same client id.
     pub async fn reconnect(&mut self) -> Result<(), ErrorCode> {
@@ -601,5 +648,26 @@ impl StoreClient {
             .await
             .map_err(call)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checksum_is_xxh3_64_and_the_same_hashed_in_pieces() {
+        // XXH3-64 of nothing, seed 0 (the reference implementation's value).
+        assert_eq!(checksum(b""), 0x2D06_8005_38D3_94C2);
+        let bytes: Vec<u8> = (0..(3usize << 20) + 7)
+            .map(|i| (i * 131 % 251) as u8)
+            .collect();
+        for len in [0, 1, 240, 241, 1024, 65_536, 65_537, bytes.len()] {
+            let mut h = twox_hash::XxHash3_64::new();
+            for piece in bytes[..len].chunks(64 << 10) {
+                h.write(piece);
+            }
+            assert_eq!(h.finish(), checksum(&bytes[..len]), "{len} bytes");
+        }
     }
 }

@@ -120,7 +120,9 @@ fn bytes(seed: u8, len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_round_trip_with_replicas_and_batches_on_the_same_host() {
     let c = cluster(Duration::from_secs(10)).await;
-    let cl = client(&c).await;
+    let mut cl = client(&c).await;
+    // Both nodes' segments mapped ahead of the first operation.
+    assert_eq!(cl.open_segments().await, Ok(2));
     round_trips(cl).await;
 }
 

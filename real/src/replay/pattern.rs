@@ -4,7 +4,7 @@
 
 /// The pattern's seed for an object name.
 pub fn seed(name: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+    twox_hash::XxHash3_64::oneshot(name.as_bytes())
 }
 
 fn word(seed: u64, i: u64) -> u64 {

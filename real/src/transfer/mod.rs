@@ -308,8 +308,33 @@ impl TransferEngine {
                 continue;
             }
             if let Some(att) = req.target.shm.clone() {
+                // Mapped: one copy per slice, the slices on whichever
+                // workers are free (a big request is copied by several).
+                let slice_bytes = self.config.slice_bytes.max(1);
+                if req.length <= slice_bytes {
+                    running.spawn(async move {
+                        task.finish(copy_in_place(&req, &att.region, 0, req.length));
+                    });
+                    continue;
+                }
+                let req = Arc::new(req);
                 running.spawn(async move {
-                    task.finish(copy_in_place(&req, &att.region));
+                    let mut slices = JoinSet::new();
+                    let mut at = 0;
+                    while at < req.length {
+                        let len = slice_bytes.min(req.length - at);
+                        let (req, att) = (req.clone(), att.clone());
+                        slices.spawn(async move { copy_in_place(&req, &att.region, at, len) });
+                        at += len;
+                    }
+                    let mut result = Ok(());
+                    while let Some(r) = slices.join_next().await {
+                        let r = r.unwrap_or(Err(ErrorCode::Internal));
+                        if result.is_ok() {
+                            result = r;
+                        }
+                    }
+                    task.finish(result);
                 });
                 continue;
             }
@@ -385,6 +410,42 @@ impl TransferEngine {
         Err(last)
     }
 
+    /// Reads `len` bytes at `offset` of `target` into `local` at
+    /// `local_offset` when the segment is mapped into this process,
+    /// showing each copied piece to `inspect` as it lands, while it is
+    /// still in cache (a reader checksums on the way instead of reading
+    /// the bytes twice). `None` when `target` is not mapped: use
+    /// [`TransferEngine::transfer`].
+    pub fn read_mapped(
+        &self,
+        target: &SegmentHandle,
+        offset: u64,
+        local: &Region,
+        local_offset: u64,
+        len: u64,
+        inspect: &mut dyn FnMut(&[u8]),
+    ) -> Option<Result<(), ErrorCode>> {
+        const PIECE: usize = 64 << 10;
+        let att = target.shm.as_ref()?;
+        let in_range = offset.checked_add(len).is_some_and(|end| end <= target.len);
+        // SAFETY: both ranges are checked here; the caller owns its local
+        // range and the replica range the master gave it.
+        let (from, to) = match unsafe {
+            (
+                att.region.bytes(offset, len),
+                local.bytes_mut(local_offset, len),
+            )
+        } {
+            (Ok(f), Ok(t)) if in_range => (f, t),
+            _ => return Some(Err(ErrorCode::InvalidParams)),
+        };
+        for (to, from) in to.chunks_mut(PIECE).zip(from.chunks(PIECE)) {
+            to.copy_from_slice(from);
+            inspect(to);
+        }
+        Some(Ok(()))
+    }
+
     /// Submits `requests` as one batch and waits for it.
     pub async fn transfer(&self, requests: Vec<TransferRequest>) -> Vec<TaskStatus> {
         let batch = self.allocate_batch(requests.len());
@@ -395,34 +456,30 @@ impl TransferEngine {
     }
 }
 
-/// A request against a segment mapped into this process: one copy.
-fn copy_in_place(req: &TransferRequest, remote: &Region) -> Result<(), ErrorCode> {
-    // SAFETY: both ranges were checked; the caller owns its local range and
-    // the replica range the master gave it.
+/// Bytes `at..at + len` of a request against a segment mapped into this
+/// process: one copy.
+fn copy_in_place(
+    req: &TransferRequest,
+    remote: &Region,
+    at: u64,
+    len: u64,
+) -> Result<(), ErrorCode> {
+    // SAFETY: both ranges were checked (the slice lies inside the request);
+    // the caller owns its local range and the replica range the master
+    // gave it.
     let (local, there) = unsafe {
         (
-            req.local.bytes_mut(req.local_offset, req.length),
-            remote.bytes_mut(req.target_offset, req.length),
+            req.local.bytes_mut(req.local_offset + at, len),
+            remote.bytes_mut(req.target_offset + at, len),
         )
     };
     let (local, there) = match (local, there) {
         (Ok(l), Ok(t)) => (l, t),
         _ => return Err(ErrorCode::InvalidParams),
     };
-    let copy = |from: &[u8], to: &mut [u8]| {
-        // Big copies leave the async worker free for others.
-        if from.len() > 4 << 20
-            && tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-        {
-            tokio::task::block_in_place(|| to.copy_from_slice(from));
-        } else {
-            to.copy_from_slice(from);
-        }
-    };
     match req.opcode {
-        Opcode::Write => copy(local, there),
-        Opcode::Read => copy(there, local),
+        Opcode::Write => there.copy_from_slice(local),
+        Opcode::Read => local.copy_from_slice(there),
         _ => return Err(ErrorCode::InvalidParams),
     }
     Ok(())
