@@ -439,9 +439,20 @@ impl TransferEngine {
             (Ok(f), Ok(t)) if in_range => (f, t),
             _ => return Some(Err(ErrorCode::InvalidParams)),
         };
-        for (to, from) in to.chunks_mut(PIECE).zip(from.chunks(PIECE)) {
-            to.copy_from_slice(from);
-            inspect(to);
+        let mut copy = || {
+            for (to, from) in to.chunks_mut(PIECE).zip(from.chunks(PIECE)) {
+                to.copy_from_slice(from);
+                inspect(to);
+            }
+        };
+        // A big read leaves the async worker free for others.
+        if len > 4 << 20
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+        {
+            tokio::task::block_in_place(copy);
+        } else {
+            copy();
         }
         Some(Ok(()))
     }
