@@ -8,7 +8,7 @@
 #      checksums, against a `moonlab cluster`) against redis-server with
 #      redis-benchmark, same value sizes and client counts;
 #   3. the SSD tier's direct I/O (moonlab bench ssd) against fio, same block
-#      size, queue depth and file system.
+#      size, queue depth and file system (median of three turns each).
 #
 # Usage: experiments/bench/real.sh [SECONDS_PER_POINT] [OUT.md] [SSD_DIR]
 # Needs iperf3, redis-server (redis-tools) and fio (apt install iperf3
@@ -131,16 +131,23 @@ echo
 echo "## SSD tier (O_DIRECT, io_uring) against fio"
 echo
 echo "Same file system ($(df -T "$(dirname "$ssd_dir")" | awk 'NR==2 {print $2}') under $(dirname "$ssd_dir")), a 1 GiB file each, sequential, fio \`--direct=1 --ioengine=io_uring\`."
+echo "A disk's throughput drifts between runs more than the two differ, so each point runs three times, moonlab and fio taking turns, and the table gives each one's median."
 echo
 echo "| rw | block | depth | moonlab | fio | ratio |"
 echo "|---|---|---|---|---|---|"
 mkdir -p "$ssd_dir"
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 for rw in read write; do
   for bs in 64KiB 1MiB; do
     fbs="$(python3 -c "print({'64KiB':'64k','1MiB':'1m'}['$bs'])")"
     for d in 1 8 32; do
-      ours="$("$bin" bench ssd --file "$ssd_dir/ours" --size 1GiB --block-size "$bs" --iodepth "$d" --rw "$rw" --duration "$secs" --json | json "d['gb_per_s']")"
-      fio_bw="$(fio --name=b --filename="$ssd_dir/fio" --size=1g --bs="$fbs" --direct=1 --ioengine=io_uring --iodepth="$d" --rw="$rw" --runtime="$secs" --time_based --output-format=json | json "d['jobs'][0]['$rw']['bw_bytes']/1e9")"
+      ours_runs=(); fio_runs=()
+      for _ in 1 2 3; do
+        ours_runs+=("$("$bin" bench ssd --file "$ssd_dir/ours" --size 1GiB --block-size "$bs" --iodepth "$d" --rw "$rw" --duration "$secs" --json | json "d['gb_per_s']")")
+        fio_runs+=("$(fio --name=b --filename="$ssd_dir/fio" --size=1g --bs="$fbs" --direct=1 --ioengine=io_uring --iodepth="$d" --rw="$rw" --runtime="$secs" --time_based --output-format=json | json "d['jobs'][0]['$rw']['bw_bytes']/1e9")")
+      done
+      ours="$(median "${ours_runs[@]}")"
+      fio_bw="$(median "${fio_runs[@]}")"
       echo "| $rw | $bs | $d | $(gbps "$ours") | $(gbps "$fio_bw") | $(ratio "$ours" "$fio_bw") |"
     done
   done
