@@ -172,30 +172,26 @@ fn the_store_benchmark_runs_each_operation_and_cleans_up() {
     // theirs.
     let stat = String::from_utf8(kv(&dir, &["stat"]).stdout).unwrap();
     assert!(stat.starts_with("8 objects on 2 segments\n"), "{stat}");
-    let o = moonlab()
-        .args(["bench", "store", "--cluster"])
-        .arg(&dir)
-        .args(["--op", "delete"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--op: `delete`: expected put, get or exist"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let o = moonlab()
-        .args(["bench", "store", "--cluster"])
-        .arg(&dir)
-        .args(["--slice-size", "1KiB"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("--slice-size: `1KiB`: expected at least 4KiB"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    for (args, error) in [
+        (
+            ["--op", "delete"],
+            "--op: `delete`: expected put, get or exist",
+        ),
+        (
+            ["--slice-size", "1KiB"],
+            "--slice-size: `1KiB`: expected at least 4KiB",
+        ),
+    ] {
+        let o = moonlab()
+            .args(["bench", "store", "--cluster"])
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains(error), "{args:?}: {stderr}");
+    }
 }
 
 #[test]

@@ -327,14 +327,7 @@ impl TransferEngine {
                         slices.spawn(async move { copy_in_place(&req, &att.region, at, len) });
                         at += len;
                     }
-                    let mut result = Ok(());
-                    while let Some(r) = slices.join_next().await {
-                        let r = r.unwrap_or(Err(ErrorCode::Internal));
-                        if result.is_ok() {
-                            result = r;
-                        }
-                    }
-                    task.finish(result);
+                    task.finish(all_slices(slices).await);
                 });
                 continue;
             }
@@ -367,14 +360,7 @@ impl TransferEngine {
                     at += len;
                     k += 1;
                 }
-                let mut result = Ok(());
-                while let Some(r) = slices.join_next().await {
-                    let r = r.unwrap_or(Err(ErrorCode::Internal));
-                    if result.is_ok() {
-                        result = r;
-                    }
-                }
-                task.finish(result);
+                task.finish(all_slices(slices).await);
             });
         }
         Ok(())
@@ -465,6 +451,19 @@ impl TransferEngine {
         }
         self.wait(&batch).await
     }
+}
+
+/// Waits for every slice of a request: done when all are, else the first
+/// failure seen.
+async fn all_slices(mut slices: JoinSet<Result<(), ErrorCode>>) -> Result<(), ErrorCode> {
+    let mut result = Ok(());
+    while let Some(r) = slices.join_next().await {
+        let r = r.unwrap_or(Err(ErrorCode::Internal));
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
 }
 
 /// Bytes `at..at + len` of a request against a segment mapped into this
