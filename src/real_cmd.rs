@@ -690,8 +690,8 @@ impl AccessArgs {
         c.same_host = !self.no_same_host;
         if let Some(s) = &self.slice_size {
             c.engine.slice_bytes = size_arg("--slice-size", s)?;
-            if c.engine.slice_bytes < 4096 {
-                bail!("--slice-size: `{s}`: expected at least 4KiB");
+            if !(4096..=64 << 20).contains(&c.engine.slice_bytes) {
+                bail!("--slice-size: `{s}`: expected 4KiB to 64MiB");
             }
         }
         Ok(c)

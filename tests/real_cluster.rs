@@ -179,7 +179,7 @@ fn the_store_benchmark_runs_each_operation_and_cleans_up() {
         ),
         (
             ["--slice-size", "1KiB"],
-            "--slice-size: `1KiB`: expected at least 4KiB",
+            "--slice-size: `1KiB`: expected 4KiB to 64MiB",
         ),
     ] {
         let o = moonlab()

@@ -248,6 +248,7 @@ pub async fn store(b: &StoreBench) -> Result<BenchReport, String> {
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut failed = None;
     for t in 0..b.clients {
         let buf = Buffer::copy_of(&value).map_err(|e| e.to_string())?;
         let client = store_client(b.clone(), shared.clone(), t, buf);
@@ -256,17 +257,25 @@ pub async fn store(b: &StoreBench) -> Result<BenchReport, String> {
             continue;
         }
         let tx = tx.clone();
-        std::thread::Builder::new()
-            .name(format!("bench-client-{t}"))
-            .spawn(move || {
-                let r = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("client {t}'s event loop: {e}"))
-                    .and_then(|rt| rt.block_on(client));
-                let _ = tx.send(r);
-            })
-            .map_err(|e| format!("client {t}'s thread: {e}"))?;
+        let started = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("client {t}'s event loop: {e}"))
+            .and_then(|rt| {
+                std::thread::Builder::new()
+                    .name(format!("bench-client-{t}"))
+                    .spawn(move || {
+                        let _ = tx.send(rt.block_on(client));
+                    })
+                    .map_err(|e| format!("client {t}'s thread: {e}"))
+            });
+        if let Err(e) = started {
+            // Stand in for it at the start line, so that the others go on
+            // (and end) instead of waiting for it.
+            shared.ready.wait().await;
+            shared.ready.wait().await;
+            failed.get_or_insert(e);
+        }
     }
     drop(tx);
     let mut results = Vec::new();
@@ -275,6 +284,9 @@ pub async fn store(b: &StoreBench) -> Result<BenchReport, String> {
     }
     while let Some(r) = rx.recv().await {
         results.push(r);
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     let (mut bytes, mut lat, mut start, mut end) = (0, Vec::new(), u64::MAX, 0);
     for r in results {

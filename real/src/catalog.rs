@@ -34,8 +34,14 @@ impl Catalog {
     }
 
     /// Records a writer's note; entries it overlaps are stale (their range
-    /// was freed and reused) and go.
+    /// was freed and reused) and go. A note of size 0 withdraws the
+    /// object's entry (a put that failed after noting; objects are never
+    /// empty).
     pub fn record(&mut self, note: Note) {
+        if note.size == 0 {
+            self.release(note.object);
+            return;
+        }
         let end = note.offset.saturating_add(note.size);
         let stale: Vec<u64> = self
             .by_offset
@@ -125,6 +131,13 @@ mod tests {
         c.record(note(3, 5000, 1000, &r, 3));
         // Object 4 reuses part of 1's and 2's ranges: both are stale.
         c.record(note(4, 500, 1000, &r, 4));
+        // A failed put's note withdrawn: its bytes are whole, yet it goes.
+        c.record(note(5, 8000, 1000, &r, 5));
+        c.record(Note {
+            size: 0,
+            checksum: 0,
+            ..note(5, 8000, 1000, &r, 5)
+        });
         let keys: Vec<String> = c.report(&r).into_iter().map(|o| o.key).collect();
         assert_eq!(keys, ["k4", "k3"]);
         c.release(3);

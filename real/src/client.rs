@@ -248,6 +248,24 @@ impl StoreClient {
         Ok(())
     }
 
+    /// Withdraws the notes of a put that failed (best effort: the master
+    /// frees the object's range anyway, and a note left behind is released
+    /// by the next heartbeat that reports it freed).
+    async fn withdraw_notes(&self, key: &str, replicas: &[ReplicaDesc]) {
+        for r in replicas {
+            if let Ok(target) = self.segment(&r.endpoint).await {
+                let withdraw = Note {
+                    object: r.object,
+                    offset: r.offset,
+                    size: 0,
+                    checksum: 0,
+                    key: key.to_string(),
+                };
+                let _ = self.engine.note(&target, &withdraw).await;
+            }
+        }
+    }
+
     /// Put: stores `buf` under `key` (the bytes go from `buf` to every
     /// replica with no staging copy).
     async fn put_from_once(
@@ -273,15 +291,30 @@ impl StoreClient {
         };
         // The node's note travels with the bytes, not after them: a note
         // whose bytes never landed fails its checksum when the node
-        // reports its catalog, and a revoked object's note is released.
-        let (written, noted) = tokio::join!(
-            self.write_replicas(buf, &replicas),
-            self.note_replicas(key, sum, buf.len, &replicas)
-        );
-        match written.and(noted) {
+        // reports its catalog, and a failed put withdraws its notes before
+        // it is revoked. (The segments are opened first, once.)
+        let mut opened = Ok(());
+        for r in &replicas {
+            if let Err(e) = self.segment(&r.endpoint).await {
+                opened = Err(e);
+                break;
+            }
+        }
+        let done = match opened {
+            Ok(()) => {
+                let (written, noted) = tokio::join!(
+                    self.write_replicas(buf, &replicas),
+                    self.note_replicas(key, sum, buf.len, &replicas)
+                );
+                written.and(noted)
+            }
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(()) => self.master.put_end(key, Some(sum)).await.map_err(call),
             Err(e) => {
-                // Never visible half-written.
+                // Never visible half-written, nor after a failover.
+                self.withdraw_notes(key, &replicas).await;
                 let _ = self.master.put_revoke(key).await;
                 Err(e)
             }
@@ -375,7 +408,10 @@ impl StoreClient {
         for (i, (k, _)) in items.iter().enumerate() {
             match (&starts[i], &results[i]) {
                 (Ok(_), Ok(())) => ends.push((k.clone(), sums[i].as_ref().ok().copied())),
-                (Ok(_), Err(_)) => revokes.push(k.clone()),
+                (Ok(replicas), Err(_)) => {
+                    self.withdraw_notes(k, replicas).await;
+                    revokes.push(k.clone());
+                }
                 _ => {}
             }
         }

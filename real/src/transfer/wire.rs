@@ -46,7 +46,8 @@ pub const MAX_NOTE_BYTES: u64 = 34 + 4096;
 
 /// A writer's note to a store node: object `object` (the master's id) of
 /// `size` bytes with checksum `checksum` is committed at `offset` under
-/// `key`.
+/// `key`. A note of size 0 withdraws object `object`'s note (its put
+/// failed; objects are never empty).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub object: u64,
